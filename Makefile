@@ -1,0 +1,38 @@
+# Two entry points for a fresh machine: `make benchmark` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+OUT ?= runs/default
+
+export HF_HUB_OFFLINE := 1
+export PYTHONWARNINGS := ignore
+
+.PHONY: install benchmark test lint smoke clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# pip (not uv/poetry): torch/torchvision come from the machine's local wheels.
+$(STAMP): $(PY) pyproject.toml constraints.txt
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+benchmark: $(STAMP)
+	$(PY) run_benchmark.py --suite default --out $(OUT)
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+smoke: $(STAMP)
+	$(PY) run_benchmark.py --suite smoke --out runs/smoke
+
+clean:
+	rm -rf runs .cache

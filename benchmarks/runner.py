@@ -1,0 +1,168 @@
+"""The single-run loop: ``run_one(config, out_dir)`` -> record, whatever process runs it.
+
+For every task i of the stream: train the strategy on task i (Avalanche ``train``), evaluate every
+task seen so far with its own head (``eval`` on ``test_stream[:i+1]``), count correct predictions
+per task, and write the run folder atomically (config.yaml, rows.csv, record.json) — so a killed
+run leaves every finished task on disk.
+"""
+
+from __future__ import annotations
+
+import random
+import resource
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from avalanche.core import SupervisedPlugin
+from tqdm import tqdm
+
+from benchmarks.streams import Stream, build_stream
+from models.factory import create_backbone, resolve
+from models.pretrain import pretrained_checkpoint
+from results.metrics import accuracy_from_counts, all_metrics
+from results.records import load_record, run_id, write_run
+from strategies import get_strategy
+from strategies.heads import ProbeHeadPlugin
+from strategies.registry import TrainSettings
+from strategies.storage import storage_summary
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class EvalCounter(SupervisedPlugin):
+    """Correct predictions, sample count and summed loss per evaluated experience."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts: dict[int, list] = {}
+
+    def before_eval(self, strategy, **kwargs):
+        self.counts = {}
+
+    def after_eval_iteration(self, strategy, **kwargs):
+        j = strategy.experience.current_experience
+        out, y = strategy.mb_output, strategy.mb_y
+        c = self.counts.setdefault(j, [0, 0, 0.0])
+        c[0] += int((out.argmax(1) == y).sum())
+        c[1] += len(y)
+        c[2] += float(F.cross_entropy(out, y, reduction="sum"))
+
+
+class ProgressBar(SupervisedPlugin):
+    """A tqdm bar per training task (on a terminal; silent in logs)."""
+
+    def __init__(self, label: str):
+        super().__init__()
+        self.label = label
+        self.bar = None
+
+    def before_training_exp(self, strategy, **kwargs):
+        total = strategy.train_epochs * len(strategy.dataloader)
+        self.bar = tqdm(total=total, desc=f"{self.label} task {strategy.experience.task_label}",
+                        leave=False, file=sys.stderr, disable=None)
+
+    def after_training_iteration(self, strategy, **kwargs):
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{float(strategy.loss):.3f}", refresh=False)
+
+    def after_training_exp(self, strategy, **kwargs):
+        self.bar.close()
+
+
+def prepare_backbone(config: dict, stream: Stream, cache_dir: Path):
+    """The run's starting backbone (local checkpoint, cached base pre-training, or random init)
+    and the size of the base model's own head (counted in storage like the paper's 1000-way)."""
+    c, h, w = stream.image_shape
+    kwargs = {"img_size": h, "in_chans": c}
+    resolve(config["backbone"], **kwargs)  # validates sizes before any training
+    ckpt, base_meta, base_head = config.get("pretrained"), None, 0
+    if ckpt is None and stream.base is not None:
+        recipe = {"epochs": config["base_epochs"], "batch_size": config["batch_size"]}
+        ckpt, base_meta = pretrained_checkpoint(
+            config["backbone"], kwargs, f"{stream.name}:{stream.base.name}",
+            stream.base.train, stream.base.test, stream.base.n_classes, config["seed"],
+            cache_dir, recipe, config["device"])
+    backbone = create_backbone(config["backbone"], pretrained=ckpt, **kwargs)
+    if ckpt is not None:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state.get("model", state))
+        base_head = sum(v.numel() for k, v in state.items() if k.startswith("head."))
+    return backbone, base_head, base_meta
+
+
+def run_one(config: dict, out_dir: Path, cache_dir: Path, progress: bool = True) -> dict:
+    """Run one (stream, backbone, strategy, seed) and return its finished record.
+
+    An already finished run folder with the same config is returned as is (idempotent).
+    """
+    folder = Path(out_dir) / run_id(config)
+    if (folder / "record.json").exists():
+        old = load_record(folder)
+        if old["status"] == "finished":
+            return old
+    info = get_strategy(config["strategy"])
+    hp = config["hparams"]
+    record = {"config": config, "run_id": run_id(config), "status": "running", "tasks": [],
+              "acc_matrix": [], "probe_acc": [], "metrics": {}, "storage": {},
+              "timing": {"train_s": 0.0, "eval_s": 0.0, "pretrain_s": 0.0}, "base": None,
+              "error": None}
+    rows: list[dict] = []
+    try:
+        seed_everything(config["seed"])
+        stream = build_stream(config["stream"], config["seed"], data_root=config.get("data_root"),
+                              val_fraction=config["val_fraction"])
+        t0 = time.perf_counter()
+        backbone, base_head, base_meta = prepare_backbone(config, stream, Path(cache_dir))
+        record["timing"]["pretrain_s"] = time.perf_counter() - t0
+        record["base"] = base_meta
+        record["tasks"] = stream.describe()
+        T = len(stream.tasks)
+        R = [[None] * T for _ in range(T)]
+        bench = stream.to_benchmark()
+        counter, probe = EvalCounter(), ProbeHeadPlugin(bench, config["head_init"])
+        plugins = [probe, counter] + ([ProgressBar(config["strategy"])] if progress else [])
+        settings = TrainSettings(epochs=config["epochs"], batch_size=config["batch_size"],
+                                 eval_batch_size=config["eval_batch_size"],
+                                 device=config["device"], head_init=config["head_init"],
+                                 plugins=plugins)
+        seed_everything(config["seed"])
+        strategy = info.build(backbone, dict(hp), settings)
+        per_task_items = []
+        for i, exp in enumerate(bench.train_stream):
+            t = time.perf_counter()
+            strategy.train(exp)
+            record["timing"]["train_s"] += time.perf_counter() - t
+            t = time.perf_counter()
+            strategy.eval(bench.test_stream[: i + 1])
+            record["timing"]["eval_s"] += time.perf_counter() - t
+            for j, (correct, n, loss) in sorted(counter.counts.items()):
+                R[i][j] = accuracy_from_counts(correct, n)
+                rows.append({"seed": config["seed"], "strategy": config["strategy"],
+                             "backbone": config["backbone"], "stream": config["stream"],
+                             "train_task": i, "eval_task": j, "n": n, "correct": correct,
+                             "loss": loss / n})
+            per_task_items.append(info.storage(backbone, stream.tasks[i].n_classes, hp))
+            record["acc_matrix"] = R
+            record["probe_acc"] = [probe.probe_acc.get(k) for k in range(T)]
+            record["storage"] = storage_summary(backbone, base_head, per_task_items)
+            record["timing"]["peak_rss_mib"] = (
+                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            if i == T - 1:
+                record["metrics"] = all_metrics(R)
+                record["status"] = "finished"
+            write_run(folder, record, rows)
+    except Exception:
+        record["status"] = "failed"
+        record["error"] = traceback.format_exc()
+        write_run(folder, record, rows)
+        raise
+    return record

@@ -1,0 +1,247 @@
+"""Task-incremental streams: ordered tasks with their own classes (ids from 0 in every task).
+
+A stream is a pure function of ``(name, seed)`` (plus a data root for local datasets): the same
+seed gives the same splits, class order and transformations. Every task's training data is split
+stratified into train/validation (``val_fraction``, seeded); the test part is only ever used to
+report accuracy.
+
+Stream names:
+- ``mnist5k-domains`` (default; in the spirit of MEAT's sequence of different datasets): base =
+  upright MNIST-5k digits 0-4; tasks = differently transformed digit datasets, each over its own
+  classes — see :data:`DOMAIN_TASKS`. Task test images come from the test split, so no base
+  training image (upright) is ever a test image of a task.
+- ``<dataset>-split<N>``: the dataset's classes in a seeded random order, cut into N tasks.
+  Bundled ``mnist5k`` (base: upscaled scikit-learn digits) and ``digits`` (base: MNIST-5k), or a
+  local dataset (``cifar10``, ``cifar100``, ``svhn``, ``fashionmnist``, ``imagefolder``; no base:
+  start from a pretrained checkpoint file).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from benchmarks.datasets import (
+    LOCAL_DATASETS,
+    DataError,
+    ImageSource,
+    RelabeledSubset,
+    TensorImages,
+    local_source,
+    mnist5k,
+    sklearn_digits,
+    stratified_split,
+    targets_of,
+)
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Task:
+    """One task: its classes (head output i = ``classes[i]``) and train/val/test data."""
+
+    name: str
+    classes: list[str]
+    train: Dataset
+    val: Dataset
+    test: Dataset
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass
+class Stream:
+    """An ordered list of tasks plus the base data the backbone is pre-trained on (or None)."""
+
+    name: str
+    seed: int
+    tasks: list[Task]
+    base: Task | None
+    image_shape: tuple[int, int, int]
+    info: dict = field(default_factory=dict)
+
+    def describe(self) -> list[dict]:
+        """Per-task summary stored in run records."""
+        return [
+            {"name": t.name, "classes": t.classes, "n_train": len(t.train), "n_val": len(t.val),
+             "n_test": len(t.test)}
+            for t in self.tasks
+        ]
+
+    def to_benchmark(self):
+        """The stream as an Avalanche benchmark: train/test/valid streams, task label = index."""
+        from avalanche.benchmarks import dataset_benchmark
+        from avalanche.benchmarks.utils import _make_taskaware_classification_dataset as wrap
+
+        def parts(attr: str):
+            return [wrap(getattr(t, attr), task_labels=i) for i, t in enumerate(self.tasks)]
+
+        return dataset_benchmark(
+            parts("train"), parts("test"), other_streams_datasets={"valid": parts("val")}
+        )
+
+
+# ----------------------------------------------------------------------------- transforms
+def rotate(quarter_turns: int) -> Transform:
+    """Rotate images by ``quarter_turns`` x 90 degrees counter-clockwise."""
+    return lambda x: torch.rot90(x, quarter_turns, dims=(-2, -1))
+
+
+def invert(x: torch.Tensor) -> torch.Tensor:
+    """Swap ink and background: 1 - x."""
+    return 1.0 - x
+
+
+def patch_shuffle(grid: int, seed: int) -> Transform:
+    """Cut images into a grid x grid of patches and permute them with one seeded permutation."""
+    perm = torch.from_numpy(np.random.RandomState(seed).permutation(grid * grid))
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        *lead, c, h, w = x.shape
+        ph, pw = h // grid, w // grid
+        p = x.reshape(*lead, c, grid, ph, grid, pw).movedim(-2, -3)  # (..., c, gy, gx, ph, pw)
+        p = p.reshape(*lead, c, grid * grid, ph, pw)[..., perm, :, :]
+        p = p.reshape(*lead, c, grid, grid, ph, pw).movedim(-3, -2)
+        return p.reshape(*lead, c, h, w)
+
+    return apply
+
+
+def compose(*fs: Transform) -> Transform:
+    def apply(x):
+        for f in fs:
+            x = f(x)
+        return x
+
+    return apply
+
+
+# ----------------------------------------------------------------------------- task building
+def _select(ds: Dataset, classes: Sequence[int], transform: Transform | None) -> Dataset:
+    """The samples of ``classes`` relabelled 0..k-1 in the given order, transformed."""
+    label_map = {c: i for i, c in enumerate(classes)}
+    idx = [i for i, y in enumerate(targets_of(ds)) if y in label_map]
+    if isinstance(ds, TensorImages):  # in memory: transform once, eagerly
+        images = ds.images[idx]
+        if transform is not None:
+            images = transform(images)
+        return TensorImages(images, [label_map[ds.targets[i]] for i in idx])
+    return RelabeledSubset(ds, idx, label_map, transform)
+
+
+def _subset(ds: Dataset, idx: np.ndarray) -> Dataset:
+    if isinstance(ds, TensorImages):
+        return TensorImages(ds.images[idx], [ds.targets[i] for i in idx])
+    ident = {y: y for y in set(targets_of(ds))}
+    return RelabeledSubset(ds, idx.tolist(), ident)
+
+
+def make_task(
+    name: str,
+    source: ImageSource,
+    classes: Sequence[int],
+    seed: int,
+    val_fraction: float,
+    transform: Transform | None = None,
+) -> Task:
+    """A task over ``classes`` of ``source``; its train part split stratified into train/val."""
+    train_all = _select(source.train, classes, transform)
+    train_idx, val_idx = stratified_split(targets_of(train_all), val_fraction, seed)
+    return Task(
+        name=name,
+        classes=[source.class_names[c] for c in classes],
+        train=_subset(train_all, train_idx),
+        val=_subset(train_all, val_idx),
+        test=_select(source.test, classes, transform),
+    )
+
+
+# ----------------------------------------------------------------------------- streams
+# (task name, source, digit classes, transform factory(seed)) of the default domain stream.
+DOMAIN_TASKS: list[tuple[str, str, tuple[int, ...], Callable[[int], Transform]]] = [
+    ("rot90 5-9", "mnist5k", (5, 6, 7, 8, 9), lambda s: rotate(1)),
+    ("inverted 0-4", "mnist5k", (0, 1, 2, 3, 4), lambda s: invert),
+    ("patch-shuffled 5-9", "mnist5k", (5, 6, 7, 8, 9), lambda s: patch_shuffle(4, s)),
+    ("rot90+shuffled 0-4", "mnist5k", (0, 1, 2, 3, 4),
+     lambda s: compose(rotate(1), patch_shuffle(4, s + 2))),
+    ("shuffled+inverted 0-4", "mnist5k", (0, 1, 2, 3, 4),
+     lambda s: compose(patch_shuffle(4, s + 1), invert)),
+]
+
+
+def mnist5k_domains(seed: int, val_fraction: float) -> Stream:
+    sources = {"mnist5k": mnist5k(seed)}
+    base = make_task("upright 0-4", sources["mnist5k"], range(5), seed, val_fraction)
+    tasks = [
+        make_task(name, sources[src], classes, seed, val_fraction, factory(seed))
+        for name, src, classes, factory in DOMAIN_TASKS
+    ]
+    return Stream("mnist5k-domains", seed, tasks, base, (1, 28, 28))
+
+
+def class_split(
+    source: ImageSource, n_tasks: int, seed: int, val_fraction: float
+) -> list[Task]:
+    """The source's classes in a seeded random order, cut into ``n_tasks`` contiguous groups."""
+    n = len(source.class_names)
+    if not 1 <= n_tasks <= n // 2:
+        raise DataError(f"{source.name} has {n} classes: split into 1..{n // 2} tasks of >= 2")
+    order = np.random.RandomState(seed).permutation(n)
+    groups = np.array_split(order, n_tasks)
+    return [
+        make_task(f"{source.name} {'/'.join(source.class_names[c] for c in g)}", source,
+                  g.tolist(), seed, val_fraction)
+        for g in groups
+    ]
+
+
+SPLIT_RE = re.compile(r"^(?P<dataset>[a-z0-9]+)-split(?P<n>\d+)$")
+BUNDLED_SPLITS = ("mnist5k", "digits")
+FIXED_STREAMS = {"mnist5k-domains": mnist5k_domains}
+
+
+def stream_names_help() -> str:
+    datasets = ", ".join((*BUNDLED_SPLITS, *LOCAL_DATASETS))
+    return f"{', '.join(FIXED_STREAMS)}, or <dataset>-split<N> with dataset in {{{datasets}}}"
+
+
+def stream_needs_data_root(name: str) -> bool:
+    m = SPLIT_RE.match(name)
+    return bool(m) and m["dataset"] in LOCAL_DATASETS
+
+
+def build_stream(
+    name: str,
+    seed: int,
+    *,
+    data_root: str | None = None,
+    val_fraction: float = 0.1,
+    img_size: int | None = None,
+) -> Stream:
+    """Build a stream by name; raises :class:`DataError` with the valid names if unknown."""
+    if name in FIXED_STREAMS:
+        return FIXED_STREAMS[name](seed, val_fraction)
+    m = SPLIT_RE.match(name)
+    if not m or m["dataset"] not in (*BUNDLED_SPLITS, *LOCAL_DATASETS):
+        raise DataError(f"unknown stream {name!r}; valid: {stream_names_help()}")
+    dataset, n_tasks = m["dataset"], int(m["n"])
+    if dataset == "mnist5k":
+        source, base_src = mnist5k(seed), sklearn_digits(seed, size=28)
+    elif dataset == "digits":
+        source, base_src = sklearn_digits(seed, size=28), mnist5k(seed)
+    else:
+        source, base_src = local_source(dataset, data_root, img_size), None
+    tasks = class_split(source, n_tasks, seed, val_fraction)
+    base = None
+    if base_src is not None:
+        base = make_task(base_src.name, base_src, range(len(base_src.class_names)), seed,
+                         val_fraction)
+    return Stream(name, seed, tasks, base, source.image_shape)

@@ -1,0 +1,85 @@
+"""Suites: named YAML files in ``configs/`` expanded into fully resolved run configs.
+
+A suite file sets ``stream``, ``backbone``, ``strategies`` (a list, or ``all`` = every registered
+strategy), ``seeds`` and the training settings; ``hparams: {strategy: {name: value}}`` overrides a
+strategy's paper defaults. Each expanded config is complete — it alone determines the run and
+its folder name (a hash of it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from strategies import STRATEGIES
+from strategies.registry import resolve_hparams
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+DEFAULTS = {
+    "stream": "mnist5k-domains",
+    "backbone": "vit_micro",
+    "strategies": "all",
+    "seeds": [0],
+    "epochs": 10,
+    "batch_size": 64,
+    "eval_batch_size": 512,
+    "base_epochs": 10,
+    "head_init": "probe",
+    "val_fraction": 0.1,
+    "device": "cpu",
+    "data_root": None,
+    "pretrained": None,
+    "hparams": {},
+}
+
+
+class SuiteError(ValueError):
+    """A suite name or a suite file entry is invalid."""
+
+
+def suite_names() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def load_suite(name: str) -> dict:
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise SuiteError(f"unknown suite {name!r}; valid: {', '.join(suite_names())}")
+    suite = yaml.safe_load(path.read_text()) or {}
+    unknown = set(suite) - set(DEFAULTS) - {"description"}
+    if unknown:
+        raise SuiteError(f"{path}: unknown keys {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
+    return {**DEFAULTS, **suite, "suite": name}
+
+
+def strategy_list(value) -> list[str]:
+    names = list(STRATEGIES) if value in ("all", ["all"]) else list(value)
+    bad = [n for n in names if n not in STRATEGIES]
+    if bad:
+        raise SuiteError(f"unknown strategy {bad[0]!r}; valid: {', '.join(STRATEGIES)}")
+    return names
+
+
+def expand(suite: dict) -> list[dict]:
+    """One resolved config per (strategy, seed), strategies in suite order."""
+    configs = []
+    for strategy in strategy_list(suite["strategies"]):
+        overrides = (suite.get("hparams") or {}).get(strategy, {})
+        try:
+            hp = resolve_hparams(strategy, overrides)
+        except KeyError as e:
+            raise SuiteError(e.args[0]) from e
+        for seed in suite["seeds"]:
+            configs.append({
+                "suite": suite["suite"], "stream": suite["stream"], "backbone": suite["backbone"],
+                "strategy": strategy, "seed": int(seed), "epochs": int(suite["epochs"]),
+                "batch_size": int(suite["batch_size"]),
+                "eval_batch_size": int(suite["eval_batch_size"]),
+                "base_epochs": int(suite["base_epochs"]), "head_init": suite["head_init"],
+                "val_fraction": float(suite["val_fraction"]), "device": suite["device"],
+                "data_root": suite["data_root"], "pretrained": suite["pretrained"],
+                "hparams": hp, "hparams_source": "user" if overrides else "paper",
+            })
+    return configs

@@ -1,0 +1,72 @@
+"""Continual-learning metrics as pure functions of the accuracy matrix.
+
+``R[i][j]`` is the accuracy on task j (its own head and test set) after training through task i,
+for i, j = 0..T-1; entries may be ``None`` where not evaluated (j > i). Task-incremental (TAw).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+Matrix = Sequence[Sequence[float | None]]
+
+
+def _check(R: Matrix) -> int:
+    T = len(R)
+    if T == 0 or any(len(row) != T for row in R):
+        raise ValueError("accuracy matrix must be square and non-empty")
+    for i in range(T):
+        for j in range(i + 1):
+            if R[i][j] is None:
+                raise ValueError(f"R[{i}][{j}] (task {j} after training task {i}) is missing")
+    return T
+
+
+def final_average_accuracy(R: Matrix) -> float:
+    """ACC = (1/T) sum_j R[T-1][j]."""
+    T = _check(R)
+    return sum(R[T - 1][j] for j in range(T)) / T
+
+
+def average_incremental_accuracy(R: Matrix) -> float:
+    """(1/T) sum_i [ (1/(i+1)) sum_{j<=i} R[i][j] ]: mean over time of the accuracy so far."""
+    T = _check(R)
+    return sum(sum(R[i][j] for j in range(i + 1)) / (i + 1) for i in range(T)) / T
+
+
+def forgetting(R: Matrix) -> float:
+    """Chaudhry et al.: (1/(T-1)) sum_{j<T-1} [ max_{l<T-1} R[l][j] - R[T-1][j] ].
+
+    The max runs over l = j..T-2 (R[l][j] exists only for l >= j). Can be negative (the task
+    improved). 0 for a single task.
+    """
+    T = _check(R)
+    if T == 1:
+        return 0.0
+    return sum(
+        max(R[k][j] for k in range(j, T - 1)) - R[T - 1][j] for j in range(T - 1)
+    ) / (T - 1)
+
+
+def backward_transfer(R: Matrix) -> float:
+    """GEM's BWT = (1/(T-1)) sum_{j<T-1} (R[T-1][j] - R[j][j]). Negative means forgetting."""
+    T = _check(R)
+    if T == 1:
+        return 0.0
+    return sum(R[T - 1][j] - R[j][j] for j in range(T - 1)) / (T - 1)
+
+
+def accuracy_from_counts(correct: int, n: int) -> float:
+    """Accuracy of one (train task, eval task) cell from raw counts."""
+    if n <= 0:
+        raise ValueError("accuracy of an empty test set")
+    return correct / n
+
+
+def all_metrics(R: Matrix) -> dict:
+    return {
+        "final_avg_acc": final_average_accuracy(R),
+        "avg_incremental_acc": average_incremental_accuracy(R),
+        "forgetting": forgetting(R),
+        "bwt": backward_transfer(R),
+    }

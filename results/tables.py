@@ -1,0 +1,89 @@
+"""pandas tables built from run records (records only: no training code is imported here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+SUMMARY_COLUMNS = ("final_avg_acc", "avg_incremental_acc", "forgetting", "bwt", "above_probe",
+                   "mib_per_task", "train_s")
+
+
+def record_row(rec: dict) -> dict:
+    """One flat row per run: identity, metrics, storage and time."""
+    cfg, m = rec["config"], rec["metrics"]
+    probe = rec.get("probe_acc") or []
+    final = rec["acc_matrix"][-1]
+    above = (float(np.mean([a - p for a, p in zip(final, probe, strict=True)]))
+             if probe and None not in probe else np.nan)
+    per_task = rec["storage"]["per_task_mib"]
+    return {
+        "stream": cfg["stream"], "backbone": cfg["backbone"], "strategy": cfg["strategy"],
+        "seed": cfg["seed"], **{k: m[k] for k in ("final_avg_acc", "avg_incremental_acc",
+                                                   "forgetting", "bwt")},
+        "above_probe": above,
+        "mib_per_task": float(np.mean(per_task)) if per_task else 0.0,
+        "total_mib": rec["storage"]["total_mib"],
+        "train_s": rec["timing"]["train_s"],
+    }
+
+
+def runs_frame(records: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame([record_row(r) for r in records])
+
+
+def summary(records: list[dict]) -> pd.DataFrame:
+    """Mean and std over seeds per (stream, backbone, strategy), with n = number of seeds."""
+    df = runs_frame(records)
+    keys = ["stream", "backbone", "strategy"]
+    g = df.groupby(keys, sort=False)
+    out = g[list(SUMMARY_COLUMNS)].mean()
+    std = g[list(SUMMARY_COLUMNS)].std(ddof=1).fillna(0.0)
+    out = out.join(std, rsuffix="_std")
+    out["n"] = g.size()
+    return out.reset_index()
+
+
+def format_summary(df: pd.DataFrame) -> str:
+    """Human table: mean ± std (n) per strategy, accuracies in %."""
+    def pm(row, col, scale, digits):
+        mean, std = row[col] * scale, row[f"{col}_std"] * scale
+        return f"{mean:.{digits}f} ± {std:.{digits}f}" if row["n"] > 1 else f"{mean:.{digits}f}"
+
+    rows = []
+    for _, r in df.iterrows():
+        rows.append({
+            "stream": r["stream"], "backbone": r["backbone"], "strategy": r["strategy"],
+            "final acc %": pm(r, "final_avg_acc", 100, 1),
+            "avg inc acc %": pm(r, "avg_incremental_acc", 100, 1),
+            "forgetting %": pm(r, "forgetting", 100, 1),
+            "BWT %": pm(r, "bwt", 100, 1),
+            "vs probe %": pm(r, "above_probe", 100, 1),
+            "MiB/task": f"{r['mib_per_task']:.4f}",
+            "train s": pm(r, "train_s", 1, 0),
+            "n": int(r["n"]),
+        })
+    return pd.DataFrame(rows).to_string(index=False)
+
+
+def per_task_table(records: list[dict]) -> pd.DataFrame:
+    """Final accuracy per task (rows: tasks, probe reference, average, storage; cols: strategies).
+
+    Means over seeds; one stream and backbone expected (call once per group).
+    """
+    by_strategy: dict[str, list[dict]] = {}
+    for r in records:
+        by_strategy.setdefault(r["config"]["strategy"], []).append(r)
+    names = [t["name"] for t in records[0]["tasks"]]
+    cols = {}
+    probe = []
+    for strat, recs in by_strategy.items():
+        finals = np.array([r["acc_matrix"][-1] for r in recs], dtype=float).mean(0)
+        mib = np.mean([r["storage"]["total_mib"] for r in recs])
+        cols[strat] = [*(100 * finals), 100 * finals.mean(), mib]
+        probe.extend(r["probe_acc"] for r in recs if r.get("probe_acc"))
+    df = pd.DataFrame(cols, index=[*names, "average", "storage MiB"])
+    if probe:
+        p = 100 * np.array(probe, dtype=float).mean(0)
+        df.insert(0, "probe_acc", [*p, p.mean(), np.nan])
+    return df

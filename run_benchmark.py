@@ -1,0 +1,195 @@
+#!/usr/bin/env python
+"""Run continual-learning suites on ViT backbones and report their results.
+
+  python run_benchmark.py --suite default [--strategies a,b] [--backbone NAME] [--seeds 0,1]
+                          [--epochs N] [--out DIR] ...
+  python run_benchmark.py report RUN_DIR [RUN_DIR ...]
+
+Every input is validated before any training: bad input prints one line on stderr naming the
+problem and the valid choices, and exits with code 2 without writing anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from local files only
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_CACHE = Path(os.environ.get("VITCL_CACHE", ROOT / ".cache" / "pretrained"))
+
+
+class UsageError(Exception):
+    """Bad command-line input (exit code 2)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports errors as one line naming the valid choices, exit code 2."""
+
+    def error(self, message: str):
+        if "unrecognized arguments" in message:
+            flags = sorted(s for s in self._option_string_actions if s.startswith("--"))
+            message += f" (valid flags: {', '.join(flags)})"
+        raise UsageError(message)
+
+
+def csv_list(value: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
+
+
+def seed_list(value: str) -> list[int]:
+    try:
+        return [int(v) for v in csv_list(value)]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"seeds must be integers like 0,1,2, got {value!r}") from e
+
+
+def positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value!r}")
+    return n
+
+
+def run_parser() -> Parser:
+    p = Parser(
+        prog="run_benchmark.py",
+        description="Run a suite (configs/<suite>.yaml): strategies x seeds on one stream and "
+                    "backbone. Subcommands: `report RUN_DIR...` (tables from run folders).",
+    )
+    p.add_argument("--suite", required=True, help="suite name: a file configs/<suite>.yaml")
+    p.add_argument("--strategies", type=csv_list, help="comma list (default: the suite's)")
+    p.add_argument("--backbone", help="tiny config (vit_micro, vit_nano) or a timm vit_*/deit_* "
+                                      "name")
+    p.add_argument("--stream", help="stream name (default: the suite's), e.g. mnist5k-split5")
+    p.add_argument("--data-root", help="folder of a local dataset (cifar10, svhn, imagefolder...)")
+    p.add_argument("--pretrained", help="local checkpoint file to start from instead of base "
+                                        "pre-training")
+    p.add_argument("--seeds", type=seed_list, help="comma list of integer seeds, e.g. 0,1,2")
+    p.add_argument("--epochs", type=positive_int, help="epochs per task (>= 1)")
+    p.add_argument("--base-epochs", type=positive_int, help="epochs of base pre-training")
+    p.add_argument("--batch-size", type=positive_int, help="training mini-batch size")
+    p.add_argument("--head-init", choices=["probe", "random"],
+                   help="new heads start from the converged linear probe (default) or random")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto = cuda when available")
+    p.add_argument("--out", help="output folder (default runs/<suite>)")
+    p.add_argument("--cache", default=str(DEFAULT_CACHE),
+                   help="folder of cached base checkpoints (env VITCL_CACHE)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def report_parser() -> Parser:
+    p = Parser(prog="run_benchmark.py report", description="Tables from finished run folders.")
+    p.add_argument("run_dirs", nargs="+", help="run folders or folders of run folders")
+    return p
+
+
+def resolve_device(choice: str) -> str:
+    import torch
+
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available; valid here: auto, cpu")
+    return choice
+
+
+def build_configs(args) -> list[dict]:
+    """Suite + flags -> validated run configs. Raises UsageError before any training."""
+    from benchmarks.datasets import DataError
+    from benchmarks.streams import build_stream
+    from benchmarks.suites import SuiteError, expand, load_suite
+    from models.factory import BackboneError, resolve
+
+    try:
+        suite = load_suite(args.suite)
+        for key in ("strategies", "backbone", "stream", "seeds", "epochs", "base_epochs",
+                    "batch_size", "head_init", "data_root", "pretrained"):
+            value = getattr(args, key)
+            if value is not None:
+                suite[key] = value
+        suite["device"] = resolve_device(args.device)
+        if suite["pretrained"] and not Path(suite["pretrained"]).is_file():
+            raise UsageError(f"--pretrained: checkpoint file not found: {suite['pretrained']}")
+        configs = expand(suite)
+        stream = build_stream(suite["stream"], suite["seeds"][0], data_root=suite["data_root"],
+                              val_fraction=suite["val_fraction"])
+        c, h, _ = stream.image_shape
+        resolve(suite["backbone"], img_size=h, in_chans=c)
+    except (SuiteError, DataError, BackboneError) as e:
+        raise UsageError(str(e)) from e
+    return configs
+
+
+def cmd_run(argv: list[str]) -> int:
+    args = run_parser().parse_args(argv)
+    configs = build_configs(args)
+    out = Path(args.out or ROOT / "runs" / args.suite)
+    from benchmarks.runner import run_one
+    from results.tables import format_summary, per_task_table, summary
+
+    t0 = time.time()
+    records = []
+    for k, cfg in enumerate(configs, 1):
+        print(f"[{k}/{len(configs)}] {cfg['strategy']} on {cfg['backbone']} / {cfg['stream']} "
+              f"seed {cfg['seed']}", file=sys.stderr, flush=True)
+        records.append(run_one(cfg, out, Path(args.cache), progress=not args.quiet))
+    print(format_summary(summary(records)))
+    print()
+    print(per_task_table(records).round(1).to_string())
+    print(f"\n{len(records)} runs in {time.time() - t0:.0f} s; output folder: {out}")
+    return 0
+
+
+def cmd_report(argv: list[str]) -> int:
+    args = report_parser().parse_args(argv)
+    from results.records import RecordError, find_records
+    from results.tables import format_summary, per_task_table, summary
+
+    missing = [d for d in args.run_dirs if not Path(d).is_dir()]
+    if missing:
+        raise UsageError(f"run folder not found: {missing[0]}")
+    try:
+        records = find_records(args.run_dirs)
+    except RecordError as e:
+        raise UsageError(str(e)) from e
+    if not records:
+        raise UsageError(f"no finished run records under {', '.join(args.run_dirs)}")
+    print(format_summary(summary(records)))
+    groups: dict[tuple, list] = {}
+    for r in records:
+        groups.setdefault((r["config"]["stream"], r["config"]["backbone"]), []).append(r)
+    for (stream, backbone), recs in groups.items():
+        print(f"\n{stream} / {backbone}: final accuracy per task (%)")
+        print(per_task_table(recs).round(1).to_string())
+    return 0
+
+
+COMMANDS = {"report": cmd_report}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv and argv[0] in COMMANDS:
+            return COMMANDS[argv[0]](argv[1:])
+        return cmd_run(argv)
+    except UsageError as e:
+        print(f"run_benchmark.py: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""``classifier``: the frozen pre-trained backbone with one new linear head per task.
+
+With ``head_init="probe"`` (default) the head *is* the converged linear probe on the frozen
+features (standardization folded into weight and bias) and no SGD epoch runs: a few epochs of
+SGD on badly conditioned frozen features measure head-training accidents, not the strategy.
+With ``head_init="random"`` the head is trained by AdamW for the run's epochs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from models.multitask import MultiTaskViT
+from strategies.common import ContinualTemplate
+from strategies.registry import register_strategy
+from strategies.storage import head_items
+
+
+@register_strategy(
+    "classifier",
+    hparams={"head_lr": 1e-3},
+    storage=lambda backbone, n_classes, hp: head_items(backbone.num_features, n_classes),
+    trains="only the new head (converged probe)",
+    keeps="head only",
+    forgets=False,
+    paper="MEAT paper's Classifier",
+)
+def build_classifier(backbone, hp, settings):
+    backbone.requires_grad_(False)
+    if settings.head_init == "probe":
+        settings = dataclasses.replace(settings, epochs=0)
+    return ContinualTemplate(
+        model=MultiTaskViT(backbone),
+        param_groups=lambda m: [{"params": list(m.heads.parameters()), "lr": hp["head_lr"]}],
+        settings=settings,
+    )

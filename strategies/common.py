@@ -1,0 +1,103 @@
+"""What every strategy shares: the Avalanche template with per-task optimizers.
+
+Avalanche's own optimizer handling keeps one optimizer for the whole stream and supports a single
+parameter group. Strategies here need separate learning rates (new head vs. masks vs. backbone)
+and a fresh optimizer for every task, as in the papers, so :class:`ContinualTemplate` builds the
+optimizer (and its cosine schedule over the task's iterations) from ``param_groups(model)`` at the
+start of every training experience — after Avalanche's model adaptation has added the new head.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+
+import torch
+from avalanche.training.plugins import EvaluationPlugin
+from avalanche.training.templates import SupervisedTemplate
+from torch import nn
+
+from strategies.registry import TrainSettings
+
+ParamGroups = Callable[[nn.Module], list[dict]]
+
+# AdamW steps every parameter by ~lr whatever the gradient's size; SGD steps in proportion to the
+# gradient, so a head that starts converged (probe init) barely moves a backbone it already fits.
+OPTIMIZERS = {
+    "adamw": torch.optim.AdamW,
+    "sgd": lambda groups, weight_decay: torch.optim.SGD(groups, momentum=0.9,
+                                                         weight_decay=weight_decay),
+}
+
+
+def silent_evaluator() -> EvaluationPlugin:
+    """An evaluator with no metrics and no loggers (the runner counts accuracy itself)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return EvaluationPlugin(loggers=[])
+
+
+def cosine_factor(step: int, total: int) -> float:
+    """Cosine decay from 1 to 0 over ``total`` steps: 0.5 (1 + cos(pi step / total))."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
+class ContinualTemplate(SupervisedTemplate):
+    """``SupervisedTemplate`` that rebuilds its optimizer (AdamW or SGD with momentum 0.9) and a
+    cosine schedule for every training experience.
+
+    ``param_groups(model)`` returns torch parameter groups (each with its ``lr``); parameters that
+    do not require gradients are dropped, so frozen tensors get no optimizer state.
+    """
+
+    def __init__(self, *, model: nn.Module, param_groups: ParamGroups, settings: TrainSettings,
+                 plugins=(), optimizer: str = "adamw", weight_decay: float = 0.0,
+                 cosine: bool = True, clip_grad_norm: float | None = None):
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
+        self.param_groups = param_groups
+        self.optimizer_name = optimizer
+        self.weight_decay = weight_decay
+        self.cosine = cosine
+        self.clip_grad_norm = clip_grad_norm
+        self.scheduler = None
+        placeholder = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.0)
+        super().__init__(
+            model=model,
+            optimizer=placeholder,
+            criterion=nn.CrossEntropyLoss(),
+            train_mb_size=settings.batch_size,
+            train_epochs=settings.epochs,
+            eval_mb_size=settings.eval_batch_size,
+            device=torch.device(settings.device),
+            plugins=[*plugins, *settings.plugins],
+            evaluator=silent_evaluator(),
+        )
+
+    def make_optimizer(self, **kwargs) -> None:
+        groups = []
+        for g in self.param_groups(self.model):
+            params = [p for p in g["params"] if p.requires_grad]
+            if params:
+                groups.append({**g, "params": params})
+        if not groups:  # nothing to train this task (e.g. a converged-probe classifier)
+            groups = [{"params": [nn.Parameter(torch.zeros(1))], "lr": 0.0}]
+        self.optimizer = OPTIMIZERS[self.optimizer_name](groups, weight_decay=self.weight_decay)
+        total = self.train_epochs * len(self.dataloader) if self.is_training else 1
+        self.scheduler = (
+            torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: cosine_factor(s, total))
+            if self.cosine else None
+        )
+
+    def optimizer_step(self) -> None:
+        if self.clip_grad_norm is not None:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
+        super().optimizer_step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+
+def head_params(model: nn.Module) -> list[nn.Parameter]:
+    return list(model.heads.parameters())

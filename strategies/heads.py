@@ -1,0 +1,65 @@
+"""Probe-initialized heads and the per-task linear-probe reference, for every strategy.
+
+:class:`ProbeHeadPlugin` runs at the start of every training task, after Avalanche created the
+task's head: it computes the task's features with the backbone *as the strategy will use it at
+the start of that task* (eval mode, ``torch.inference_mode``, large batches, once per task), fits
+a converged linear probe (``models.heads.fit_linear_probe``; C chosen on the task's validation
+split), records the probe's test accuracy as the task's ``probe_acc`` reference and, with
+``head_init="probe"``, copies the probe (standardization folded in) into the new head.
+"""
+
+from __future__ import annotations
+
+import torch
+from avalanche.core import SupervisedPlugin
+from torch.utils.data import DataLoader, Dataset
+
+from models.heads import LinearProbe, fit_linear_probe
+
+HEAD_INITS = ("probe", "random")
+
+
+@torch.inference_mode()
+def task_features(model, dataset: Dataset, task: int, device, batch_size: int = 1024):
+    """(features, labels) of a whole dataset through ``model.features(x, task)``."""
+    feats, labels = [], []
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        x, y = batch[0], batch[1]
+        feats.append(model.features(x.to(device), task).float().cpu())
+        labels.append(torch.as_tensor(y))
+    return torch.cat(feats), torch.cat(labels)
+
+
+class ProbeHeadPlugin(SupervisedPlugin):
+    """Fit the probe reference for each new task; optionally start the head from it.
+
+    ``benchmark`` must have ``valid_stream`` and ``test_stream`` aligned with ``train_stream``
+    (as ``benchmarks.streams.Stream.to_benchmark`` builds them). ``probe_acc[i]`` holds the
+    reference test accuracy of experience ``i``.
+    """
+
+    def __init__(self, benchmark, head_init: str = "probe"):
+        super().__init__()
+        if head_init not in HEAD_INITS:
+            raise ValueError(f"head_init must be one of {HEAD_INITS}, got {head_init!r}")
+        self.benchmark = benchmark
+        self.head_init = head_init
+        self.probe_acc: dict[int, float] = {}
+        self.probes: dict[int, LinearProbe] = {}
+
+    def before_training_exp(self, strategy, **kwargs):
+        exp = strategy.experience
+        i, task = exp.current_experience, exp.task_label
+        model, device = strategy.model, strategy.device
+        was_training = model.training
+        model.eval()
+        n_classes = model.heads[str(task)].out_features
+        tr = task_features(model, exp.dataset.eval(), task, device)
+        va = task_features(model, self.benchmark.valid_stream[i].dataset.eval(), task, device)
+        te = task_features(model, self.benchmark.test_stream[i].dataset.eval(), task, device)
+        probe = fit_linear_probe(*tr, n_classes, *va)
+        self.probes[i] = probe
+        self.probe_acc[i] = probe.accuracy(*te)
+        if self.head_init == "probe":
+            probe.copy_into(model.heads[str(task)])
+        model.train(was_training)

@@ -1,0 +1,39 @@
+"""``individual``: a separate copy of the pre-trained backbone fine-tuned for every task.
+
+The upper bound of the MEAT paper: nothing is shared, nothing is forgotten, and every task
+costs a full fp32 backbone.
+"""
+
+from __future__ import annotations
+
+from models.multitask import PerTaskBackboneViT
+from strategies.common import ContinualTemplate
+from strategies.finetune import backbone_and_head_groups
+from strategies.registry import register_strategy
+from strategies.storage import FP32, StorageItem, head_items, param_count
+
+
+def individual_storage(backbone, n_classes, hp):
+    return [StorageItem("backbone copy", param_count(backbone), FP32),
+            *head_items(backbone.num_features, n_classes)]
+
+
+@register_strategy(
+    "individual",
+    hparams={"optimizer": "adamw", "lr": 5e-4, "head_lr": 5e-4, "weight_decay": 0.0,
+             "clip_grad_norm": 1.0},
+    storage=individual_storage,
+    trains="a fresh copy of the pre-trained backbone + head, per task",
+    keeps="full fp32 backbone + head",
+    forgets=False,
+    paper="upper bound (MEAT paper's Individual)",
+)
+def build_individual(backbone, hp, settings):
+    return ContinualTemplate(
+        model=PerTaskBackboneViT(backbone),
+        param_groups=backbone_and_head_groups(hp),
+        settings=settings,
+        optimizer=hp["optimizer"],
+        weight_decay=hp["weight_decay"],
+        clip_grad_norm=hp["clip_grad_norm"],
+    )

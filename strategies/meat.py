@@ -1,0 +1,162 @@
+"""MEAT — Meta-attention for ViT-backed continual learning (Xue et al., CVPR 2022).
+
+The pre-trained ViT never changes. Each task learns, through hard Gumbel-softmax logits
+(``models.masks.TaskMask``), binary masks that are kept bit-packed once the task is done:
+
+- token masks: per masked layer one bit per patch token, shared by all heads, acting on key
+  columns inside the softmax (``models.attention.MaskableAttention``); prefix tokens are always
+  kept. Layers: every layer by default (paper; the official code masks blocks 3, 6, 9 — pass
+  ``layers=[2, 5, 8]``). ``keep_diagonal`` reproduces the code's always-attend-to-self variant;
+- FFN masks: one bit per weight of fc1 and fc2 in every block (biases unmasked), through
+  ``models.masked_linear.MaskedLinear``.
+
+Loss: L = L_ce + alpha * (1/L) sum_l (lambda - (1/n) sum_i m_l^i)^2 over the token masks of the
+current forward (alpha = 2, lambda = 0.9). Initialization and tau: the official code's (every
+entry starts kept, gamma = 4, tau = 1) by default; the paper's U(-gamma, gamma) as
+``init="paper"``. Learning rates follow the paper's DeiT recipe scaled by batch/1024: heads
+5e-4, masks 0.1 (x 64/1024 at the suite's batch 64), AdamW with cosine decay, no weight decay.
+"""
+
+from __future__ import annotations
+
+import torch
+from avalanche.core import SupervisedPlugin
+
+from models import anatomy
+from models.attention import make_maskable
+from models.masked_linear import make_masked
+from models.masks import MaskConfig, TaskMask
+from models.multitask import MultiTaskViT
+from strategies.common import ContinualTemplate
+from strategies.registry import register_strategy
+from strategies.storage import StorageItem, head_items
+
+
+def drop_control_loss(token_masks: list[torch.Tensor], lam: float) -> torch.Tensor:
+    """(1/L) sum_l (lambda - mean_i m_l^i)^2: keeps about a fraction lambda of tokens per layer."""
+    return torch.stack([(lam - m.mean()) ** 2 for m in token_masks]).mean()
+
+
+def masked_layer_ids(n_layers: int, layers) -> list[int]:
+    ids = list(range(n_layers)) if layers in (None, "all") else [int(i) for i in layers]
+    bad = [i for i in ids if not 0 <= i < n_layers]
+    if bad:
+        raise ValueError(f"masked layers {bad} out of range 0..{n_layers - 1}")
+    return ids
+
+
+class MEATPlugin(SupervisedPlugin):
+    """MEAT on a ``models.multitask.MultiTaskViT``: masks installed on first use, one set of
+    mask logits per task, bit-packed after the task; the backbone is frozen.
+
+    Usable in any Avalanche script: ``Naive(model, optimizer, criterion,
+    plugins=[MEATPlugin()])``. New mask logits are added to the strategy's optimizer through
+    ``strategy.make_optimizer()``.
+    """
+
+    def __init__(self, *, alpha: float = 2.0, lam: float = 0.9, gamma: float = 4.0,
+                 tau: float = 1.0, init: str = "code", layers=None, keep_diagonal: bool = False,
+                 token_masks: bool = True, ffn_masks: bool = True):
+        super().__init__()
+        self.alpha, self.lam = alpha, lam
+        self.mask_config = MaskConfig(gamma=gamma, tau=tau, init=init)
+        self.layers, self.keep_diagonal = layers, keep_diagonal
+        self.use_token_masks, self.use_ffn_masks = token_masks, ffn_masks
+        self.token_masks: list[TaskMask] = []
+        self.ffn_masks: list[TaskMask] = []
+        self.installed = False
+
+    # -- set-up -----------------------------------------------------------------------------
+    def install(self, model: MultiTaskViT) -> None:
+        if not isinstance(model, MultiTaskViT):
+            raise TypeError("MEATPlugin needs a models.multitask.MultiTaskViT "
+                            f"(a timm ViT with one head per task), got {type(model).__name__}")
+        backbone = model.backbone
+        backbone.requires_grad_(False)
+        device = next(backbone.parameters()).device
+        if self.use_token_masks:
+            attns = make_maskable(backbone)
+            n = anatomy.num_patches(backbone)
+            for i in masked_layer_ids(len(attns), self.layers):
+                attns[i].token_mask = TaskMask((n,), self.mask_config).to(device)
+                attns[i].keep_diagonal = self.keep_diagonal
+                self.token_masks.append(attns[i].token_mask)
+        if self.use_ffn_masks:
+            for fc in anatomy.ffn_linears(backbone):
+                make_masked(fc).weight_mask = TaskMask(tuple(fc.weight.shape),
+                                                       self.mask_config).to(device)
+                self.ffn_masks.append(fc.weight_mask)
+        self.installed = True
+
+    @property
+    def masks(self) -> list[TaskMask]:
+        return [*self.token_masks, *self.ffn_masks]
+
+    # -- Avalanche callbacks ----------------------------------------------------------------
+    def before_training_exp(self, strategy, **kwargs):
+        if not self.installed:
+            self.install(strategy.model)
+        task = strategy.experience.task_label
+        for m in self.masks:
+            if not m.has_task(task):
+                m.add_task(task, strategy.device)
+        for key, head in strategy.model.heads.items():  # only the new task's head trains
+            head.requires_grad_(key == str(task))
+        strategy.make_optimizer()
+
+    def before_backward(self, strategy, **kwargs):
+        samples = [m.last_sample for m in self.token_masks if m.last_sample is not None]
+        if samples and self.alpha:
+            strategy.loss = strategy.loss + self.alpha * drop_control_loss(samples, self.lam)
+        for m in self.token_masks:
+            m.last_sample = None
+
+    def after_training_exp(self, strategy, **kwargs):
+        task = strategy.experience.task_label
+        for m in self.masks:
+            m.finish_task(task)
+        strategy.make_optimizer()  # forget the dropped logits
+
+    def kept_token_fraction(self, task: int) -> list[float]:
+        """Fraction of patch tokens kept in each masked layer for ``task``."""
+        return [float(m.binary(task).float().mean()) for m in self.token_masks]
+
+
+def meat_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
+    """Per task: token-mask bits, FFN-mask bits (1 bit each) and the fp32 head."""
+    n_layers = len(anatomy.blocks(backbone))
+    token_bits = len(masked_layer_ids(n_layers, hp["layers"])) * anatomy.num_patches(backbone)
+    ffn_bits = sum(fc.weight.numel() for fc in anatomy.ffn_linears(backbone))
+    return [StorageItem("token masks", token_bits, 1), StorageItem("ffn masks", ffn_bits, 1),
+            *head_items(backbone.num_features, n_classes)]
+
+
+BATCH_SCALE = 64 / 1024  # the paper's lr rule lr = base * batch / 1024 at the suite's batch 64
+
+
+@register_strategy(
+    "meat",
+    hparams={"head_lr": 5e-4 * BATCH_SCALE, "mask_lr": 0.1 * BATCH_SCALE, "alpha": 2.0,
+             "lam": 0.9, "gamma": 4.0, "tau": 1.0, "init": "code", "layers": "all",
+             "keep_diagonal": False},
+    storage=meat_storage,
+    trains="per-task binary token masks (attention) and FFN weight masks + the new head",
+    keeps="token/FFN mask bits + head",
+    forgets=False,
+    paper="Xue et al., CVPR 2022",
+)
+def build_meat(backbone, hp, settings):
+    plugin = MEATPlugin(alpha=hp["alpha"], lam=hp["lam"], gamma=hp["gamma"], tau=hp["tau"],
+                        init=hp["init"], layers=hp["layers"], keep_diagonal=hp["keep_diagonal"])
+
+    def groups(model):
+        masks = [p for m in plugin.masks for p in m.parameters()]
+        return [{"params": masks, "lr": hp["mask_lr"]},
+                {"params": list(model.heads.parameters()), "lr": hp["head_lr"]}]
+
+    model = MultiTaskViT(backbone)
+    plugin.install(model)
+    strategy = ContinualTemplate(model=model, param_groups=groups, settings=settings,
+                                 plugins=[plugin])
+    strategy.meat = plugin
+    return strategy

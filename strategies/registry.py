@@ -1,0 +1,87 @@
+"""The strategy registry: ``@register_strategy(name, ...)`` on a builder function.
+
+A builder turns a pre-trained backbone, its hyperparameters and the run's training settings into
+an Avalanche strategy (a ``SupervisedTemplate`` whose model is a multi-head ``MultiTaskModule``).
+Next to the builder, registration declares what the strategy keeps per task (for the storage
+bill), whether it can forget, and its paper defaults — the facts the README table and the
+``storage`` command print.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from strategies.storage import StorageItem
+
+
+@dataclass
+class TrainSettings:
+    """What the runner decides for every strategy alike."""
+
+    epochs: int = 1
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    device: str = "cpu"
+    head_init: str = "probe"  # "probe" | "random"
+    plugins: list = field(default_factory=list)  # runner plugins (counting, progress, probe)
+
+
+Builder = Callable[[nn.Module, dict, TrainSettings], object]
+StorageFn = Callable[[nn.Module, int, dict], list[StorageItem]]
+
+
+@dataclass
+class StrategyInfo:
+    name: str
+    build: Builder
+    hparams: dict
+    storage: StorageFn  # (backbone, n_classes of the task, hparams) -> what task t keeps
+    trains: str
+    keeps: str
+    forgets: bool
+    paper: str
+
+
+STRATEGIES: dict[str, StrategyInfo] = {}
+
+
+def register_strategy(
+    name: str,
+    *,
+    hparams: dict,
+    storage: StorageFn,
+    trains: str,
+    keeps: str,
+    forgets: bool,
+    paper: str,
+) -> Callable[[Builder], Builder]:
+    """Register ``build(backbone, hparams, settings) -> SupervisedTemplate`` under ``name``."""
+
+    def deco(build: Builder) -> Builder:
+        if name in STRATEGIES:
+            raise ValueError(f"strategy {name!r} registered twice")
+        STRATEGIES[name] = StrategyInfo(
+            name, build, dict(hparams), storage, trains, keeps, forgets, paper
+        )
+        return build
+
+    return deco
+
+
+def get_strategy(name: str) -> StrategyInfo:
+    if name not in STRATEGIES:
+        raise KeyError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}")
+    return STRATEGIES[name]
+
+
+def resolve_hparams(name: str, overrides: dict | None = None) -> dict:
+    """The strategy's paper defaults updated with ``overrides``; unknown keys are an error."""
+    hp = dict(get_strategy(name).hparams)
+    for k, v in (overrides or {}).items():
+        if k not in hp:
+            raise KeyError(f"strategy {name!r} has no hyperparameter {k!r}; valid: {', '.join(hp)}")
+        hp[k] = type(hp[k])(v) if hp[k] is not None and not isinstance(hp[k], bool) else v
+    return hp

@@ -1,0 +1,81 @@
+"""Storage accounting: what must be kept to predict task t later, in bits and MiB.
+
+Counted as the MEAT paper counts model size: the base model in fp32 (with its original head)
+plus, per task, everything the strategy keeps for that task — its head in fp32, binary masks or
+gates at 1 bit per entry, float per-task parameters at 32 bits, a full fp32 backbone copy for
+``individual``. MiB = 2**20 bytes. Three views per task:
+
+- ``bits``: the theoretical count (sum of entries x bits per entry);
+- ``packed_bytes``: each item stored on its own, bit-packed (ceil(bits / 8) per item);
+- ``file_bytes``: the size of the per-task file the run actually saved (filled by the runner).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from torch import nn
+
+MIB = 2**20
+FP32 = 32
+
+
+@dataclass(frozen=True)
+class StorageItem:
+    """``entries`` values of ``bits`` bits each, kept for one task (e.g. a mask or a head)."""
+
+    name: str
+    entries: int
+    bits: int
+
+    @property
+    def total_bits(self) -> int:
+        return self.entries * self.bits
+
+    @property
+    def packed_bytes(self) -> int:
+        return math.ceil(self.total_bits / 8)
+
+
+def head_items(num_features: int, n_classes: int) -> list[StorageItem]:
+    """A task's linear head in fp32: weight and bias."""
+    return [StorageItem("head", n_classes * (num_features + 1), FP32)]
+
+
+def param_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def task_bill(items: Sequence[StorageItem]) -> dict:
+    """One task's storage: total bits, packed bytes, MiB and the itemized list."""
+    bits = sum(i.total_bits for i in items)
+    return {
+        "bits": bits,
+        "packed_bytes": sum(i.packed_bytes for i in items),
+        "mib": bits / 8 / MIB,
+        "items": [asdict(i) for i in items],
+    }
+
+
+def storage_summary(
+    backbone: nn.Module, base_head_params: int, per_task: Sequence[Sequence[StorageItem]]
+) -> dict:
+    """The run's bill: base model + per-task items, totals in bits and MiB, % of the backbone."""
+    backbone_bits = param_count(backbone) * FP32
+    base_bits = backbone_bits + base_head_params * FP32
+    bills = [task_bill(items) for items in per_task]
+    per_task_bits = [b["bits"] for b in bills]
+    total_bits = base_bits + sum(per_task_bits)
+    return {
+        "base_bits": base_bits,
+        "base_mib": base_bits / 8 / MIB,
+        "per_task_bits": per_task_bits,
+        "per_task_mib": [b / 8 / MIB for b in per_task_bits],
+        "per_task_packed_bytes": [b["packed_bytes"] for b in bills],
+        "per_task_pct_of_backbone": [100.0 * b / backbone_bits for b in per_task_bits],
+        "per_task_items": [b["items"] for b in bills],
+        "total_bits": total_bits,
+        "total_mib": total_bits / 8 / MIB,
+    }

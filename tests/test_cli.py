@@ -1,0 +1,68 @@
+"""Every CLI error path: one line on stderr naming the problem and the valid choices, exit 2,
+nothing written."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, str(ROOT / "run_benchmark.py"), *args],
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize(
+    "args, expect",
+    [
+        (["--suite", "nope"], "unknown suite 'nope'; valid: "),
+        (["--suite", "smoke", "--strategies", "finetune,bogus"], "unknown strategy 'bogus'"),
+        (["--suite", "smoke", "--backbone", "resnet50"], "unknown backbone 'resnet50'"),
+        (["--suite", "smoke", "--epochs", "0"], "must be an integer >= 1"),
+        (["--suite", "smoke", "--epochs", "two"], "must be an integer >= 1"),
+        (["--suite", "smoke", "--seeds", "a,b"], "seeds must be integers"),
+        (["--suite", "smoke", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+        (["--suite", "smoke", "--head-init", "zeros"], "invalid choice: 'zeros'"),
+        (["--suite", "smoke", "--stream", "cifar10-split5", "--data-root", "/no/such/dir"],
+         "/no/such/dir"),
+        (["--suite", "smoke", "--stream", "cifar10-split5"], "--data-root"),
+        (["--suite", "smoke", "--stream", "mnist5k-splitx"], "unknown stream"),
+        (["--suite", "smoke", "--backbone", "deit_tiny_patch16_224"], "does not divide"),
+        (["--suite", "smoke", "--pretrained", "/no/such.pt"], "checkpoint file not found"),
+        (["report", "/no/such/run"], "run folder not found"),
+        ([], "required: --suite"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, expect):
+    out = tmp_path / "out"
+    extra = ["--out", str(out)] if args and args[0] != "report" else []
+    r = run_cli(*args, *extra)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert expect in lines[0]
+    assert lines[0].startswith("run_benchmark.py: error: ")
+    assert r.stdout == ""
+    assert not out.exists()
+
+
+def test_unknown_flag_lists_valid_flags():
+    r = run_cli("--suite", "smoke", "--epoch", "3x")
+    assert r.returncode == 2
+    assert "--epochs" in r.stderr and "--strategies" in r.stderr
+
+
+def test_help_documents_every_flag():
+    r = run_cli("--help")
+    assert r.returncode == 0
+    for flag in ("--suite", "--strategies", "--backbone", "--seeds", "--epochs", "--out",
+                 "--device", "--head-init", "--data-root", "--pretrained"):
+        assert flag in r.stdout
+
+
+def test_report_on_empty_folder_is_an_error(tmp_path):
+    r = run_cli("report", str(tmp_path))
+    assert r.returncode == 2 and "no finished run records" in r.stderr

@@ -1,0 +1,68 @@
+"""The smoke suite end to end through the CLI: every registered strategy, records on disk."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from results.records import find_records
+from strategies import STRATEGIES
+
+ROOT = Path(__file__).resolve().parent.parent
+MASK_STRATEGIES = {"meat", "piggyback", "hat"}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, cache_dir):
+    out = tmp_path_factory.mktemp("smoke")
+    r = subprocess.run([sys.executable, str(ROOT / "run_benchmark.py"), "--suite", "smoke",
+                        "--out", str(out), "--cache", str(cache_dir), "--quiet"],
+                       capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, r.stdout
+
+
+def test_every_strategy_finishes_with_a_full_record(smoke):
+    out, stdout = smoke
+    records = {r["config"]["strategy"]: r for r in find_records([out])}
+    assert set(records) == set(STRATEGIES)
+    for name, rec in records.items():
+        T = len(rec["tasks"])
+        assert T >= 3
+        for i in range(T):
+            assert all(rec["acc_matrix"][i][j] is not None for j in range(i + 1)), name
+        assert all(p is not None for p in rec["probe_acc"]), name
+        assert len(rec["storage"]["per_task_bits"]) == T
+        assert rec["config"]["head_init"] == "probe"
+        rows = (Path(rec["_folder"]) / "rows.csv").read_text().splitlines()
+        assert len(rows) == 1 + T * (T + 1) // 2
+        assert name in stdout
+    assert f"output folder: {out}" in stdout
+
+
+def test_classifier_is_the_converged_probe(smoke):
+    out, _ = smoke
+    rec = next(r for r in find_records([out]) if r["config"]["strategy"] == "classifier")
+    for j, p in enumerate(rec["probe_acc"]):
+        assert abs(rec["acc_matrix"][-1][j] - p) <= 0.01
+
+
+def test_strategies_that_cannot_forget_keep_earlier_accuracy_bit_identical(smoke):
+    out, _ = smoke
+    for rec in find_records([out]):
+        if STRATEGIES[rec["config"]["strategy"]].forgets:
+            continue
+        R = rec["acc_matrix"]
+        for j in range(len(R)):
+            assert len({R[i][j] for i in range(j, len(R))}) == 1, rec["config"]["strategy"]
+        assert rec["metrics"]["forgetting"] == 0.0
+
+
+def test_record_files_are_valid_json_with_config(smoke):
+    out, _ = smoke
+    for f in out.glob("*/record.json"):
+        rec = json.loads(f.read_text())
+        assert rec["status"] == "finished" and rec["error"] is None
+        assert (f.parent / "config.yaml").exists()
