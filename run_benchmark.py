@@ -71,7 +71,8 @@ def run_parser() -> Parser:
     p.add_argument("--strategies", type=csv_list, help="comma list (default: the suite's)")
     p.add_argument("--backbone", help="tiny config (vit_micro, vit_nano) or a timm vit_*/deit_* "
                                       "name")
-    p.add_argument("--stream", help="stream name (default: the suite's), e.g. mnist5k-split5")
+    p.add_argument("--stream", type=csv_list,
+                   help="stream name(s) (default: the suite's), e.g. mnist5k-split5")
     p.add_argument("--data-root", help="folder of a local dataset (cifar10, svhn, imagefolder...)")
     p.add_argument("--pretrained", help="local checkpoint file to start from instead of base "
                                         "pre-training")
@@ -79,8 +80,10 @@ def run_parser() -> Parser:
     p.add_argument("--epochs", type=positive_int, help="epochs per task (>= 1)")
     p.add_argument("--base-epochs", type=positive_int, help="epochs of base pre-training")
     p.add_argument("--batch-size", type=positive_int, help="training mini-batch size")
-    p.add_argument("--head-init", choices=["probe", "random"],
-                   help="new heads start from the converged linear probe (default) or random")
+    p.add_argument("--head-init", choices=["auto", "probe", "random"],
+                   help="new heads start from the converged linear probe or at random; auto "
+                        "(default) = probe, except random for strategies that fine-tune the "
+                        "backbone (finetune, individual)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="auto = cuda when available")
     p.add_argument("--out", help="output folder (default runs/<suite>)")
@@ -110,7 +113,7 @@ def build_configs(args) -> list[dict]:
     """Suite + flags -> validated run configs. Raises UsageError before any training."""
     from benchmarks.datasets import DataError
     from benchmarks.streams import build_stream
-    from benchmarks.suites import SuiteError, expand, load_suite
+    from benchmarks.suites import SuiteError, expand, load_suite, stream_list
     from models.factory import BackboneError, resolve
 
     try:
@@ -124,10 +127,11 @@ def build_configs(args) -> list[dict]:
         if suite["pretrained"] and not Path(suite["pretrained"]).is_file():
             raise UsageError(f"--pretrained: checkpoint file not found: {suite['pretrained']}")
         configs = expand(suite)
-        stream = build_stream(suite["stream"], suite["seeds"][0], data_root=suite["data_root"],
-                              val_fraction=suite["val_fraction"])
-        c, h, _ = stream.image_shape
-        resolve(suite["backbone"], img_size=h, in_chans=c)
+        for name in stream_list(suite["stream"]):
+            stream = build_stream(name, suite["seeds"][0], data_root=suite["data_root"],
+                                  val_fraction=suite["val_fraction"])
+            c, h, _ = stream.image_shape
+            resolve(suite["backbone"], img_size=h, in_chans=c)
     except (SuiteError, DataError, BackboneError) as e:
         raise UsageError(str(e)) from e
     return configs
@@ -138,7 +142,6 @@ def cmd_run(argv: list[str]) -> int:
     configs = build_configs(args)
     out = Path(args.out or ROOT / "runs" / args.suite)
     from benchmarks.runner import run_one
-    from results.tables import format_summary, per_task_table, summary
 
     t0 = time.time()
     records = []
@@ -146,17 +149,28 @@ def cmd_run(argv: list[str]) -> int:
         print(f"[{k}/{len(configs)}] {cfg['strategy']} on {cfg['backbone']} / {cfg['stream']} "
               f"seed {cfg['seed']}", file=sys.stderr, flush=True)
         records.append(run_one(cfg, out, Path(args.cache), progress=not args.quiet))
-    print(format_summary(summary(records)))
-    print()
-    print(per_task_table(records).round(1).to_string())
+    print_report(records)
     print(f"\n{len(records)} runs in {time.time() - t0:.0f} s; output folder: {out}")
     return 0
+
+
+def print_report(records: list[dict]) -> None:
+    """Summary table, then final accuracy per task for every (stream, backbone)."""
+    from results.tables import format_summary, per_task_table, summary
+
+    print(format_summary(summary(records)))
+    groups: dict[tuple, list] = {}
+    for r in records:
+        groups.setdefault((r["config"]["stream"], r["config"]["backbone"]), []).append(r)
+    for (stream, backbone), recs in groups.items():
+        print(f"\n{stream} / {backbone}: final accuracy per task (%), probe_acc = converged "
+              "linear probe on the task's starting features")
+        print(per_task_table(recs).round(1).to_string())
 
 
 def cmd_report(argv: list[str]) -> int:
     args = report_parser().parse_args(argv)
     from results.records import RecordError, find_records
-    from results.tables import format_summary, per_task_table, summary
 
     missing = [d for d in args.run_dirs if not Path(d).is_dir()]
     if missing:
@@ -167,13 +181,7 @@ def cmd_report(argv: list[str]) -> int:
         raise UsageError(str(e)) from e
     if not records:
         raise UsageError(f"no finished run records under {', '.join(args.run_dirs)}")
-    print(format_summary(summary(records)))
-    groups: dict[tuple, list] = {}
-    for r in records:
-        groups.setdefault((r["config"]["stream"], r["config"]["backbone"]), []).append(r)
-    for (stream, backbone), recs in groups.items():
-        print(f"\n{stream} / {backbone}: final accuracy per task (%)")
-        print(per_task_table(recs).round(1).to_string())
+    print_report(records)
     return 0
 
 

@@ -2,8 +2,9 @@
 
 For every task i of the stream: train the strategy on task i (Avalanche ``train``), evaluate every
 task seen so far with its own head (``eval`` on ``test_stream[:i+1]``), count correct predictions
-per task, and write the run folder atomically (config.yaml, rows.csv, record.json) — so a killed
-run leaves every finished task on disk.
+per task, save what predicting task i needs (``tasks/task_<i>.pt``: head, bit-packed masks, ...)
+and write the run folder atomically (config.yaml, rows.csv, record.json) — so a killed run leaves
+every finished task on disk.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from avalanche.core import SupervisedPlugin
 from tqdm import tqdm
 
 from benchmarks.streams import Stream, build_stream
-from models.factory import create_backbone, resolve
+from models.factory import create_backbone, resolve, save_checkpoint
 from models.pretrain import pretrained_checkpoint
 from results.metrics import accuracy_from_counts, all_metrics
 from results.records import load_record, run_id, write_run
@@ -136,7 +137,7 @@ def run_one(config: dict, out_dir: Path, cache_dir: Path, progress: bool = True)
                                  plugins=plugins)
         seed_everything(config["seed"])
         strategy = info.build(backbone, dict(hp), settings)
-        per_task_items = []
+        per_task_items, file_bytes = [], []
         for i, exp in enumerate(bench.train_stream):
             t = time.perf_counter()
             strategy.train(exp)
@@ -151,9 +152,13 @@ def run_one(config: dict, out_dir: Path, cache_dir: Path, progress: bool = True)
                              "train_task": i, "eval_task": j, "n": n, "correct": correct,
                              "loss": loss / n})
             per_task_items.append(info.storage(backbone, stream.tasks[i].n_classes, hp))
+            task_file = folder / "tasks" / f"task_{i}.pt"  # what predicting task i needs
+            save_checkpoint(strategy.model.task_state(exp.task_label), task_file)
+            file_bytes.append(task_file.stat().st_size)
             record["acc_matrix"] = R
             record["probe_acc"] = [probe.probe_acc.get(k) for k in range(T)]
             record["storage"] = storage_summary(backbone, base_head, per_task_items)
+            record["storage"]["per_task_file_bytes"] = file_bytes
             record["timing"]["peak_rss_mib"] = (
                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
             if i == T - 1:

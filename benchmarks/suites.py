@@ -1,9 +1,9 @@
 """Suites: named YAML files in ``configs/`` expanded into fully resolved run configs.
 
-A suite file sets ``stream``, ``backbone``, ``strategies`` (a list, or ``all`` = every registered
-strategy), ``seeds`` and the training settings; ``hparams: {strategy: {name: value}}`` overrides a
-strategy's paper defaults. Each expanded config is complete — it alone determines the run and
-its folder name (a hash of it).
+A suite file sets ``stream`` (one name or a list), ``backbone``, ``strategies`` (a list, or
+``all`` = every registered strategy), ``seeds`` and the training settings;
+``hparams: {strategy: {name: value}}`` overrides a strategy's paper defaults. Each expanded
+config is complete — it alone determines the run and its folder name (a hash of it).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ DEFAULTS = {
     "batch_size": 64,
     "eval_batch_size": 512,
     "base_epochs": 10,
-    "head_init": "probe",
+    "head_init": "auto",
     "val_fraction": 0.1,
     "device": "cpu",
     "data_root": None,
@@ -62,8 +62,27 @@ def strategy_list(value) -> list[str]:
     return names
 
 
+HEAD_INITS = ("auto", "probe", "random")
+
+
+def resolve_head_init(strategy: str, choice: str) -> str:
+    """``auto`` -> the strategy's registered default (probe unless it trains the backbone)."""
+    if choice not in HEAD_INITS:
+        raise SuiteError(f"head_init {choice!r} is not one of {', '.join(HEAD_INITS)}")
+    return STRATEGIES[strategy].head_init if choice == "auto" else choice
+
+
+def stream_list(value) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
 def expand(suite: dict) -> list[dict]:
-    """One resolved config per (strategy, seed), strategies in suite order."""
+    """One resolved config per (stream, strategy, seed), in suite order."""
+    return [cfg for stream in stream_list(suite["stream"])
+            for cfg in _expand_stream({**suite, "stream": stream})]
+
+
+def _expand_stream(suite: dict) -> list[dict]:
     configs = []
     for strategy in strategy_list(suite["strategies"]):
         overrides = (suite.get("hparams") or {}).get(strategy, {})
@@ -77,7 +96,8 @@ def expand(suite: dict) -> list[dict]:
                 "strategy": strategy, "seed": int(seed), "epochs": int(suite["epochs"]),
                 "batch_size": int(suite["batch_size"]),
                 "eval_batch_size": int(suite["eval_batch_size"]),
-                "base_epochs": int(suite["base_epochs"]), "head_init": suite["head_init"],
+                "base_epochs": int(suite["base_epochs"]),
+                "head_init": resolve_head_init(strategy, suite["head_init"]),
                 "val_fraction": float(suite["val_fraction"]), "device": suite["device"],
                 "data_root": suite["data_root"], "pretrained": suite["pretrained"],
                 "hparams": hp, "hparams_source": "user" if overrides else "paper",

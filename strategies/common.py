@@ -22,8 +22,6 @@ from strategies.registry import TrainSettings
 
 ParamGroups = Callable[[nn.Module], list[dict]]
 
-# AdamW steps every parameter by ~lr whatever the gradient's size; SGD steps in proportion to the
-# gradient, so a head that starts converged (probe init) barely moves a backbone it already fits.
 OPTIMIZERS = {
     "adamw": torch.optim.AdamW,
     "sgd": lambda groups, weight_decay: torch.optim.SGD(groups, momentum=0.9,
@@ -53,14 +51,13 @@ class ContinualTemplate(SupervisedTemplate):
 
     def __init__(self, *, model: nn.Module, param_groups: ParamGroups, settings: TrainSettings,
                  plugins=(), optimizer: str = "adamw", weight_decay: float = 0.0,
-                 cosine: bool = True, clip_grad_norm: float | None = None):
+                 cosine: bool = True):
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
         self.param_groups = param_groups
         self.optimizer_name = optimizer
         self.weight_decay = weight_decay
         self.cosine = cosine
-        self.clip_grad_norm = clip_grad_norm
         self.scheduler = None
         placeholder = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.0)
         super().__init__(
@@ -91,9 +88,6 @@ class ContinualTemplate(SupervisedTemplate):
         )
 
     def optimizer_step(self) -> None:
-        if self.clip_grad_norm is not None:
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
         super().optimizer_step()
         if self.scheduler is not None:
             self.scheduler.step()

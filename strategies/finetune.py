@@ -24,11 +24,11 @@ def backbone_and_head_groups(hp: dict):
 
 @register_strategy(
     "finetune",
-    hparams={"optimizer": "adamw", "lr": 5e-4, "head_lr": 5e-4, "weight_decay": 0.0,
-             "clip_grad_norm": 1.0},
+    hparams={"optimizer": "adamw", "lr": 5e-4, "head_lr": 1e-3, "weight_decay": 0.0},
     storage=lambda backbone, n_classes, hp: head_items(backbone.num_features, n_classes),
     trains="whole backbone + the new head",
     keeps="head only",
+    head_init="random",
     forgets=True,
     paper="lower bound",
 )
@@ -39,5 +39,4 @@ def build_finetune(backbone, hp, settings):
         settings=settings,
         optimizer=hp["optimizer"],
         weight_decay=hp["weight_decay"],
-        clip_grad_norm=hp["clip_grad_norm"],
     )

@@ -6,6 +6,14 @@ the start of that task* (eval mode, ``torch.inference_mode``, large batches, onc
 a converged linear probe (``models.heads.fit_linear_probe``; C chosen on the task's validation
 split), records the probe's test accuracy as the task's ``probe_acc`` reference and, with
 ``head_init="probe"``, copies the probe (standardization folded in) into the new head.
+
+Which strategies start from the probe (``head_init: auto``): those on frozen features, where a
+few SGD epochs leave a head far from converged. Strategies that fine-tune the whole backbone
+(finetune, individual) start from a random head: a probe fitted to the frozen features leans on
+their low-variance directions and anchors the backbone there. Measured on mnist5k-split5's
+"4/9" task (vit_micro, 10 epochs, AdamW, validation accuracy): random head 88.7%; probe head
+78.7% at lr 1e-4 (64.5% test at lr 5e-4); probe with C = 1e-3 85.0%; SGD from the probe 70%.
+``--head-init probe`` forces the probe everywhere.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 from torch.utils.data import DataLoader, Dataset
 
-from models.heads import LinearProbe, fit_linear_probe
+from models.heads import C_GRID, LinearProbe, fit_linear_probe
 
 HEAD_INITS = ("probe", "random")
 
@@ -38,12 +46,13 @@ class ProbeHeadPlugin(SupervisedPlugin):
     reference test accuracy of experience ``i``.
     """
 
-    def __init__(self, benchmark, head_init: str = "probe"):
+    def __init__(self, benchmark, head_init: str = "probe", c_grid=C_GRID):
         super().__init__()
         if head_init not in HEAD_INITS:
             raise ValueError(f"head_init must be one of {HEAD_INITS}, got {head_init!r}")
         self.benchmark = benchmark
         self.head_init = head_init
+        self.c_grid = tuple(c_grid)
         self.probe_acc: dict[int, float] = {}
         self.probes: dict[int, LinearProbe] = {}
 
@@ -57,7 +66,7 @@ class ProbeHeadPlugin(SupervisedPlugin):
         tr = task_features(model, exp.dataset.eval(), task, device)
         va = task_features(model, self.benchmark.valid_stream[i].dataset.eval(), task, device)
         te = task_features(model, self.benchmark.test_stream[i].dataset.eval(), task, device)
-        probe = fit_linear_probe(*tr, n_classes, *va)
+        probe = fit_linear_probe(*tr, n_classes, *va, c_grid=self.c_grid)
         self.probes[i] = probe
         self.probe_acc[i] = probe.accuracy(*te)
         if self.head_init == "probe":

@@ -20,11 +20,11 @@ def individual_storage(backbone, n_classes, hp):
 
 @register_strategy(
     "individual",
-    hparams={"optimizer": "adamw", "lr": 5e-4, "head_lr": 5e-4, "weight_decay": 0.0,
-             "clip_grad_norm": 1.0},
+    hparams={"optimizer": "adamw", "lr": 5e-4, "head_lr": 1e-3, "weight_decay": 0.0},
     storage=individual_storage,
     trains="a fresh copy of the pre-trained backbone + head, per task",
     keeps="full fp32 backbone + head",
+    head_init="random",
     forgets=False,
     paper="upper bound (MEAT paper's Individual)",
 )
@@ -35,5 +35,4 @@ def build_individual(backbone, hp, settings):
         settings=settings,
         optimizer=hp["optimizer"],
         weight_decay=hp["weight_decay"],
-        clip_grad_norm=hp["clip_grad_norm"],
     )

@@ -13,8 +13,16 @@ The pre-trained ViT never changes. Each task learns, through hard Gumbel-softmax
 Loss: L = L_ce + alpha * (1/L) sum_l (lambda - (1/n) sum_i m_l^i)^2 over the token masks of the
 current forward (alpha = 2, lambda = 0.9). Initialization and tau: the official code's (every
 entry starts kept, gamma = 4, tau = 1) by default; the paper's U(-gamma, gamma) as
-``init="paper"``. Learning rates follow the paper's DeiT recipe scaled by batch/1024: heads
-5e-4, masks 0.1 (x 64/1024 at the suite's batch 64), AdamW with cosine decay, no weight decay.
+``init="paper"``. AdamW with cosine decay, no weight decay, one learning rate per parameter kind:
+
+- ``ffn_mask_lr`` = the paper's mask lr 0.1 x batch/1024 (6.25e-3 at batch 64);
+- ``token_mask_lr`` = 0.3 and ``head_lr`` = 5e-4 (the paper's base values without the batch
+  scaling). The paper trains 30 epochs on tens of thousands of images; the suite's tasks give a
+  few hundred steps, in which logits started at 2 gamma = 8 would never cross 0 at the scaled
+  rate. Measured on the default stream's "inverted 0-4" task (vit_micro, 10 epochs): token masks
+  at 0.3 gain 2.4 points over the probe, while FFN masks at 0.3 flip ~0.5% of FFN weights and
+  lose 12 points (train accuracy drops too: the straight-through step removes whole weights).
+  All three are exposed for tuning.
 """
 
 from __future__ import annotations
@@ -127,6 +135,8 @@ def meat_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
     n_layers = len(anatomy.blocks(backbone))
     token_bits = len(masked_layer_ids(n_layers, hp["layers"])) * anatomy.num_patches(backbone)
     ffn_bits = sum(fc.weight.numel() for fc in anatomy.ffn_linears(backbone))
+    token_bits *= bool(hp["token_masks"])
+    ffn_bits *= bool(hp["ffn_masks"])
     return [StorageItem("token masks", token_bits, 1), StorageItem("ffn masks", ffn_bits, 1),
             *head_items(backbone.num_features, n_classes)]
 
@@ -136,9 +146,9 @@ BATCH_SCALE = 64 / 1024  # the paper's lr rule lr = base * batch / 1024 at the s
 
 @register_strategy(
     "meat",
-    hparams={"head_lr": 5e-4 * BATCH_SCALE, "mask_lr": 0.1 * BATCH_SCALE, "alpha": 2.0,
+    hparams={"head_lr": 5e-4, "token_mask_lr": 0.3, "ffn_mask_lr": 0.1 * BATCH_SCALE, "alpha": 2.0,
              "lam": 0.9, "gamma": 4.0, "tau": 1.0, "init": "code", "layers": "all",
-             "keep_diagonal": False},
+             "keep_diagonal": False, "token_masks": True, "ffn_masks": True},
     storage=meat_storage,
     trains="per-task binary token masks (attention) and FFN weight masks + the new head",
     keeps="token/FFN mask bits + head",
@@ -147,12 +157,17 @@ BATCH_SCALE = 64 / 1024  # the paper's lr rule lr = base * batch / 1024 at the s
 )
 def build_meat(backbone, hp, settings):
     plugin = MEATPlugin(alpha=hp["alpha"], lam=hp["lam"], gamma=hp["gamma"], tau=hp["tau"],
-                        init=hp["init"], layers=hp["layers"], keep_diagonal=hp["keep_diagonal"])
+                        init=hp["init"], layers=hp["layers"], keep_diagonal=hp["keep_diagonal"],
+                        token_masks=hp["token_masks"], ffn_masks=hp["ffn_masks"])
 
     def groups(model):
-        masks = [p for m in plugin.masks for p in m.parameters()]
-        return [{"params": masks, "lr": hp["mask_lr"]},
-                {"params": list(model.heads.parameters()), "lr": hp["head_lr"]}]
+        return [
+            {"params": [p for m in plugin.token_masks for p in m.parameters()],
+             "lr": hp["token_mask_lr"]},
+            {"params": [p for m in plugin.ffn_masks for p in m.parameters()],
+             "lr": hp["ffn_mask_lr"]},
+            {"params": list(model.heads.parameters()), "lr": hp["head_lr"]},
+        ]
 
     model = MultiTaskViT(backbone)
     plugin.install(model)

@@ -43,6 +43,7 @@ class StrategyInfo:
     keeps: str
     forgets: bool
     paper: str
+    head_init: str  # what --head-init auto resolves to for this strategy
 
 
 STRATEGIES: dict[str, StrategyInfo] = {}
@@ -57,14 +58,19 @@ def register_strategy(
     keeps: str,
     forgets: bool,
     paper: str,
+    head_init: str = "probe",
 ) -> Callable[[Builder], Builder]:
-    """Register ``build(backbone, hparams, settings) -> SupervisedTemplate`` under ``name``."""
+    """Register ``build(backbone, hparams, settings) -> SupervisedTemplate`` under ``name``.
+
+    ``head_init`` is the strategy's default for new heads ("probe": start from the converged
+    linear probe; "random"), used when the run asks for ``head_init: auto``.
+    """
 
     def deco(build: Builder) -> Builder:
         if name in STRATEGIES:
             raise ValueError(f"strategy {name!r} registered twice")
         STRATEGIES[name] = StrategyInfo(
-            name, build, dict(hparams), storage, trains, keeps, forgets, paper
+            name, build, dict(hparams), storage, trains, keeps, forgets, paper, head_init
         )
         return build
 
@@ -77,11 +83,22 @@ def get_strategy(name: str) -> StrategyInfo:
     return STRATEGIES[name]
 
 
+def _coerce(default, value):
+    """Cast a user value (often a string from the CLI or YAML) to the default's type."""
+    if isinstance(default, bool) and isinstance(value, str):
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise KeyError(f"expected true/false, got {value!r}")
+        return value.lower() in ("true", "1")
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        return type(default)(value)
+    return value
+
+
 def resolve_hparams(name: str, overrides: dict | None = None) -> dict:
     """The strategy's paper defaults updated with ``overrides``; unknown keys are an error."""
     hp = dict(get_strategy(name).hparams)
     for k, v in (overrides or {}).items():
         if k not in hp:
             raise KeyError(f"strategy {name!r} has no hyperparameter {k!r}; valid: {', '.join(hp)}")
-        hp[k] = type(hp[k])(v) if hp[k] is not None and not isinstance(hp[k], bool) else v
+        hp[k] = _coerce(hp[k], v)
     return hp

@@ -35,7 +35,7 @@ def test_every_strategy_finishes_with_a_full_record(smoke):
             assert all(rec["acc_matrix"][i][j] is not None for j in range(i + 1)), name
         assert all(p is not None for p in rec["probe_acc"]), name
         assert len(rec["storage"]["per_task_bits"]) == T
-        assert rec["config"]["head_init"] == "probe"
+        assert rec["config"]["head_init"] == STRATEGIES[name].head_init  # auto resolved
         rows = (Path(rec["_folder"]) / "rows.csv").read_text().splitlines()
         assert len(rows) == 1 + T * (T + 1) // 2
         assert name in stdout

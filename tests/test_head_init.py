@@ -1,0 +1,70 @@
+"""--head-init probe|random through the real strategies and Avalanche loop."""
+
+import pytest
+import torch
+from avalanche.core import SupervisedPlugin
+
+from benchmarks.runner import EvalCounter
+from benchmarks.streams import build_stream
+from models.factory import create_backbone
+from strategies import get_strategy
+from strategies.heads import ProbeHeadPlugin, task_features
+from strategies.registry import TrainSettings, resolve_hparams
+
+
+class FirstStepHead(SupervisedPlugin):
+    """Snapshot the new head's validation predictions just before the first update."""
+
+    def __init__(self, bench):
+        super().__init__()
+        self.bench, self.snapshot = bench, None
+
+    def before_training_iteration(self, strategy, **kwargs):
+        if self.snapshot is not None:
+            return
+        model, i = strategy.model, strategy.experience.current_experience
+        was = model.training
+        model.eval()
+        f, y = task_features(model, self.bench.valid_stream[i].dataset.eval(), i, "cpu")
+        with torch.no_grad():
+            self.snapshot = (model.heads[str(i)](f).argmax(1), f, y,
+                             model.heads[str(i)].weight.detach().clone())
+        model.train(was)
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return build_stream("mnist5k-split5", seed=0).to_benchmark()
+
+
+def _train_first_task(bench, strategy, head_init):
+    torch.manual_seed(0)
+    probe, first, counter = ProbeHeadPlugin(bench, head_init), FirstStepHead(bench), EvalCounter()
+    settings = TrainSettings(epochs=1, head_init=head_init, plugins=[probe, first, counter])
+    s = get_strategy(strategy).build(create_backbone("vit_nano"), resolve_hparams(strategy),
+                                     settings)
+    s.train(bench.train_stream[0])
+    s.eval(bench.test_stream[:1])
+    return probe, first, counter
+
+
+def test_probe_init_head_predicts_like_the_probe_at_the_first_step(bench):
+    probe, first, _ = _train_first_task(bench, "finetune", "probe")
+    pred, f, y, _ = first.snapshot
+    assert torch.equal(pred, probe.probes[0].logits(f).argmax(1))
+    assert (pred == y).float().mean().item() == pytest.approx(probe.probes[0].accuracy(f, y))
+
+
+def test_random_init_head_is_not_the_probe_and_still_trains(bench):
+    probe, first, counter = _train_first_task(bench, "finetune", "random")
+    _, f, _, weight = first.snapshot
+    assert not torch.allclose(weight, probe.probes[0].weight)
+    correct, n, _ = counter.counts[0]
+    assert correct / n > 0.6  # two classes, one epoch from a random ViT
+    assert 0 in probe.probe_acc  # the probe reference is recorded either way
+
+
+def test_classifier_with_probe_init_equals_probe_on_test(bench):
+    probe, _, counter = _train_first_task(bench, "classifier", "probe")
+    correct, n, _ = counter.counts[0]
+    assert abs(correct / n - probe.probe_acc[0]) <= 1 / n
