@@ -28,7 +28,11 @@ class UsageError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that reports errors as one line naming the valid choices, exit code 2."""
+    """argparse that reports errors as one line naming the valid choices, exit code 2, and
+    takes flags only as spelled (no abbreviations)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_abbrev=False, **kwargs)
 
     def error(self, message: str):
         if "unrecognized arguments" in message:

@@ -1,12 +1,13 @@
 """--head-init probe|random through the real strategies and Avalanche loop."""
 
+import copy
+
 import pytest
 import torch
 from avalanche.core import SupervisedPlugin
 
-from benchmarks.runner import EvalCounter
+from benchmarks.runner import EvalCounter, prepare_backbone
 from benchmarks.streams import build_stream
-from models.factory import create_backbone
 from strategies import get_strategy
 from strategies.heads import ProbeHeadPlugin, task_features
 from strategies.registry import TrainSettings, resolve_hparams
@@ -33,38 +34,52 @@ class FirstStepHead(SupervisedPlugin):
 
 
 @pytest.fixture(scope="module")
-def bench():
-    return build_stream("mnist5k-split5", seed=0).to_benchmark()
+def stream():
+    return build_stream("mnist5k-split5", seed=0)
 
 
-def _train_first_task(bench, strategy, head_init):
+@pytest.fixture(scope="module")
+def bench(stream):
+    return stream.to_benchmark()
+
+
+@pytest.fixture(scope="module")
+def pretrained(stream, cache_dir):
+    cfg = {"backbone": "vit_nano", "base_epochs": 5, "batch_size": 64, "seed": 0,
+           "device": "cpu"}
+    return prepare_backbone(cfg, stream, cache_dir)[0]
+
+
+def _train_first_task(bench, backbone, strategy, head_init, epochs=1):
     torch.manual_seed(0)
     probe, first, counter = ProbeHeadPlugin(bench, head_init), FirstStepHead(bench), EvalCounter()
-    settings = TrainSettings(epochs=1, head_init=head_init, plugins=[probe, first, counter])
-    s = get_strategy(strategy).build(create_backbone("vit_nano"), resolve_hparams(strategy),
+    settings = TrainSettings(epochs=epochs, head_init=head_init, plugins=[probe, first, counter])
+    s = get_strategy(strategy).build(copy.deepcopy(backbone), resolve_hparams(strategy),
                                      settings)
     s.train(bench.train_stream[0])
     s.eval(bench.test_stream[:1])
-    return probe, first, counter
+    return probe, first, counter, s
 
 
-def test_probe_init_head_predicts_like_the_probe_at_the_first_step(bench):
-    probe, first, _ = _train_first_task(bench, "finetune", "probe")
+def test_probe_init_head_predicts_like_the_probe_at_the_first_step(bench, pretrained):
+    probe, first, _, _ = _train_first_task(bench, pretrained, "finetune", "probe")
     pred, f, y, _ = first.snapshot
     assert torch.equal(pred, probe.probes[0].logits(f).argmax(1))
     assert (pred == y).float().mean().item() == pytest.approx(probe.probes[0].accuracy(f, y))
 
 
-def test_random_init_head_is_not_the_probe_and_still_trains(bench):
-    probe, first, counter = _train_first_task(bench, "finetune", "random")
+def test_random_init_head_is_not_the_probe_and_still_trains(bench, pretrained):
+    probe, first, counter, s = _train_first_task(bench, pretrained, "finetune", "random",
+                                                 epochs=2)
     _, f, _, weight = first.snapshot
-    assert not torch.allclose(weight, probe.probes[0].weight)
+    assert not torch.allclose(weight, probe.probes[0].weight, atol=1e-3)
+    assert not torch.allclose(weight, s.model.heads["0"].weight)  # the head trained
     correct, n, _ = counter.counts[0]
-    assert correct / n > 0.6  # two classes, one epoch from a random ViT
+    assert correct / n > 0.5  # above chance on two classes
     assert 0 in probe.probe_acc  # the probe reference is recorded either way
 
 
-def test_classifier_with_probe_init_equals_probe_on_test(bench):
-    probe, _, counter = _train_first_task(bench, "classifier", "probe")
+def test_classifier_with_probe_init_equals_probe_on_test(bench, pretrained):
+    probe, _, counter, _ = _train_first_task(bench, pretrained, "classifier", "probe")
     correct, n, _ = counter.counts[0]
     assert abs(correct / n - probe.probe_acc[0]) <= 1 / n

@@ -357,7 +357,7 @@ def test_no_data_root_asks_for_one(name):
 @pytest.mark.parametrize("name", ["cifar10", "cifar100", "svhn", "fashionmnist"])
 def test_empty_root_is_a_data_error(tmp_path, name):
     # The folder exists but holds no dataset files: torchvision's RuntimeError becomes DataError.
-    with pytest.raises(DataError, match="not found under") as e:
+    with pytest.raises(DataError, match="not found or unreadable under") as e:
         local_source(name, tmp_path)
     assert str(tmp_path) in str(e.value)
 
@@ -365,7 +365,7 @@ def test_empty_root_is_a_data_error(tmp_path, name):
 def test_cifar_missing_batch_is_a_data_error(cifar10_root):
     root = cifar10_root[0]
     (root / "cifar-10-batches-py" / "data_batch_3").unlink()
-    with pytest.raises(DataError, match="not found under"):
+    with pytest.raises(DataError, match="not found or unreadable under"):
         local_source("cifar10", root)
 
 
