@@ -112,7 +112,8 @@ def run_one(config: dict, out_dir: Path, cache_dir: Path, progress: bool = True)
             return old
     info = get_strategy(config["strategy"])
     hp = config["hparams"]
-    record = {"config": config, "run_id": run_id(config), "status": "running", "tasks": [],
+    record = {"config": config, "run_id": run_id(config), "forgets": info.forgets,
+              "status": "running", "tasks": [],
               "acc_matrix": [], "probe_acc": [], "metrics": {}, "storage": {},
               "timing": {"train_s": 0.0, "eval_s": 0.0, "pretrain_s": 0.0}, "base": None,
               "error": None}

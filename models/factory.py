@@ -45,12 +45,6 @@ TINY_CONFIGS: dict[str, TinyConfig] = {
 FAMILIES = ("vit", "deit")
 
 
-def backbone_names() -> list[str]:
-    """Tiny config names followed by the timm ViT/DeiT architectures this factory accepts."""
-    timm_names = [n for fam in FAMILIES for n in timm.list_models(f"{fam}_*")]
-    return [*TINY_CONFIGS, *timm_names]
-
-
 def resolve(name: str, img_size: int | None = None, in_chans: int | None = None,
             **overrides) -> tuple[str, dict]:
     """(timm architecture, kwargs) for a backbone name; validates the name and the sizes."""
@@ -61,7 +55,7 @@ def resolve(name: str, img_size: int | None = None, in_chans: int | None = None,
     else:
         raise BackboneError(
             f"unknown backbone {name!r}; valid: {', '.join(TINY_CONFIGS)} or a timm "
-            f"vit_*/deit_* name (see `python run_benchmark.py backbones`)"
+            f"vit_*/deit_* name (timm.list_models('vit_*'))"
         )
     if img_size is not None:
         kwargs["img_size"] = img_size
@@ -136,6 +130,3 @@ def save_checkpoint(state_dict: dict, path: str | Path, **meta) -> None:
     torch.save({"state_dict": state_dict, "meta": meta}, tmp)
     tmp.replace(path)
 
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -67,7 +67,11 @@ def format_summary(df: pd.DataFrame) -> str:
 
 
 def per_task_table(records: list[dict]) -> pd.DataFrame:
-    """Final accuracy per task (rows: tasks, probe reference, average, storage; cols: strategies).
+    """Final accuracy per task (rows: tasks, average, storage MiB; columns: strategies), with
+    a ``probe_acc`` column first: the converged linear probe of each task, averaged over the runs
+    of strategies that cannot forget — each of their tasks starts from the pre-trained features
+    (a forgetting strategy's probe reads the features its earlier tasks left; its own probe is
+    in its record and in the summary's "vs probe").
 
     Means over seeds; one stream and backbone expected (call once per group).
     """
@@ -81,7 +85,8 @@ def per_task_table(records: list[dict]) -> pd.DataFrame:
         finals = np.array([r["acc_matrix"][-1] for r in recs], dtype=float).mean(0)
         mib = np.mean([r["storage"]["total_mib"] for r in recs])
         cols[strat] = [*(100 * finals), 100 * finals.mean(), mib]
-        probe.extend(r["probe_acc"] for r in recs if r.get("probe_acc"))
+        probe.extend(r["probe_acc"] for r in recs
+                     if r.get("probe_acc") and not r.get("forgets", True))
     df = pd.DataFrame(cols, index=[*names, "average", "storage MiB"])
     if probe:
         p = 100 * np.array(probe, dtype=float).mean(0)

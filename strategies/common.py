@@ -92,6 +92,3 @@ class ContinualTemplate(SupervisedTemplate):
         if self.scheduler is not None:
             self.scheduler.step()
 
-
-def head_params(model: nn.Module) -> list[nn.Parameter]:
-    return list(model.heads.parameters())

@@ -11,20 +11,25 @@ from strategies.common import ContinualTemplate
 from strategies.registry import register_strategy
 from strategies.storage import head_items
 
+FINE_TUNING_HPARAMS = {"optimizer": "adamw", "lr": 5e-4, "head_lr": 1e-3, "weight_decay": 0.0}
 
-def backbone_and_head_groups(hp: dict):
-    """Parameter groups: the backbone(s) at ``lr``, the heads at ``head_lr``."""
-    def groups(model):
-        heads = set(map(id, model.heads.parameters()))
-        rest = [p for p in model.parameters() if id(p) not in heads]
+
+def fine_tuning(model, hp: dict, settings) -> ContinualTemplate:
+    """Train every parameter of ``model``: backbone(s) at ``lr``, heads at ``head_lr``."""
+
+    def groups(m):
+        heads = set(map(id, m.heads.parameters()))
+        rest = [p for p in m.parameters() if id(p) not in heads]
         return [{"params": rest, "lr": hp["lr"]},
-                {"params": list(model.heads.parameters()), "lr": hp["head_lr"]}]
-    return groups
+                {"params": list(m.heads.parameters()), "lr": hp["head_lr"]}]
+
+    return ContinualTemplate(model=model, param_groups=groups, settings=settings,
+                             optimizer=hp["optimizer"], weight_decay=hp["weight_decay"])
 
 
 @register_strategy(
     "finetune",
-    hparams={"optimizer": "adamw", "lr": 5e-4, "head_lr": 1e-3, "weight_decay": 0.0},
+    hparams=FINE_TUNING_HPARAMS,
     storage=lambda backbone, n_classes, hp: head_items(backbone.num_features, n_classes),
     trains="whole backbone + the new head",
     keeps="head only",
@@ -33,10 +38,4 @@ def backbone_and_head_groups(hp: dict):
     paper="lower bound",
 )
 def build_finetune(backbone, hp, settings):
-    return ContinualTemplate(
-        model=MultiTaskViT(backbone),
-        param_groups=backbone_and_head_groups(hp),
-        settings=settings,
-        optimizer=hp["optimizer"],
-        weight_decay=hp["weight_decay"],
-    )
+    return fine_tuning(MultiTaskViT(backbone), hp, settings)

@@ -7,8 +7,7 @@ costs a full fp32 backbone.
 from __future__ import annotations
 
 from models.multitask import PerTaskBackboneViT
-from strategies.common import ContinualTemplate
-from strategies.finetune import backbone_and_head_groups
+from strategies.finetune import FINE_TUNING_HPARAMS, fine_tuning
 from strategies.registry import register_strategy
 from strategies.storage import FP32, StorageItem, head_items, param_count
 
@@ -20,7 +19,7 @@ def individual_storage(backbone, n_classes, hp):
 
 @register_strategy(
     "individual",
-    hparams={"optimizer": "adamw", "lr": 5e-4, "head_lr": 1e-3, "weight_decay": 0.0},
+    hparams=FINE_TUNING_HPARAMS,
     storage=individual_storage,
     trains="a fresh copy of the pre-trained backbone + head, per task",
     keeps="full fp32 backbone + head",
@@ -29,10 +28,4 @@ def individual_storage(backbone, n_classes, hp):
     paper="upper bound (MEAT paper's Individual)",
 )
 def build_individual(backbone, hp, settings):
-    return ContinualTemplate(
-        model=PerTaskBackboneViT(backbone),
-        param_groups=backbone_and_head_groups(hp),
-        settings=settings,
-        optimizer=hp["optimizer"],
-        weight_decay=hp["weight_decay"],
-    )
+    return fine_tuning(PerTaskBackboneViT(backbone), hp, settings)
