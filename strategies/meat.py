@@ -22,7 +22,10 @@ entry starts kept, gamma = 4, tau = 1) by default; the paper's U(-gamma, gamma) 
   rate. Measured on the default stream's "inverted 0-4" task (vit_micro, 10 epochs): token masks
   at 0.3 gain 2.4 points over the probe, while FFN masks at 0.3 flip ~0.5% of FFN weights and
   lose 12 points (train accuracy drops too: the straight-through step removes whole weights).
-  All three are exposed for tuning.
+  With tau = 4 the straight-through gradient comes from every sample, not only the rare ones
+  whose noise crosses the logit: FFN masks at 0.3 then flip 1-2% of weights without that loss,
+  but across three tasks the validation change against the probe stayed within noise
+  (-3 to +1 points). All three rates and tau are exposed for tuning.
 """
 
 from __future__ import annotations

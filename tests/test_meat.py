@@ -167,3 +167,51 @@ def test_make_maskable_keeps_state_dict_keys():
     attns = make_maskable(m)
     assert all(isinstance(a, MaskableAttention) for a in attns) and len(attns) == 2
     assert list(m.state_dict()) == keys
+
+
+def test_meat_plugin_in_a_plain_avalanche_naive_script():
+    """A user's own script: Naive(model, optimizer, criterion, plugins=[MEATPlugin()])."""
+    from avalanche.training import Naive
+
+    from benchmarks.runner import EvalCounter
+    from benchmarks.streams import build_stream
+
+    bench = build_stream("mnist5k-split5", seed=0).to_benchmark()
+    model = MultiTaskViT(create_backbone("vit_nano"))
+    frozen = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    counter, plugin = EvalCounter(), MEATPlugin(init="paper")
+    strategy = Naive(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
+                     criterion=torch.nn.CrossEntropyLoss(), train_mb_size=64, train_epochs=1,
+                     eval_mb_size=256, plugins=[plugin, counter])
+    strategy.train(bench.train_stream[0])
+    strategy.eval(bench.test_stream[:1])
+    first = counter.counts[0][:2]
+    strategy.train(bench.train_stream[1])
+    strategy.eval(bench.test_stream[:2])
+    assert counter.counts[0][:2] == first  # task 0 bit-identical after task 1
+    for m in plugin.masks:  # both tasks kept bit-packed, logits of finished tasks dropped
+        assert hasattr(m, "packed_0") and hasattr(m, "packed_1") and len(m.logits) == 0
+    state = model.backbone.state_dict()
+    for k, v in frozen.items():  # pre-trained weights never change
+        assert torch.equal(state[k], v), k
+
+
+def test_mixed_task_batch_uses_each_samples_masks_and_head():
+    model = MultiTaskViT(create_backbone("vit_nano"))
+    plugin = MEATPlugin(init="paper")
+    plugin.install(model)
+    model.train()
+    for t in (0, 1):
+        model.adaptation(_Exp(t))
+        for m in plugin.masks:
+            m.add_task(t)
+            m.finish_task(t)
+    model.eval()
+    x = torch.randn(6, 1, 28, 28)
+    tasks = torch.tensor([0, 1, 1, 0, 1, 0])
+    with torch.no_grad():
+        mixed = model(x, tasks)
+        for t in (0, 1):
+            sel = tasks == t
+            assert torch.allclose(mixed[sel], model(x[sel], t), atol=1e-5)
+        assert not torch.allclose(model(x, 0), model(x, 1))
