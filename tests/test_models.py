@@ -73,3 +73,24 @@ def test_multitask_mixed_batch_pads_with_minus_inf():
     assert torch.isinf(out[[0, 2], 2:]).all()
     assert torch.allclose(out[1], model(x[1:2], 1)[0])
     assert (out[[0, 2]].argmax(1) < 2).all()
+
+
+def test_base_pretraining_is_cached_per_config(tmp_path):
+    from benchmarks.streams import build_stream
+    from models.pretrain import pretrained_checkpoint
+
+    base = build_stream("mnist5k-split5", seed=0).base
+    kw = {"img_size": 28, "in_chans": 1}
+    args = ("vit_nano", kw, "digits", base.train, base.test, base.n_classes)
+    recipe = {"epochs": 1}
+    path, meta = pretrained_checkpoint(*args, seed=0, cache_dir=tmp_path, recipe=recipe)
+    stamp = path.stat().st_mtime_ns
+    again, meta2 = pretrained_checkpoint(*args, seed=0, cache_dir=tmp_path, recipe=recipe)
+    assert again == path and path.stat().st_mtime_ns == stamp and meta2 == meta
+    other, _ = pretrained_checkpoint(*args, seed=1, cache_dir=tmp_path, recipe=recipe)
+    assert other != path
+    a = create_backbone("vit_nano", pretrained=path).eval()
+    b = create_backbone("vit_nano", pretrained=again).eval()
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(a(x), b(x))
+    assert 0.0 <= meta["base_test_acc"] <= 1.0
