@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -66,7 +66,6 @@ class Stream:
     tasks: list[Task]
     base: Task | None
     image_shape: tuple[int, int, int]
-    info: dict = field(default_factory=dict)
 
     def describe(self) -> list[dict]:
         """Per-task summary stored in run records."""
