@@ -73,12 +73,11 @@ def resolve(name: str, img_size: int | None = None, in_chans: int | None = None,
 
 
 def _default_patch_size(arch: str) -> int:
-    cfg = timm.models.get_pretrained_cfg(arch)
-    # names carry the patch size ("..._patch16_...") — pretrained cfgs do not
+    """timm ViT/DeiT names carry their patch size ("..._patch16_..."); 16 otherwise."""
     for part in arch.split("_"):
         if part.startswith("patch") and part[5:].isdigit():
             return int(part[5:])
-    return int(getattr(cfg, "patch_size", 16) or 16)
+    return 16
 
 
 def create_backbone(

@@ -30,12 +30,26 @@ class MultiTaskViT(MultiTaskModule):
         """The backbone that serves ``task`` (one shared backbone by default)."""
         return self.backbone
 
+    @staticmethod
+    def task_modules(backbone: nn.Module) -> list[nn.Module]:
+        """The task-conditioned modules of ``backbone``, found once and cached on it (a deep copy
+        carries a cache that points into the copy). A strategy that installs new ones calls
+        :meth:`refresh_task_modules`."""
+        mods = backbone.__dict__.get("_task_modules")
+        if mods is None:
+            mods = [m for m in backbone.modules() if m is not backbone and hasattr(m, "set_task")]
+            backbone.__dict__["_task_modules"] = mods
+        return mods
+
+    def refresh_task_modules(self) -> None:
+        for m in self.modules():
+            m.__dict__.pop("_task_modules", None)
+
     def features(self, x: torch.Tensor, task: int) -> torch.Tensor:
         """Pooled backbone features of ``x`` as seen by ``task``."""
         backbone = self.backbone_for(task)
-        for m in backbone.modules():
-            if m is not backbone and hasattr(m, "set_task"):
-                m.set_task(task)
+        for m in self.task_modules(backbone):
+            m.set_task(task)
         return backbone(x)
 
     def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:

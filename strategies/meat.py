@@ -97,6 +97,7 @@ class MEATPlugin(SupervisedPlugin):
                 make_masked(fc).weight_mask = TaskMask(tuple(fc.weight.shape),
                                                        self.mask_config).to(device)
                 self.ffn_masks.append(fc.weight_mask)
+        model.refresh_task_modules()
         self.installed = True
 
     @property
