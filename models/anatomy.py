@@ -16,9 +16,14 @@ def blocks(backbone: nn.Module) -> list[nn.Module]:
     raise TypeError(f"{type(backbone).__name__}: unknown block layout")
 
 
+def ffn_pair(block: nn.Module) -> tuple[nn.Linear, nn.Linear]:
+    """(fc1, fc2) of a block's MLP."""
+    return block.mlp.fc1, block.mlp.fc2
+
+
 def ffn_linears(backbone: nn.Module) -> list[nn.Linear]:
     """fc1 and fc2 of every block's MLP, in forward order."""
-    return [fc for b in blocks(backbone) for fc in (b.mlp.fc1, b.mlp.fc2)]
+    return [fc for b in blocks(backbone) for fc in ffn_pair(b)]
 
 
 def block_linears(backbone: nn.Module) -> list[nn.Linear]:
@@ -32,3 +37,8 @@ def num_patches(backbone: nn.Module) -> int:
 
 def num_prefix_tokens(backbone: nn.Module) -> int:
     return int(getattr(backbone, "num_prefix_tokens", 1))
+
+
+def patch_projection(backbone: nn.Module) -> nn.Conv2d:
+    """The patch-embedding convolution."""
+    return backbone.patch_embed.proj

@@ -1,17 +1,28 @@
-"""Per-task binary masks learned through a relaxed Bernoulli (hard Gumbel-softmax) logit.
+"""Per-task binary masks and gates: one trainable tensor per task while it is learned, its bits
+kept bit-packed once the task is finished.
 
-One :class:`TaskMask` holds, for a fixed shape, the trainable logit of the task being learned and
-the bit-packed binary masks of finished tasks. It is a task-conditioned module (``set_task``), so
-``MultiTaskViT`` selects the right mask before the backbone runs.
+A :class:`TaskMask` holds, for a fixed shape, the trainable tensor of the task being learned
+(``trainable[str(t)]``) and buffers ``packed_<t>`` for finished tasks. It is a task-conditioned
+module (``set_task``), so ``MultiTaskViT`` selects the right mask before the backbone runs. How a
+trainable tensor becomes a mask is the mask's *rule* — one per method:
+
+- :class:`GumbelRule` (MEAT): a relaxed-Bernoulli logit with hard samples and straight-through
+  gradients;
+- :class:`ThresholdRule` (Piggyback): a real-valued score, mask = [score > threshold], gradient
+  straight through the threshold;
+- :class:`SigmoidGateRule` (HAT): an embedding e, gate = sigmoid(s e) with s annealed by the
+  strategy, binary [e > 0] at evaluation.
+
+Every rule gives: ``init(shape)`` (the new task's tensor), ``sample(tensor)`` (the training mask,
+float, differentiable) and ``binarize(tensor)`` (the deterministic boolean mask kept after the
+task and used at evaluation).
 
 Gumbel-softmax in its one-logit form. MEAT's two logits (t_keep, t_drop) with Gumbel noise keep an
 entry iff t_keep + g1 > t_drop + g2, i.e. iff d + (g1 - g2) > 0 with d = t_keep - t_drop and
 g1 - g2 ~ Logistic(0, 1); the soft sample softmax((t + g) / tau)_keep equals sigmoid((d + l) / tau).
-So a single logit d per entry is the same distribution with half the memory. Training uses the
-hard sample with the straight-through gradient of the soft one; evaluation uses m = [d > 0].
-
-Initialization (``init``): ``"code"`` (MEAT's official code: t_keep = +gamma, t_drop = -gamma, so
-d = 2 gamma and every entry starts kept) or ``"paper"`` (both logits ~ U(-gamma, gamma)).
+So a single logit d per entry is the same distribution with half the memory. Initialization
+(``init``): ``"code"`` (MEAT's official code: t_keep = +gamma, t_drop = -gamma, so d = 2 gamma and
+every entry starts kept) or ``"paper"`` (both logits ~ U(-gamma, gamma)).
 """
 
 from __future__ import annotations
@@ -25,8 +36,22 @@ from torch import nn
 MASK_INITS = ("code", "paper")
 
 
+class _RoundStraightThrough(torch.autograd.Function):
+    """Forward: exactly 0/1 (x > threshold). Backward: the identity (straight-through)."""
+
+    @staticmethod
+    def forward(ctx, x, threshold):
+        return (x > threshold).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
 @dataclass(frozen=True)
-class MaskConfig:
+class GumbelRule:
+    """MEAT: hard Binary-Concrete samples of a logit d; [d > 0] at evaluation."""
+
     gamma: float = 4.0
     tau: float = 1.0
     init: str = "code"
@@ -37,17 +62,53 @@ class MaskConfig:
         if self.tau <= 0:
             raise ValueError("Gumbel temperature tau must be > 0")
 
+    def initial(self, shape: tuple[int, ...]) -> torch.Tensor:
+        g = self.gamma
+        if self.init == "code":
+            return torch.full(shape, 2.0 * g)
+        return torch.empty(shape).uniform_(-g, g) - torch.empty(shape).uniform_(-g, g)
 
-class _RoundStraightThrough(torch.autograd.Function):
-    """Forward: exactly 0/1 (soft > 0.5). Backward: the identity (straight-through)."""
+    def sample(self, logit: torch.Tensor) -> torch.Tensor:
+        return hard_concrete_sample(logit, self.tau)
 
-    @staticmethod
-    def forward(ctx, soft):
-        return (soft > 0.5).to(soft.dtype)
+    def binarize(self, logit: torch.Tensor) -> torch.Tensor:
+        return logit > 0
 
-    @staticmethod
-    def backward(ctx, grad):
-        return grad
+
+@dataclass(frozen=True)
+class ThresholdRule:
+    """Piggyback: scores start at ``init``; mask = [score > threshold] with a straight-through
+    gradient to the score."""
+
+    init: float = 1e-2
+    threshold: float = 5e-3
+
+    def initial(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.full(shape, float(self.init))
+
+    def sample(self, score: torch.Tensor) -> torch.Tensor:
+        return _RoundStraightThrough.apply(score, self.threshold)
+
+    def binarize(self, score: torch.Tensor) -> torch.Tensor:
+        return score > self.threshold
+
+
+@dataclass
+class SigmoidGateRule:
+    """HAT: gate = sigmoid(s e) with embeddings e ~ N(0, 1); the strategy anneals ``s`` (one rule
+    object is shared by all gates of a model, so setting ``s`` once sets it everywhere)."""
+
+    s_max: float = 400.0
+    s: float = 400.0
+
+    def initial(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.randn(shape)
+
+    def sample(self, embedding: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.s * embedding)
+
+    def binarize(self, embedding: torch.Tensor) -> torch.Tensor:
+        return embedding > 0
 
 
 def hard_concrete_sample(logit: torch.Tensor, tau: float) -> torch.Tensor:
@@ -56,7 +117,7 @@ def hard_concrete_sample(logit: torch.Tensor, tau: float) -> torch.Tensor:
     rounding), so an all-kept sample reproduces the unmasked model bit for bit."""
     u = torch.rand_like(logit).clamp_(1e-6, 1 - 1e-6)
     soft = torch.sigmoid((logit + torch.log(u) - torch.log1p(-u)) / tau)
-    return _RoundStraightThrough.apply(soft)
+    return _RoundStraightThrough.apply(soft, 0.5)
 
 
 def pack_bits(mask: torch.Tensor) -> torch.Tensor:
@@ -71,14 +132,15 @@ def unpack_bits(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 class TaskMask(nn.Module):
-    """Binary masks of one shape, one per task: a trainable logit while a task is learned,
-    bit-packed bits (buffer ``packed_<t>``) once it is finished."""
+    """Binary masks of one shape, one per task: a trainable tensor while a task is learned,
+    bit-packed bits (buffer ``packed_<t>``) once it is finished; ``rule`` turns one into the
+    other (see the module docstring)."""
 
-    def __init__(self, shape: tuple[int, ...], config: MaskConfig = MaskConfig()):
+    def __init__(self, shape: tuple[int, ...], rule=None):
         super().__init__()
         self.shape = tuple(shape)
-        self.config = config
-        self.logits = nn.ParameterDict()  # str(task) -> logit, only for tasks being trained
+        self.rule = GumbelRule() if rule is None else rule
+        self.trainable = nn.ParameterDict()  # str(task) -> tensor, only for tasks being trained
         self.task: int | None = None
         self.last_sample: torch.Tensor | None = None  # the training sample of the last forward
         self._cache: tuple[int, torch.Tensor] | None = None  # (task, unpacked finished mask)
@@ -87,30 +149,30 @@ class TaskMask(nn.Module):
         self.task = task
 
     def add_task(self, task: int, device: torch.device | str = "cpu") -> nn.Parameter:
-        """Create the trainable logit of a new task, initialized per ``config.init``."""
-        g = self.config.gamma
-        if self.config.init == "code":
-            d = torch.full(self.shape, 2.0 * g)
-        else:
-            d = torch.empty(self.shape).uniform_(-g, g) - torch.empty(self.shape).uniform_(-g, g)
-        self.logits[str(task)] = nn.Parameter(d.to(device))
-        return self.logits[str(task)]
+        """Create the trainable tensor of a new task, initialized by the rule."""
+        self.trainable[str(task)] = nn.Parameter(self.rule.initial(self.shape).to(device))
+        return self.trainable[str(task)]
 
     def finish_task(self, task: int) -> torch.Tensor:
-        """Binarize the task's logit (d > 0), keep it bit-packed, drop the float logit."""
-        logit = self.logits.pop(str(task))
-        packed = pack_bits(logit.detach() > 0).to(logit.device)
+        """Binarize the task's tensor, keep the bits packed, drop the float tensor."""
+        value = self.trainable.pop(str(task))
+        packed = pack_bits(self.rule.binarize(value.detach())).to(value.device)
         self.register_buffer(f"packed_{task}", packed)
         self._cache = None
         return packed
 
+    def finished_tasks(self) -> list[int]:
+        """Tasks whose bits are kept, in increasing order."""
+        return sorted(int(name[len("packed_"):]) for name, _ in self.named_buffers(recurse=False)
+                      if name.startswith("packed_"))
+
     def has_task(self, task: int) -> bool:
-        return str(task) in self.logits or hasattr(self, f"packed_{task}")
+        return str(task) in self.trainable or hasattr(self, f"packed_{task}")
 
     def binary(self, task: int) -> torch.Tensor:
         """The deterministic boolean mask of ``task``."""
-        if str(task) in self.logits:
-            return self.logits[str(task)].detach() > 0
+        if str(task) in self.trainable:
+            return self.rule.binarize(self.trainable[str(task)].detach())
         if self._cache is None or self._cache[0] != task:
             packed = getattr(self, f"packed_{task}", None)
             if packed is None:
@@ -119,14 +181,14 @@ class TaskMask(nn.Module):
         return self._cache[1]
 
     def forward(self) -> torch.Tensor:
-        """Mask of the current task: a float STE sample when training its logit, else boolean."""
+        """Mask of the current task: the rule's float sample while training it, else boolean."""
         if self.task is None:
             raise RuntimeError("TaskMask used before set_task()")
         key = str(self.task)
-        if self.training and key in self.logits:
-            self.last_sample = hard_concrete_sample(self.logits[key], self.config.tau)
+        if self.training and key in self.trainable:
+            self.last_sample = self.rule.sample(self.trainable[key])
             return self.last_sample
         return self.binary(self.task)
 
     def extra_repr(self) -> str:
-        return f"shape={self.shape}, tau={self.config.tau}, init={self.config.init}"
+        return f"shape={self.shape}, rule={self.rule}"

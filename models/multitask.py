@@ -52,6 +52,15 @@ class MultiTaskViT(MultiTaskModule):
             m.set_task(task)
         return backbone(x)
 
+    def forward_all_tasks(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Every head's logits (Avalanche's LwF distils through this). A backbone without
+        task-conditioned modules computes its features once for all heads."""
+        shared = type(self).backbone_for is MultiTaskViT.backbone_for
+        if shared and not self.task_modules(self.backbone):
+            feats = self.backbone(x)
+            return {int(t): head(feats) for t, head in self.heads.items()}
+        return {int(t): self.forward_single_task(x, int(t)) for t in self.heads}
+
     def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
         return self.heads[str(task_label)](self.features(x, task_label))
 
@@ -91,13 +100,14 @@ class MultiTaskViT(MultiTaskModule):
         """Hook for subclasses: called once when ``task``'s head is created."""
 
     def task_state(self, task: int) -> dict[str, torch.Tensor]:
-        """Everything kept to predict ``task`` later: its head and every per-task buffer of the
-        backbone named ``packed_<task>`` (bit-packed masks and gates)."""
+        """Everything kept to predict ``task`` later: its head and every per-task tensor of the
+        backbone — named ``packed_<task>`` (bit-packed masks and gates) or under a per-task
+        module named ``task_<task>`` (adapters)."""
         state = {f"heads.{task}.{k}": v for k, v in self.heads[str(task)].state_dict().items()}
-        suffix = f"packed_{task}"
-        for name, buf in self.backbone_for(task).named_buffers():
-            if name.rsplit(".", 1)[-1] == suffix:
-                state[f"backbone.{name}"] = buf
+        own = {f"packed_{task}", f"task_{task}"}
+        for name, value in self.backbone_for(task).state_dict().items():
+            if own & set(name.split(".")):
+                state[f"backbone.{name}"] = value
         return state
 
 

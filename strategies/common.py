@@ -22,11 +22,13 @@ from strategies.registry import TrainSettings
 
 ParamGroups = Callable[[nn.Module], list[dict]]
 
-OPTIMIZERS = {
-    "adamw": torch.optim.AdamW,
-    "sgd": lambda groups, weight_decay: torch.optim.SGD(groups, momentum=0.9,
-                                                         weight_decay=weight_decay),
-}
+OPTIMIZERS = ("adamw", "sgd")
+
+
+def build_optimizer(name: str, groups: list[dict], weight_decay: float, momentum: float):
+    if name == "adamw":
+        return torch.optim.AdamW(groups, weight_decay=weight_decay)
+    return torch.optim.SGD(groups, momentum=momentum, weight_decay=weight_decay)
 
 
 def silent_evaluator() -> EvaluationPlugin:
@@ -42,7 +44,7 @@ def cosine_factor(step: int, total: int) -> float:
 
 
 class ContinualTemplate(SupervisedTemplate):
-    """``SupervisedTemplate`` that rebuilds its optimizer (AdamW or SGD with momentum 0.9) and a
+    """``SupervisedTemplate`` that rebuilds its optimizer (AdamW, or SGD with ``momentum``) and a
     cosine schedule for every training experience.
 
     ``param_groups(model)`` returns torch parameter groups (each with its ``lr``); parameters that
@@ -51,12 +53,13 @@ class ContinualTemplate(SupervisedTemplate):
 
     def __init__(self, *, model: nn.Module, param_groups: ParamGroups, settings: TrainSettings,
                  plugins=(), optimizer: str = "adamw", weight_decay: float = 0.0,
-                 cosine: bool = True):
+                 momentum: float = 0.9, cosine: bool = True):
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
         self.param_groups = param_groups
         self.optimizer_name = optimizer
         self.weight_decay = weight_decay
+        self.momentum = momentum
         self.cosine = cosine
         self.scheduler = None
         placeholder = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.0)
@@ -80,7 +83,8 @@ class ContinualTemplate(SupervisedTemplate):
                 groups.append({**g, "params": params})
         if not groups:  # nothing to train this task (e.g. a converged-probe classifier)
             groups = [{"params": [nn.Parameter(torch.zeros(1))], "lr": 0.0}]
-        self.optimizer = OPTIMIZERS[self.optimizer_name](groups, weight_decay=self.weight_decay)
+        self.optimizer = build_optimizer(self.optimizer_name, groups, self.weight_decay,
+                                         self.momentum)
         total = self.train_epochs * len(self.dataloader) if self.is_training else 1
         self.scheduler = (
             torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: cosine_factor(s, total))

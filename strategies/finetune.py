@@ -14,7 +14,7 @@ from strategies.storage import head_items
 FINE_TUNING_HPARAMS = {"optimizer": "adamw", "lr": 5e-4, "head_lr": 1e-3, "weight_decay": 0.0}
 
 
-def fine_tuning(model, hp: dict, settings) -> ContinualTemplate:
+def fine_tuning(model, hp: dict, settings, plugins=()) -> ContinualTemplate:
     """Train every parameter of ``model``: backbone(s) at ``lr``, heads at ``head_lr``."""
 
     def groups(m):
@@ -24,7 +24,8 @@ def fine_tuning(model, hp: dict, settings) -> ContinualTemplate:
                 {"params": list(m.heads.parameters()), "lr": hp["head_lr"]}]
 
     return ContinualTemplate(model=model, param_groups=groups, settings=settings,
-                             optimizer=hp["optimizer"], weight_decay=hp["weight_decay"])
+                             plugins=plugins, optimizer=hp["optimizer"],
+                             weight_decay=hp["weight_decay"])
 
 
 @register_strategy(

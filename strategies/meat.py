@@ -31,14 +31,14 @@ entry starts kept, gamma = 4, tau = 1) by default; the paper's U(-gamma, gamma) 
 from __future__ import annotations
 
 import torch
-from avalanche.core import SupervisedPlugin
 
 from models import anatomy
 from models.attention import make_maskable
 from models.masked_linear import make_masked
-from models.masks import MaskConfig, TaskMask
+from models.masks import GumbelRule, TaskMask
 from models.multitask import MultiTaskViT
 from strategies.common import ContinualTemplate
+from strategies.masking import TaskMaskPlugin
 from strategies.registry import register_strategy
 from strategies.storage import StorageItem, head_items
 
@@ -56,7 +56,7 @@ def masked_layer_ids(n_layers: int, layers) -> list[int]:
     return ids
 
 
-class MEATPlugin(SupervisedPlugin):
+class MEATPlugin(TaskMaskPlugin):
     """MEAT on a ``models.multitask.MultiTaskViT``: masks installed on first use, one set of
     mask logits per task, bit-packed after the task; the backbone is frozen.
 
@@ -70,18 +70,13 @@ class MEATPlugin(SupervisedPlugin):
                  token_masks: bool = True, ffn_masks: bool = True):
         super().__init__()
         self.alpha, self.lam = alpha, lam
-        self.mask_config = MaskConfig(gamma=gamma, tau=tau, init=init)
+        self.mask_rule = GumbelRule(gamma=gamma, tau=tau, init=init)
         self.layers, self.keep_diagonal = layers, keep_diagonal
         self.use_token_masks, self.use_ffn_masks = token_masks, ffn_masks
         self.token_masks: list[TaskMask] = []
         self.ffn_masks: list[TaskMask] = []
-        self.installed = False
 
-    # -- set-up -----------------------------------------------------------------------------
     def install(self, model: MultiTaskViT) -> None:
-        if not isinstance(model, MultiTaskViT):
-            raise TypeError("MEATPlugin needs a models.multitask.MultiTaskViT "
-                            f"(a timm ViT with one head per task), got {type(model).__name__}")
         backbone = model.backbone
         backbone.requires_grad_(False)
         device = next(backbone.parameters()).device
@@ -89,32 +84,15 @@ class MEATPlugin(SupervisedPlugin):
             attns = make_maskable(backbone)
             n = anatomy.num_patches(backbone)
             for i in masked_layer_ids(len(attns), self.layers):
-                attns[i].token_mask = TaskMask((n,), self.mask_config).to(device)
+                attns[i].token_mask = TaskMask((n,), self.mask_rule).to(device)
                 attns[i].keep_diagonal = self.keep_diagonal
                 self.token_masks.append(attns[i].token_mask)
         if self.use_ffn_masks:
             for fc in anatomy.ffn_linears(backbone):
                 make_masked(fc).weight_mask = TaskMask(tuple(fc.weight.shape),
-                                                       self.mask_config).to(device)
+                                                       self.mask_rule).to(device)
                 self.ffn_masks.append(fc.weight_mask)
-        model.refresh_task_modules()
-        self.installed = True
-
-    @property
-    def masks(self) -> list[TaskMask]:
-        return [*self.token_masks, *self.ffn_masks]
-
-    # -- Avalanche callbacks ----------------------------------------------------------------
-    def before_training_exp(self, strategy, **kwargs):
-        if not self.installed:
-            self.install(strategy.model)
-        task = strategy.experience.task_label
-        for m in self.masks:
-            if not m.has_task(task):
-                m.add_task(task, strategy.device)
-        for key, head in strategy.model.heads.items():  # only the new task's head trains
-            head.requires_grad_(key == str(task))
-        strategy.make_optimizer()
+        self.masks = [*self.token_masks, *self.ffn_masks]
 
     def before_backward(self, strategy, **kwargs):
         samples = [m.last_sample for m in self.token_masks if m.last_sample is not None]
@@ -122,12 +100,6 @@ class MEATPlugin(SupervisedPlugin):
             strategy.loss = strategy.loss + self.alpha * drop_control_loss(samples, self.lam)
         for m in self.token_masks:
             m.last_sample = None
-
-    def after_training_exp(self, strategy, **kwargs):
-        task = strategy.experience.task_label
-        for m in self.masks:
-            m.finish_task(task)
-        strategy.make_optimizer()  # forget the dropped logits
 
     def kept_token_fraction(self, task: int) -> list[float]:
         """Fraction of patch tokens kept in each masked layer for ``task``."""
@@ -166,15 +138,13 @@ def build_meat(backbone, hp, settings):
 
     def groups(model):
         return [
-            {"params": [p for m in plugin.token_masks for p in m.parameters()],
-             "lr": hp["token_mask_lr"]},
-            {"params": [p for m in plugin.ffn_masks for p in m.parameters()],
-             "lr": hp["ffn_mask_lr"]},
+            {"params": plugin.trainable(plugin.token_masks), "lr": hp["token_mask_lr"]},
+            {"params": plugin.trainable(plugin.ffn_masks), "lr": hp["ffn_mask_lr"]},
             {"params": list(model.heads.parameters()), "lr": hp["head_lr"]},
         ]
 
     model = MultiTaskViT(backbone)
-    plugin.install(model)
+    plugin.ensure_installed(model)
     strategy = ContinualTemplate(model=model, param_groups=groups, settings=settings,
                                  plugins=[plugin])
     strategy.meat = plugin

@@ -79,3 +79,13 @@ def storage_summary(
         "total_bits": total_bits,
         "total_mib": total_bits / 8 / MIB,
     }
+
+
+def strategy_bill(info, backbone: nn.Module, classes: Sequence[int], base_head_params: int,
+                  hparams: dict | None = None) -> dict:
+    """The bill of a registered strategy (``strategies.registry.StrategyInfo``) after the base
+    model and one task per entry of ``classes``, computed without training."""
+    hp = info.hparams if hparams is None else hparams
+    summary = storage_summary(backbone, base_head_params,
+                              [info.storage(backbone, n, hp) for n in classes])
+    return {**summary, "forgets": info.forgets, "keeps": info.keeps}

@@ -6,7 +6,7 @@ import torch
 
 from models.attention import MaskableAttention, make_maskable, multiplicative_masked_softmax
 from models.factory import create_backbone
-from models.masks import MaskConfig, TaskMask, pack_bits, unpack_bits
+from models.masks import GumbelRule, TaskMask, pack_bits, unpack_bits
 from models.multitask import MultiTaskViT
 from strategies.meat import MEATPlugin, drop_control_loss
 
@@ -86,7 +86,7 @@ def test_all_ones_masks_equal_plain_timm_deit_tiny():
     plain = timm.create_model("deit_tiny_patch16_224", num_classes=0).eval()
     model = MultiTaskViT(copy.deepcopy(plain))
     plugin = MEATPlugin()
-    plugin.install(model)
+    plugin.ensure_installed(model)
     for m in plugin.masks:
         m.add_task(0)
         m.set_task(0)
@@ -96,14 +96,14 @@ def test_all_ones_masks_equal_plain_timm_deit_tiny():
         assert torch.allclose(model.backbone(x), plain(x), atol=1e-5)
         model.train()  # Gumbel samples of d = 2*gamma logits: still ones with prob ~1
         for m in plugin.masks:
-            m.logits["0"].data.fill_(50.0)
+            m.trainable["0"].data.fill_(50.0)
         assert torch.allclose(model.backbone(x), plain(x), atol=1e-5)
 
 
 def test_gumbel_straight_through_reaches_mask_logits_and_nothing_else():
     model = MultiTaskViT(create_backbone("vit_nano"))
     plugin = MEATPlugin(init="paper")
-    plugin.install(model)
+    plugin.ensure_installed(model)
     model.train()
     model.adaptation(_Exp(0))
     for m in plugin.masks:
@@ -113,7 +113,7 @@ def test_gumbel_straight_through_reaches_mask_logits_and_nothing_else():
         [m.last_sample for m in plugin.token_masks], plugin.lam)
     loss.backward()
     for m in plugin.masks:
-        g = m.logits["0"].grad
+        g = m.trainable["0"].grad
         assert g is not None and g.abs().sum() > 0
     for p in model.backbone.parameters():
         if not any(p is q for m in plugin.masks for q in m.parameters()):
@@ -121,7 +121,7 @@ def test_gumbel_straight_through_reaches_mask_logits_and_nothing_else():
 
 
 def test_hard_samples_are_binary():
-    tm = TaskMask((1000,), MaskConfig(init="paper"))
+    tm = TaskMask((1000,), GumbelRule(init="paper"))
     tm.add_task(0)
     tm.set_task(0)
     s = tm()
@@ -147,7 +147,7 @@ def test_packed_masks_round_trip_through_save_and_load(tmp_path):
 
     tm = TaskMask((5, 13))
     tm.add_task(0)
-    tm.logits["0"].data = torch.where(bits, 1.0, -1.0)
+    tm.trainable["0"].data = torch.where(bits, 1.0, -1.0)
     tm.finish_task(0)
     clone = TaskMask((5, 13))
     clone.register_buffer("packed_0", torch.zeros_like(tm.packed_0))
@@ -190,7 +190,7 @@ def test_meat_plugin_in_a_plain_avalanche_naive_script():
     strategy.eval(bench.test_stream[:2])
     assert counter.counts[0][:2] == first  # task 0 bit-identical after task 1
     for m in plugin.masks:  # both tasks kept bit-packed, logits of finished tasks dropped
-        assert hasattr(m, "packed_0") and hasattr(m, "packed_1") and len(m.logits) == 0
+        assert hasattr(m, "packed_0") and hasattr(m, "packed_1") and len(m.trainable) == 0
     state = model.backbone.state_dict()
     for k, v in frozen.items():  # pre-trained weights never change
         assert torch.equal(state[k], v), k
@@ -199,7 +199,7 @@ def test_meat_plugin_in_a_plain_avalanche_naive_script():
 def test_mixed_task_batch_uses_each_samples_masks_and_head():
     model = MultiTaskViT(create_backbone("vit_nano"))
     plugin = MEATPlugin(init="paper")
-    plugin.install(model)
+    plugin.ensure_installed(model)
     model.train()
     for t in (0, 1):
         model.adaptation(_Exp(t))

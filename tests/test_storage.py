@@ -55,3 +55,25 @@ def test_packed_bytes_round_up_per_item_and_summary_totals(nano):
     assert s["per_task_bits"] == [73, 73]
     assert s["total_mib"] == pytest.approx((s["base_bits"] + 146) / 8 / MIB)
     assert s["per_task_pct_of_backbone"][0] == pytest.approx(100 * 73 / (32 * n))
+
+
+def test_piggyback_one_bit_per_block_linear_weight(nano):
+    d, mlp = 64, 256
+    per_block = d * 3 * d + d * d + d * mlp + mlp * d  # qkv, proj, fc1, fc2
+    assert _bits("piggyback", nano) == {"weight masks": 2 * per_block, "head": 3 * 65 * 32}
+    hp = resolve_hparams("piggyback", {"patch_embed": True})
+    items = get_strategy("piggyback").storage(nano, 3, hp)
+    assert items[0].total_bits == 2 * per_block + 49 * d  # + the 7x7 patch projection
+
+
+def test_hat_one_bit_per_gated_unit(nano):
+    assert _bits("hat", nano) == {"unit gates": 2 * (3 * 64 + 64 + 256 + 64), "head": 3 * 65 * 32}
+
+
+def test_adapter_keeps_fp32_bottlenecks(nano):
+    per_block = (64 * 64 + 64) + (64 * 64 + 64)  # down and up projections with biases
+    assert _bits("adapter", nano) == {"adapters": 32 * 2 * per_block, "head": 3 * 65 * 32}
+
+
+def test_lwf_keeps_only_heads(nano):
+    assert _bits("lwf", nano) == {"head": 3 * 65 * 32}

@@ -1,0 +1,62 @@
+"""Per-task bottleneck adapters (Houlsby et al., 2019), after each block's MLP.
+
+For task t and block l: h -> h + W_up act(W_down h + b_down) + b_up applied to the MLP's output
+before it is added to the residual stream (Adapter-BERT places one after the FFN sub-layer).
+W_up and b_up start at zero, so a new adapter is the identity and the frozen backbone's output is
+unchanged until it learns. :class:`TaskAdapters` keeps one adapter per task (``task_<t>``) and is
+a task-conditioned module (``set_task``); it is attached to the MLP as a submodule and applied by a
+forward hook, so the backbone's own parameter names and code stay untouched.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models import anatomy
+
+
+class Bottleneck(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.down = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.up = nn.Linear(hidden, dim)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.up(self.act(self.down(h)))
+
+
+class TaskAdapters(nn.Module):
+    """One :class:`Bottleneck` per task; applies the current task's (identity if it has none)."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.dim, self.hidden = dim, hidden
+        self.per_task = nn.ModuleDict()
+        self.task: int | None = None
+
+    def set_task(self, task: int) -> None:
+        self.task = task
+
+    def add_task(self, task: int, device: torch.device | str = "cpu") -> Bottleneck:
+        self.per_task[f"task_{task}"] = Bottleneck(self.dim, self.hidden).to(device)
+        return self.per_task[f"task_{task}"]
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        key = f"task_{self.task}"
+        return self.per_task[key](h) if key in self.per_task else h
+
+
+def add_adapters(backbone: nn.Module, hidden: int) -> list[TaskAdapters]:
+    """Attach a :class:`TaskAdapters` after the MLP of every block (``block.mlp.adapters``)."""
+    out = []
+    for block in anatomy.blocks(backbone):
+        mlp = block.mlp
+        adapters = TaskAdapters(anatomy.ffn_pair(block)[1].out_features, hidden)
+        mlp.adapters = adapters
+        mlp.register_forward_hook(lambda module, inputs, output: module.adapters(output))
+        out.append(adapters)
+    return out

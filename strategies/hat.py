@@ -1,0 +1,209 @@
+"""HAT — Hard Attention to the Task (Serrà et al., ICML 2018), on a ViT.
+
+Gated units (one gate per output unit, per task): the output units of every Linear in the
+transformer blocks — on a timm ViT block, ``attn.qkv`` (3 x dim: the query, key and value
+channels), ``attn.proj`` (dim), ``mlp.fc1`` (hidden) and ``mlp.fc2`` (dim). A gate multiplies
+the unit's output (weight row and bias): a = sigmoid(s e_t) with per-task embeddings
+e_t ~ N(0, 1) (``models.masks.SigmoidGateRule`` through the shared masked linear).
+
+- s is annealed per batch b = 0..B-1 of every epoch: s = 1/s_max + (s_max - 1/s_max) b / (B - 1),
+  s_max = 400; evaluation uses binary gates [e_t > 0] (the s -> infinity limit), kept bit-packed.
+- Loss: L_ce + c * sum a_t (1 - a_<t) / sum (1 - a_<t) over all gated units (c = 0.75), where
+  a_<t is the cumulative gate of earlier tasks (element-wise max of their binary gates; 0 for the
+  first task).
+- Weight-gradient masking: the gradient of weight W_ji (input unit i -> output unit j) is
+  multiplied by 1 - min(a_<t,i, a_<t,j), the bias gradient by 1 - a_<t,j. Input units: for
+  ``proj`` the value channels of ``qkv`` (attention output channel c is a mix of value channel c),
+  for ``fc2`` the units of ``fc1``; ``qkv`` and ``fc1`` read the LayerNorm-ed residual stream,
+  which is not gated, so only their output gate counts (as HAT's first layer, which reads pixels).
+- Embedding gradients are multiplied by s_max / s * (cosh(s e) + 1) / (cosh(e) + 1) (s e clamped
+  to +-50 in the cosh, as the official code does, against overflow), and e is clamped to
+  [-6, 6] after every step.
+- Everything else in the backbone (patch projection, class token, position embedding,
+  LayerNorms) is shared and ungated: it trains with the first task and is frozen from the second
+  on (``shared="first_task"``, HAT's own setting, where all weights learn the first task), or is
+  frozen from the start (``shared="frozen"``). Either way earlier tasks' outputs never change:
+  their units' weights are frozen by the gradient mask, and units they gate off contribute
+  exact zeros.
+
+Heads start random (``head_init: auto``): HAT trains the block weights, and a probe fitted to the
+features under the new task's random initial gates describes features that training replaces.
+
+Optimizer: the paper's plain SGD at lr 0.05 (momentum 0, no weight decay — decay would move
+protected weights), with the suite's cosine decay over each task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from models import anatomy
+from models.masked_linear import make_masked
+from models.masks import SigmoidGateRule, TaskMask
+from models.multitask import MultiTaskViT
+from strategies.common import ContinualTemplate
+from strategies.masking import TaskMaskPlugin
+from strategies.registry import register_strategy
+from strategies.storage import StorageItem, head_items
+
+COSH_CLAMP = 50.0
+SHARED_POLICIES = ("first_task", "frozen")
+
+
+@dataclass
+class GatedLayer:
+    """A Linear whose output units are gated, and where its input units' gates come from:
+    ``(index of the source layer, slice of its units)`` or None for an ungated input."""
+
+    linear: torch.nn.Linear
+    source: tuple[int, slice] | None
+
+
+def gated_layers(backbone) -> list[GatedLayer]:
+    """qkv, proj, fc1, fc2 of every block, with proj reading qkv's value channels and fc2 reading
+    fc1's units."""
+    layers: list[GatedLayer] = []
+    for block in anatomy.blocks(backbone):
+        attn, mlp = block.attn, block.mlp
+        if not hasattr(attn, "qkv"):
+            raise TypeError(f"HAT: {type(attn).__name__} has no fused qkv Linear")
+        dim = attn.proj.in_features
+        qkv = len(layers)
+        layers.append(GatedLayer(attn.qkv, None))
+        layers.append(GatedLayer(attn.proj, (qkv, slice(2 * dim, 3 * dim))))
+        fc1 = len(layers)
+        layers.append(GatedLayer(mlp.fc1, None))
+        layers.append(GatedLayer(mlp.fc2, (fc1, slice(None))))
+    return layers
+
+
+def anneal_s(batch: int, n_batches: int, s_max: float) -> float:
+    """s = 1/s_max + (s_max - 1/s_max) * b / (B - 1) for batch b = 0..B-1 of an epoch."""
+    return 1 / s_max + (s_max - 1 / s_max) * batch / max(n_batches - 1, 1)
+
+
+def attention_regularizer(gates: list[torch.Tensor], cumulative: list[torch.Tensor],
+                          c: float) -> torch.Tensor:
+    """c * sum a_t (1 - a_<t) / sum (1 - a_<t), summed over every gated unit of every layer."""
+    free = [1 - prev for prev in cumulative]
+    used = sum((a * f).sum() for a, f in zip(gates, free, strict=True))
+    return c * used / sum(f.sum() for f in free).clamp_min(1.0)
+
+
+def embedding_compensation(e: torch.Tensor, s: float, s_max: float) -> torch.Tensor:
+    """s_max / s * (cosh(s e) + 1) / (cosh(e) + 1), with s e clamped to +-50 inside the cosh."""
+    num = torch.cosh(torch.clamp(s * e, -COSH_CLAMP, COSH_CLAMP)) + 1
+    return s_max / s * num / (torch.cosh(e) + 1)
+
+
+class HATPlugin(TaskMaskPlugin):
+    """HAT as an Avalanche plugin on a ``MultiTaskViT`` (see the module docstring)."""
+
+    def __init__(self, *, s_max: float = 400.0, c: float = 0.75, clamp: float = 6.0,
+                 shared: str = "first_task"):
+        super().__init__()
+        if shared not in SHARED_POLICIES:
+            raise ValueError(f"shared must be one of {SHARED_POLICIES}, got {shared!r}")
+        self.rule = SigmoidGateRule(s_max=s_max)
+        self.c, self.clamp, self.shared = c, clamp, shared
+        self.layers: list[GatedLayer] = []
+        self.cumulative: list[torch.Tensor] = []  # a_<t per layer, over its output units
+
+    @property
+    def s_max(self) -> float:
+        return self.rule.s_max
+
+    def install(self, model: MultiTaskViT) -> None:
+        device = next(model.backbone.parameters()).device
+        self.layers = gated_layers(model.backbone)
+        for layer in self.layers:
+            gate = TaskMask((layer.linear.out_features,), self.rule).to(device)
+            make_masked(layer.linear).output_gate = gate
+            self.masks.append(gate)
+
+    def before_training_exp(self, strategy, **kwargs):
+        self.ensure_installed(strategy.model)
+        task = strategy.experience.task_label
+        earlier = [[t for t in m.finished_tasks() if t != task] for m in self.masks]
+        self.cumulative = [
+            torch.stack([m.binary(t) for t in ts]).any(0).float() if ts
+            else torch.zeros(m.shape, device=strategy.device)
+            for m, ts in zip(self.masks, earlier, strict=True)]
+        first = not any(earlier)
+        backbone = strategy.model.backbone
+        gated = {id(p) for layer in self.layers for p in layer.linear.parameters(recurse=False)}
+        for p in backbone.parameters():  # (no gate embedding exists between tasks)
+            p.requires_grad_(id(p) in gated or (first and self.shared == "first_task"))
+        super().before_training_exp(strategy, **kwargs)
+
+    def before_training_iteration(self, strategy, **kwargs):
+        self.rule.s = anneal_s(strategy.clock.train_epoch_iterations, len(strategy.dataloader),
+                               self.s_max)
+
+    def before_backward(self, strategy, **kwargs):
+        gates = [m.last_sample for m in self.masks]
+        if all(g is not None for g in gates) and self.c:
+            strategy.loss = strategy.loss + attention_regularizer(gates, self.cumulative, self.c)
+        for m in self.masks:
+            m.last_sample = None
+
+    @torch.no_grad()
+    def after_backward(self, strategy, **kwargs):
+        for layer, prev in zip(self.layers, self.cumulative, strict=True):
+            w, b = layer.linear.weight, layer.linear.bias
+            out_free = 1 - prev
+            if layer.source is None:
+                w_free = out_free[:, None]
+            else:
+                src, units = layer.source
+                w_free = 1 - torch.minimum(prev[:, None], self.cumulative[src][units][None, :])
+            if w.grad is not None:
+                w.grad.mul_(w_free)
+            if b is not None and b.grad is not None:
+                b.grad.mul_(out_free)
+        for e in self.trainable():
+            if e.grad is not None:
+                e.grad.mul_(embedding_compensation(e, self.rule.s, self.s_max))
+
+    @torch.no_grad()
+    def after_update(self, strategy, **kwargs):
+        for e in self.trainable():
+            e.clamp_(-self.clamp, self.clamp)
+
+    def after_training_exp(self, strategy, **kwargs):
+        super().after_training_exp(strategy, **kwargs)
+        self.rule.s = self.s_max
+
+
+def hat_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
+    units = sum(layer.linear.out_features for layer in gated_layers(backbone))
+    return [StorageItem("unit gates", units, 1), *head_items(backbone.num_features, n_classes)]
+
+
+@register_strategy(
+    "hat",
+    hparams={"lr": 0.05, "head_lr": 0.05, "optimizer": "sgd", "momentum": 0.0, "s_max": 400.0,
+             "c": 0.75, "clamp": 6.0, "shared": "first_task"},
+    storage=hat_storage,
+    trains="block Linear weights under gradient masks + per-task unit-gate embeddings + head",
+    keeps="1 bit per gated unit (qkv, proj, fc1, fc2 outputs) + head",
+    head_init="random",
+    forgets=False,
+    paper="Serrà et al., ICML 2018",
+)
+def build_hat(backbone, hp, settings):
+    plugin = HATPlugin(s_max=hp["s_max"], c=hp["c"], clamp=hp["clamp"], shared=hp["shared"])
+    model = MultiTaskViT(backbone)
+    plugin.ensure_installed(model)
+
+    def groups(m):
+        heads = list(m.heads.parameters())
+        skip = {id(p) for p in heads}
+        return [{"params": [p for p in m.parameters() if id(p) not in skip], "lr": hp["lr"]},
+                {"params": heads, "lr": hp["head_lr"]}]
+
+    return ContinualTemplate(model=model, param_groups=groups, settings=settings,
+                             plugins=[plugin], optimizer=hp["optimizer"],
+                             momentum=hp["momentum"])

@@ -1,0 +1,195 @@
+"""Defining mechanics of the paper's baselines: Piggyback, HAT, LwF, Adapter."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.factory import create_backbone
+from models.masked_linear import make_masked
+from models.masks import SigmoidGateRule, TaskMask, ThresholdRule
+from models.multitask import MultiTaskViT
+from strategies import get_strategy
+from strategies.adapter import AdapterPlugin
+from strategies.hat import (
+    HATPlugin,
+    anneal_s,
+    attention_regularizer,
+    embedding_compensation,
+)
+from strategies.piggyback import PiggybackPlugin
+from strategies.registry import TrainSettings, resolve_hparams
+
+
+class _Exp:
+    def __init__(self, task, n_classes=3):
+        self.task_labels = [task]
+        self.classes_in_this_experience = list(range(n_classes))
+
+
+# -- Piggyback ------------------------------------------------------------------------------
+def test_piggyback_threshold_and_straight_through_gradient():
+    rule = ThresholdRule(init=1e-2, threshold=5e-3)
+    score = torch.tensor([1e-2, 5e-3, 4.9e-3, -1.0, 6e-3], requires_grad=True)
+    mask = rule.sample(score)
+    assert mask.tolist() == [1.0, 0.0, 0.0, 0.0, 1.0]  # strictly above the threshold
+    upstream = torch.tensor([0.5, -2.0, 3.0, 1.0, -1.0])
+    (mask * upstream).sum().backward()
+    assert torch.equal(score.grad, upstream)  # the threshold is skipped in the backward pass
+    assert torch.equal(rule.binarize(score.detach()), mask.bool())
+
+
+def test_piggyback_scores_get_weight_times_output_gradient():
+    lin = torch.nn.Linear(4, 3)
+    lin.requires_grad_(False)
+    mask = TaskMask((3, 4), ThresholdRule())
+    make_masked(lin).weight_mask = mask
+    mask.add_task(0)
+    mask.set_task(0)
+    x = torch.randn(5, 4)
+    lin(x).sum().backward()
+    # d/dM sum(x (W*M)^T) = W * sum_b x_b, straight through to the scores
+    assert torch.allclose(mask.trainable["0"].grad, lin.weight * x.sum(0)[None, :])
+
+
+def test_piggyback_masks_every_block_linear_and_freezes_the_backbone():
+    model = MultiTaskViT(create_backbone("vit_nano"))
+    plugin = PiggybackPlugin()
+    plugin.ensure_installed(model)
+    assert len(plugin.masks) == 2 * 4  # qkv, proj, fc1, fc2 in two blocks
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+
+
+# -- HAT ------------------------------------------------------------------------------------
+def test_hat_s_anneals_from_inverse_s_max_to_s_max_within_an_epoch():
+    assert anneal_s(0, 11, 400) == pytest.approx(1 / 400)
+    assert anneal_s(10, 11, 400) == pytest.approx(400)
+    assert anneal_s(5, 11, 400) == pytest.approx(1 / 400 + (400 - 1 / 400) / 2)
+
+
+def test_hat_compensation_factor():
+    e = torch.tensor([0.5, -2.0, 6.0])
+    s, s_max = 4.0, 400.0
+    expected = [s_max / s * (math.cosh(s * v) + 1) / (math.cosh(v) + 1) for v in e.tolist()]
+    assert torch.allclose(embedding_compensation(e, s, s_max), torch.tensor(expected))
+    # s e beyond +-50 is clamped inside the cosh instead of overflowing
+    assert torch.isfinite(embedding_compensation(torch.tensor([6.0]), 400.0, 400.0)).all()
+
+
+def test_hat_regularizer_on_hand_made_gates():
+    gates = [torch.tensor([1.0, 0.5, 0.0]), torch.tensor([1.0, 1.0])]
+    earlier = [torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0])]
+    # free units: (0, 1, 1) and (1, 0) -> used among them: 0.5 + 0.0 + 1.0 = 1.5 of 3
+    assert attention_regularizer(gates, earlier, 0.75).item() == pytest.approx(0.75 * 1.5 / 3)
+
+
+def test_hat_gates_multiply_unit_outputs_and_are_binary_at_evaluation():
+    lin = torch.nn.Linear(4, 3)
+    rule = SigmoidGateRule(s_max=400.0)
+    gate = TaskMask((3,), rule)
+    make_masked(lin).output_gate = gate
+    gate.add_task(0)
+    gate.trainable["0"].data = torch.tensor([2.0, -1.0, 0.1])
+    gate.set_task(0)
+    x = torch.randn(2, 4)
+    plain = F.linear(x, lin.weight, lin.bias)
+    rule.s = 1.0
+    assert torch.allclose(lin(x), plain * torch.sigmoid(torch.tensor([2.0, -1.0, 0.1])))
+    lin.eval()
+    gate.eval()
+    assert torch.equal(lin(x), plain * torch.tensor([1.0, 0.0, 1.0]))
+
+
+def _strategy(name: str):
+    """A registered strategy on vit_nano (random heads, 1 epoch) and the bundled split stream."""
+    from benchmarks.streams import build_stream
+
+    torch.manual_seed(0)
+    bench = build_stream("mnist5k-split5", seed=0).to_benchmark()
+    settings = TrainSettings(epochs=1, batch_size=64, head_init="random")
+    strategy = get_strategy(name).build(create_backbone("vit_nano"), resolve_hparams(name),
+                                        settings)
+    return strategy, bench
+
+
+def test_hat_gradient_masking_keeps_weights_used_by_earlier_tasks():
+    strategy, bench = _strategy("hat")
+    plugin = strategy.plugins[0]
+    strategy.train(bench.train_stream[0])
+    before = {id(layer.linear): layer.linear.weight.detach().clone() for layer in plugin.layers}
+    strategy.train(bench.train_stream[1])
+    changed_free = 0
+    for layer, prev in zip(plugin.layers, plugin.cumulative, strict=True):
+        w0, w1 = before[id(layer.linear)], layer.linear.weight.detach()
+        if layer.source is None:
+            used = prev.bool()[:, None].expand_as(w0)
+        else:
+            src, units = layer.source
+            used = prev.bool()[:, None] & plugin.cumulative[src][units].bool()[None, :]
+        assert used.any()
+        assert torch.equal(w1[used], w0[used])
+        changed_free += int((w1[~used] != w0[~used]).sum())
+    assert changed_free > 0  # units free of task 0 did learn task 1
+
+
+def test_hat_earlier_task_outputs_are_bit_identical_after_a_later_task():
+    strategy, bench = _strategy("hat")
+    model = strategy.model
+    x = torch.randn(8, 1, 28, 28)
+    strategy.train(bench.train_stream[0])
+    model.eval()
+    with torch.inference_mode():
+        out0 = model(x, 0).clone()
+    strategy.train(bench.train_stream[1])
+    model.eval()
+    with torch.inference_mode():
+        assert torch.equal(model(x, 0), out0)
+
+
+# -- LwF ------------------------------------------------------------------------------------
+def test_lwf_adds_the_documented_distillation_term():
+    from avalanche.core import SupervisedPlugin
+
+    seen = {}
+
+    class Check(SupervisedPlugin):
+        def before_backward(self, strategy, **kwargs):
+            if strategy.experience.current_experience != 1 or "loss" in seen:
+                return
+            lwf = strategy.plugins[0].lwf
+            x = strategy.mb_x
+            ce = F.cross_entropy(strategy.mb_output, strategy.mb_y)
+            with torch.no_grad():
+                old = lwf.prev_model.forward_single_task(x, 0)
+            new = strategy.model.forward_single_task(x, 0)
+            t = 2.0
+            kl = F.kl_div(F.log_softmax(new / t, 1), F.softmax(old / t, 1), reduction="batchmean")
+            seen["loss"], seen["expected"], seen["kl"] = strategy.loss.item(), (ce + kl).item(), kl
+
+    strategy, bench = _strategy("lwf")
+    strategy.plugins.append(Check())
+    strategy.train(bench.train_stream[0])
+    strategy.train(bench.train_stream[1])
+    assert seen["kl"].item() > 0
+    assert seen["loss"] == pytest.approx(seen["expected"], rel=1e-5)
+
+
+# -- Adapter --------------------------------------------------------------------------------
+def test_fresh_adapters_leave_the_frozen_backbone_output_unchanged():
+    torch.manual_seed(0)
+    backbone = create_backbone("vit_nano")
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        plain = backbone(x).clone()
+    model = MultiTaskViT(backbone)
+    plugin = AdapterPlugin(hidden=8)
+    plugin.ensure_installed(model)
+    for a in plugin.adapters:
+        a.add_task(0)
+    with torch.no_grad():
+        assert torch.equal(model.features(x, 0), plain)
+        for a in plugin.adapters:  # a trained adapter does change it
+            torch.nn.init.normal_(a.per_task["task_0"].up.weight)
+        assert not torch.allclose(model.features(x, 0), plain)
+    assert all(not p.requires_grad for n, p in backbone.named_parameters() if "adapters" not in n)
