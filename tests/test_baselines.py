@@ -13,7 +13,6 @@ from models.multitask import MultiTaskViT
 from strategies import get_strategy
 from strategies.adapter import AdapterPlugin
 from strategies.hat import (
-    HATPlugin,
     anneal_s,
     attention_regularizer,
     embedding_compensation,
