@@ -4,6 +4,8 @@
   python run_benchmark.py --suite default [--strategies a,b] [--backbone NAME] [--seeds 0,1]
                           [--epochs N] [--out DIR] ...
   python run_benchmark.py report RUN_DIR [RUN_DIR ...]
+  python run_benchmark.py storage --backbone NAME --classes 200,196,100 [--base-classes 1000]
+                                  [--format table|json|csv]
 
 Every input is validated before any training: bad input prints one line on stderr naming the
 problem and the valid choices, and exits with code 2 without writing anything.
@@ -103,6 +105,32 @@ def report_parser() -> Parser:
     return p
 
 
+def class_counts(value: str) -> list[int]:
+    try:
+        counts = [int(v) for v in csv_list(value)]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected class counts >= 1 per task like 200,196,100, got {value!r}")
+    return counts
+
+
+def storage_parser() -> Parser:
+    p = Parser(prog="run_benchmark.py storage",
+               description="Storage bill of every strategy after the base model and T new tasks, "
+                           "without training.")
+    p.add_argument("--backbone", required=True, help="backbone name (see the README)")
+    p.add_argument("--classes", required=True, type=class_counts,
+                   help="classes of each new task, comma-separated (one task per entry)")
+    p.add_argument("--base-classes", type=positive_int, default=1000,
+                   help="classes of the base model's original head (default 1000, ImageNet)")
+    p.add_argument("--img-size", type=positive_int, default=None,
+                   help="input size (default: the backbone's own)")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    return p
+
+
 def resolve_device(choice: str) -> str:
     import torch
 
@@ -189,7 +217,25 @@ def cmd_report(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"report": cmd_report}
+def cmd_storage(argv: list[str]) -> int:
+    args = storage_parser().parse_args(argv)
+    from models.factory import BackboneError, create_backbone
+    from results.tables import format_storage
+    from strategies import STRATEGIES
+    from strategies.storage import strategy_bill
+
+    try:
+        backbone = create_backbone(args.backbone, img_size=args.img_size)
+    except BackboneError as e:
+        raise UsageError(str(e)) from e
+    base_head = args.base_classes * (backbone.num_features + 1)
+    bills = {name: strategy_bill(info, backbone, args.classes, base_head)
+             for name, info in STRATEGIES.items()}
+    print(format_storage(bills, args.classes, args.format))
+    return 0
+
+
+COMMANDS = {"report": cmd_report, "storage": cmd_storage}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
@@ -92,3 +94,36 @@ def per_task_table(records: list[dict]) -> pd.DataFrame:
         p = 100 * np.array(probe, dtype=float).mean(0)
         df.insert(0, "probe_acc", [*p, p.mean(), np.nan])
     return df
+
+
+def storage_frame(bills: dict[str, dict], classes: list[int]) -> pd.DataFrame:
+    """Long format: one row per (strategy, task) of ``storage`` bills
+    (``strategies.storage.strategy_bill``)."""
+    rows = []
+    for name, b in bills.items():
+        for t, n in enumerate(classes):
+            rows.append({"strategy": name, "task": t, "classes": n,
+                         "bits": b["per_task_bits"][t], "mib": b["per_task_mib"][t],
+                         "pct_of_backbone": b["per_task_pct_of_backbone"][t],
+                         "total_mib": b["total_mib"], "forgets": b["forgets"]})
+    return pd.DataFrame(rows)
+
+
+def format_storage(bills: dict[str, dict], classes: list[int], fmt: str) -> str:
+    """The storage bill as a table (per task in MiB, total, % of the backbone), JSON or CSV."""
+    if fmt == "json":
+        keys = ("total_mib", "total_bits", "base_mib", "per_task_bits", "per_task_mib",
+                "per_task_pct_of_backbone", "forgets", "keeps")
+        return json.dumps({n: {k: b[k] for k in keys} for n, b in bills.items()}, indent=2)
+    df = storage_frame(bills, classes)
+    if fmt == "csv":
+        return df.to_csv(index=False).rstrip("\n")
+    table = df.pivot(index="strategy", columns="task", values="mib").loc[list(bills)]
+    table.columns = [f"task {t} ({n} cl.) MiB" for t, n in enumerate(classes)]
+    table["per task % of backbone"] = [float(np.mean(b["per_task_pct_of_backbone"]))
+                                       for b in bills.values()]
+    table["total MiB"] = [b["total_mib"] for b in bills.values()]
+    table["can forget"] = ["yes" if b["forgets"] else "no" for b in bills.values()]
+    base = next(iter(bills.values()))["base_mib"]
+    return (f"base model (fp32, with its original head): {base:.2f} MiB\n"
+            + table.to_string(float_format=lambda v: f"{v:.4f}"))

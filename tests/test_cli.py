@@ -33,12 +33,18 @@ def run_cli(*args, cwd=ROOT):
         (["--suite", "smoke", "--backbone", "deit_tiny_patch16_224"], "does not divide"),
         (["--suite", "smoke", "--pretrained", "/no/such.pt"], "checkpoint file not found"),
         (["report", "/no/such/run"], "run folder not found"),
+        (["storage", "--backbone", "vit_nano", "--classes", "3,x"], "expected class counts"),
+        (["storage", "--backbone", "vit_nano", "--classes", "0"], "expected class counts"),
+        (["storage", "--backbone", "nope", "--classes", "3"], "unknown backbone 'nope'"),
+        (["storage", "--backbone", "vit_nano", "--classes", "3", "--format", "xml"],
+         "invalid choice: 'xml'"),
+        (["storage", "--classes", "3"], "required: --backbone"),
         ([], "required: --suite"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, expect):
     out = tmp_path / "out"
-    extra = ["--out", str(out)] if args and args[0] != "report" else []
+    extra = ["--out", str(out)] if args and args[0] not in ("report", "storage") else []
     r = run_cli(*args, *extra)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
@@ -66,3 +72,33 @@ def test_help_documents_every_flag():
 def test_report_on_empty_folder_is_an_error(tmp_path):
     r = run_cli("report", str(tmp_path))
     assert r.returncode == 2 and "no finished run records" in r.stderr
+
+
+def test_storage_command_json_matches_the_accounting_module():
+    import json
+
+    from models.factory import create_backbone
+    from strategies import STRATEGIES
+
+    res = run_cli("storage", "--backbone", "vit_nano", "--classes", "3,2", "--base-classes", "5",
+                  "--format", "json")
+    assert res.returncode == 0, res.stderr
+    bills = json.loads(res.stdout)
+    assert set(bills) == set(STRATEGIES)
+    nano = create_backbone("vit_nano")
+    n = sum(p.numel() for p in nano.parameters())
+    head = lambda c: 32 * c * 65  # noqa: E731  fp32 head of a 64-dim feature
+    assert bills["classifier"]["per_task_bits"] == [head(3), head(2)]
+    assert bills["individual"]["per_task_bits"] == [32 * n + head(3), 32 * n + head(2)]
+    base_bits = 32 * (n + 5 * 65)
+    total = base_bits + sum(bills["meat"]["per_task_bits"])
+    assert bills["meat"]["total_mib"] == pytest.approx(total / 8 / 2**20)
+    assert bills["lwf"]["forgets"] and not bills["piggyback"]["forgets"]
+
+
+def test_storage_command_table_and_csv():
+    table = run_cli("storage", "--backbone", "vit_nano", "--classes", "3,2")
+    assert table.returncode == 0 and "can forget" in table.stdout and "piggyback" in table.stdout
+    csv = run_cli("storage", "--backbone", "vit_nano", "--classes", "3,2", "--format", "csv")
+    lines = csv.stdout.splitlines()
+    assert lines[0].startswith("strategy,task,classes,bits,mib") and len(lines) == 1 + 2 * 8
