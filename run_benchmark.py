@@ -4,6 +4,7 @@
   python run_benchmark.py --suite default [--strategies a,b] [--backbone NAME] [--seeds 0,1]
                           [--epochs N] [--out DIR] ...
   python run_benchmark.py report RUN_DIR [RUN_DIR ...]
+  python run_benchmark.py backbones [--format table|json]
   python run_benchmark.py storage --backbone NAME --classes 200,196,100 [--base-classes 1000]
                                   [--format table|json|csv]
 
@@ -75,8 +76,7 @@ def run_parser() -> Parser:
     )
     p.add_argument("--suite", required=True, help="suite name: a file configs/<suite>.yaml")
     p.add_argument("--strategies", type=csv_list, help="comma list (default: the suite's)")
-    p.add_argument("--backbone", help="tiny config (vit_micro, vit_nano) or a timm vit_*/deit_* "
-                                      "name")
+    p.add_argument("--backbone", help="backbone name (`run_benchmark.py backbones` lists them)")
     p.add_argument("--stream", type=csv_list,
                    help="stream name(s) (default: the suite's), e.g. mnist5k-split5")
     p.add_argument("--data-root", help="folder of a local dataset (cifar10, svhn, imagefolder...)")
@@ -90,6 +90,12 @@ def run_parser() -> Parser:
                    help="new heads start from the converged linear probe or at random; auto "
                         "(default) = probe, except random for strategies that fine-tune the "
                         "backbone (finetune, individual)")
+    p.add_argument("--dropkey", type=dropkey_ratio,
+                   help="DropKey ratio p in [0, 1) for every attention layer while strategies "
+                        "train (0 = off)")
+    p.add_argument("--dropkey-schedule", choices=["linear", "constant"],
+                   help="per-layer DropKey ratio: linear from p at the first layer to 0 at the "
+                        "last (default), or constant p")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="auto = cuda when available")
     p.add_argument("--out", help="output folder (default runs/<suite>)")
@@ -102,6 +108,16 @@ def run_parser() -> Parser:
 def report_parser() -> Parser:
     p = Parser(prog="run_benchmark.py report", description="Tables from finished run folders.")
     p.add_argument("run_dirs", nargs="+", help="run folders or folders of run folders")
+    return p
+
+
+def dropkey_ratio(value: str) -> float:
+    try:
+        p = float(value)
+    except ValueError:
+        p = -1.0
+    if not 0.0 <= p < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {value!r}")
     return p
 
 
@@ -151,7 +167,8 @@ def build_configs(args) -> list[dict]:
     try:
         suite = load_suite(args.suite)
         for key in ("strategies", "backbone", "stream", "seeds", "epochs", "base_epochs",
-                    "batch_size", "head_init", "data_root", "pretrained"):
+                    "batch_size", "head_init", "dropkey", "dropkey_schedule", "data_root",
+                    "pretrained"):
             value = getattr(args, key)
             if value is not None:
                 suite[key] = value
@@ -235,7 +252,32 @@ def cmd_storage(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"report": cmd_report, "storage": cmd_storage}
+def cmd_backbones(argv: list[str]) -> int:
+    p = Parser(prog="run_benchmark.py backbones",
+               description="Backbones with parameters, FLOPs and supported attention options.")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    args = p.parse_args(argv)
+    import json
+
+    import pandas as pd
+
+    from models.factory import backbone_card, backbone_names, timm_family_count
+
+    cards = [backbone_card(n) for n in backbone_names()]
+    if args.format == "json":
+        print(json.dumps(cards, indent=2))
+        return 0
+    df = pd.DataFrame(cards).set_index("name")
+    df["token_masks"] = df["token_masks"].map({True: "yes", False: "no"})
+    df["dropkey"] = df["dropkey"].map({True: "yes", False: "no"})
+    print(df[["img_size", "tokens", "params_m", "gflops", "token_masks", "dropkey",
+              "description"]].to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"\n+ any timm vit_*/deit_*/cait_* name ({timm_family_count()} in this timm); "
+          "FLOPs: one image, forward, counted by torch.utils.flop_counter")
+    return 0
+
+
+COMMANDS = {"report": cmd_report, "storage": cmd_storage, "backbones": cmd_backbones}
 
 
 def main(argv: list[str] | None = None) -> int:

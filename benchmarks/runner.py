@@ -23,6 +23,7 @@ from avalanche.core import SupervisedPlugin
 from tqdm import tqdm
 
 from benchmarks.streams import Stream, build_stream
+from models.attention import set_dropkey
 from models.factory import create_backbone, resolve, save_checkpoint
 from models.pretrain import pretrained_checkpoint
 from results.metrics import accuracy_from_counts, all_metrics
@@ -93,6 +94,8 @@ def prepare_backbone(config: dict, stream: Stream, cache_dir: Path):
             stream.base.train, stream.base.test, stream.base.n_classes, config["seed"],
             cache_dir, recipe, config["device"])
     backbone = create_backbone(config["backbone"], pretrained=ckpt, **kwargs)
+    if config.get("dropkey"):  # a regularizer of the strategy's training, not of pre-training
+        set_dropkey(backbone, config["dropkey"], config["dropkey_schedule"])
     if ckpt is not None:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state.get("model", state))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from models.attention import dropkey_rates
 from strategies import STRATEGIES
 from strategies.registry import resolve_hparams
 
@@ -27,6 +28,8 @@ DEFAULTS = {
     "eval_batch_size": 512,
     "base_epochs": 10,
     "head_init": "auto",
+    "dropkey": 0.0,
+    "dropkey_schedule": "linear",
     "val_fraction": 0.1,
     "device": "cpu",
     "data_root": None,
@@ -82,7 +85,16 @@ def expand(suite: dict) -> list[dict]:
             for cfg in _expand_stream({**suite, "stream": stream})]
 
 
+def check_dropkey(suite: dict) -> None:
+    p, schedule = suite["dropkey"], suite["dropkey_schedule"]
+    try:
+        dropkey_rates(float(p), 1, schedule)
+    except (TypeError, ValueError) as e:
+        raise SuiteError(f"dropkey: {e}") from e
+
+
 def _expand_stream(suite: dict) -> list[dict]:
+    check_dropkey(suite)
     configs = []
     for strategy in strategy_list(suite["strategies"]):
         overrides = (suite.get("hparams") or {}).get(strategy, {})
@@ -98,6 +110,8 @@ def _expand_stream(suite: dict) -> list[dict]:
                 "eval_batch_size": int(suite["eval_batch_size"]),
                 "base_epochs": int(suite["base_epochs"]),
                 "head_init": resolve_head_init(strategy, suite["head_init"]),
+                "dropkey": float(suite["dropkey"]),
+                "dropkey_schedule": suite["dropkey_schedule"],
                 "val_fraction": float(suite["val_fraction"]), "device": suite["device"],
                 "data_root": suite["data_root"], "pretrained": suite["pretrained"],
                 "hparams": hp, "hparams_source": "user" if overrides else "paper",

@@ -10,9 +10,12 @@ from torch import nn
 
 
 def blocks(backbone: nn.Module) -> list[nn.Module]:
-    """Transformer blocks in forward order."""
+    """Transformer blocks in forward order (CaiT: self-attention blocks, then class-attention
+    blocks; LaViT: the blocks of every stage)."""
+    if hasattr(backbone, "anatomy_blocks"):
+        return list(backbone.anatomy_blocks())
     if hasattr(backbone, "blocks"):
-        return list(backbone.blocks)
+        return [*backbone.blocks, *(getattr(backbone, "blocks_token_only", None) or [])]
     raise TypeError(f"{type(backbone).__name__}: unknown block layout")
 
 
@@ -33,6 +36,13 @@ def block_linears(backbone: nn.Module) -> list[nn.Linear]:
 
 def num_patches(backbone: nn.Module) -> int:
     return int(backbone.patch_embed.num_patches)
+
+
+def token_counts(backbone: nn.Module) -> list[int]:
+    """Per block, the non-prefix tokens its attention reads as keys (the size of a token mask):
+    the patch count, or the layer's own grid in a hierarchical backbone (LaViT)."""
+    n = num_patches(backbone)
+    return [int(getattr(b.attn, "n_tokens", n)) for b in blocks(backbone)]
 
 
 def num_prefix_tokens(backbone: nn.Module) -> int:

@@ -1,20 +1,34 @@
-"""The suite's one attention mechanism: timm's ``Attention`` plus a per-key keep-mask hook.
+"""The suite's one attention mechanism: timm's attention layers plus hooks on the attention logits.
 
-:class:`MaskableAttention` is swapped into existing timm models by ``__class__`` assignment
-(:func:`make_maskable`), so parameter names — and pretrained checkpoints — are unchanged. With no
-hook set it runs timm's own forward. With ``token_mask`` set (a module returning the current
-task's mask over the n patch tokens), prefix tokens (class, distillation, register) are always
-kept and the mask acts on key columns inside the softmax of every head:
+:class:`AttentionHooks` holds the hooks every attention variant shares; the variants — timm's
+``Attention`` (ViT/DeiT), CaiT's ``TalkingHeadAttn`` and ``ClassAttn`` — get subclasses that are
+swapped into existing models by ``__class__`` assignment (:func:`make_maskable`), so parameter
+names and pretrained checkpoints are unchanged. With no hook active a layer runs timm's own
+forward. The hooks:
 
-    Psi_ij = m_j exp(A_ij) / sum_s m_s exp(A_is)
+- **token mask** (``token_mask``: a module returning the current task's mask over the n patch
+  tokens; MEAT). Prefix tokens (class, distillation, register) are always kept, and the mask
+  acts on key columns inside the softmax of every head:
 
-- training (float mask carrying straight-through gradients): this multiplicative form, computed
-  with the row max subtracted in fp32 (an additive log m would give NaN gradients at m = 0);
-- evaluation (boolean mask): the same result as an additive 0/-inf key mask passed to
-  ``scaled_dot_product_attention``, so the fused kernel is used.
+      Psi_ij = m_j exp(A_ij) / sum_s m_s exp(A_is)
 
-``keep_diagonal`` (MEAT's official code): every token always attends to itself,
-m_ij = max(m_j, [i == j]).
+  In training (float mask carrying straight-through gradients) this multiplicative form is
+  computed with the row max subtracted, in fp32 (an additive log m would give NaN gradients at
+  m = 0); at evaluation (boolean mask) the same result comes from a boolean key mask on
+  ``scaled_dot_product_attention``, so the fused kernel is used. ``keep_diagonal`` (MEAT's
+  official code): every token always attends to itself, m_ij = max(m_j, [i == j]).
+- **DropKey** (``dropkey_rate`` p; Li et al., CVPR 2023): in training only, every
+  (sample, head, query, key) logit is dropped with probability p before the softmax, without
+  rescaling. Dropping is a keep mask in the same multiplicative softmax, so it composes with
+  token masks (their product) and is exact in half precision (no -1e12 constants); a row whose
+  keys are all dropped gives a zero output rather than NaN. :func:`set_dropkey` sets the
+  layer-wise schedule.
+
+CaiT's talking-heads attention mixes heads by a linear map after the softmax, with a bias, which
+would give masked keys weight again: its masked keys are zeroed again after that mixing, so a
+masked key contributes nothing (it is exact, not just down-weighted). In CaiT's class-attention
+layers only the class token is the query; keys are [class; patches] and the mask acts on the
+patches.
 """
 
 from __future__ import annotations
@@ -22,7 +36,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from timm.layers import Attention
+from timm.models.cait import ClassAttn, TalkingHeadAttn
 from torch import nn
+
+DROPKEY_SCHEDULES = ("linear", "constant")
 
 
 def full_key_mask(token_mask: torch.Tensor, num_prefix: int) -> torch.Tensor:
@@ -33,21 +50,23 @@ def full_key_mask(token_mask: torch.Tensor, num_prefix: int) -> torch.Tensor:
 
 
 def multiplicative_masked_softmax(logits: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Psi = keep * exp(A - max) / sum(keep * exp(A - max)), in fp32; ``keep`` broadcasts."""
+    """Psi = keep * exp(A - max) / sum(keep * exp(A - max)), in fp32; ``keep`` broadcasts.
+    A row with nothing kept is all zeros."""
     a = logits.float()
     e = torch.exp(a - a.amax(dim=-1, keepdim=True).detach()) * keep.float()
     return (e / e.sum(dim=-1, keepdim=True).clamp_min(1e-12)).to(logits.dtype)
 
 
-class MaskableAttention(Attention):
-    """timm ``Attention`` with an optional per-key token mask (see module docstring)."""
+class AttentionHooks:
+    """The hooks shared by every maskable attention class (set per instance after the swap; a
+    module-valued hook lives in ``_modules``)."""
 
-    # hooks are set per instance after the class swap; a module-valued hook lives in _modules
     num_prefix_tokens: int = 1
     keep_diagonal: bool = False
+    dropkey_rate: float = 0.0
 
-    def key_keep(self, n: int, device) -> torch.Tensor | None:
-        """(1, 1, n or 1, n) keep mask over all keys, or None when no mask is set."""
+    def key_keep(self, n: int, device, square: bool = True) -> torch.Tensor | None:
+        """(1, 1, n or 1, n) keep mask over all n keys from the token mask, or None."""
         token_mask = self._modules.get("token_mask")
         if token_mask is None:
             return None
@@ -55,27 +74,45 @@ class MaskableAttention(Attention):
         if keep.shape[-1] != n:
             raise ValueError(f"token mask covers {keep.shape[-1]} keys, sequence has {n}")
         keep = keep.reshape(1, 1, 1, n)
-        if self.keep_diagonal:
+        if self.keep_diagonal and square:
             eye = torch.eye(n, dtype=torch.bool, device=device).reshape(1, 1, n, n)
             keep = torch.maximum(keep, eye.to(keep.dtype))
         return keep
 
+    def attention_keep(self, logits_shape, device, square: bool = True) -> torch.Tensor | None:
+        """The token mask combined with this step's DropKey mask (training only), or None."""
+        keep = self.key_keep(logits_shape[-1], device, square)
+        if not (self.training and self.dropkey_rate > 0):
+            return keep
+        drop = torch.rand(logits_shape, device=device) >= self.dropkey_rate
+        return drop if keep is None else keep.to(torch.float32) * drop
+
+    def attend(self, q, k, v, keep: torch.Tensor | None) -> torch.Tensor:
+        """softmax(q k^T * scale) v with keys kept by ``keep``: the fused kernel unless a float
+        keep (training masks) needs the multiplicative form."""
+        if keep is None or keep.dtype == torch.bool and not self.training:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+        attn = multiplicative_masked_softmax((q * self.scale) @ k.transpose(-2, -1), keep)
+        return self.attn_drop(attn) @ v
+
+    def hooks_active(self) -> bool:
+        return "token_mask" in self._modules or (self.training and self.dropkey_rate > 0)
+
+
+class MaskableAttention(AttentionHooks, Attention):
+    """timm ``Attention`` (ViT, DeiT) with the shared hooks."""
+
     def forward(self, x, attn_mask=None, is_causal=False):
-        keep = self.key_keep(x.shape[1], x.device)
-        if keep is None:
+        if not self.hooks_active():
             return super().forward(x, attn_mask=attn_mask, is_causal=is_causal)
         if attn_mask is not None or is_causal:
             raise NotImplementedError("token masks do not combine with attn_mask/is_causal")
         B, N, _ = x.shape
-        gate = self.gate(x).sigmoid() if self.gate is not None else None
+        gate = self.gate(x).sigmoid() if getattr(self, "gate", None) is not None else None
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
-        if keep.dtype == torch.bool:  # evaluation: fused kernel with a boolean key mask
-            x = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
-        else:
-            attn = multiplicative_masked_softmax((q * self.scale) @ k.transpose(-2, -1), keep)
-            x = self.attn_drop(attn) @ v
+        x = self.attend(q, k, v, self.attention_keep((B, self.num_heads, N, N), x.device))
         x = x.transpose(1, 2).reshape(B, N, self.attn_dim)
         x = self.norm(x)
         if gate is not None:
@@ -83,14 +120,80 @@ class MaskableAttention(Attention):
         return self.proj_drop(self.proj(x))
 
 
-def make_maskable(model: nn.Module) -> list[MaskableAttention]:
-    """Swap every timm ``Attention`` in ``model`` to :class:`MaskableAttention` (in place)."""
+class MaskableTalkingHeadAttn(AttentionHooks, TalkingHeadAttn):
+    """CaiT's talking-heads self-attention (patch tokens only) with the shared hooks; masked keys
+    are zeroed again after the post-softmax head mixing."""
+
+    num_prefix_tokens = 0
+
+    def forward(self, x):
+        if not self.hooks_active():
+            return super().forward(x)
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        attn = self.proj_l(attn.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        keep = self.attention_keep(attn.shape, x.device)
+        attn = multiplicative_masked_softmax(attn, keep)
+        attn = self.proj_w(attn.permute(0, 2, 3, 1)).permute(0, 3, 1, 2) * keep.to(attn.dtype)
+        x = (self.attn_drop(attn) @ v).transpose(1, 2).reshape(B, N, C)
+        return self.proj_drop(self.proj(x))
+
+
+class MaskableClassAttn(AttentionHooks, ClassAttn):
+    """CaiT's class attention (query: the class token; keys: class + patches) with the hooks."""
+
+    def forward(self, x):
+        if not self.hooks_active():
+            return super().forward(x)
+        B, N, C = x.shape
+        h = self.num_heads
+        q = self.q(x[:, :1]).reshape(B, 1, h, C // h).permute(0, 2, 1, 3)
+        k = self.k(x).reshape(B, N, h, C // h).permute(0, 2, 1, 3)
+        v = self.v(x).reshape(B, N, h, C // h).permute(0, 2, 1, 3)
+        x_cls = self.attend(q, k, v, self.attention_keep((B, h, 1, N), x.device, square=False))
+        return self.proj_drop(self.proj(x_cls.transpose(1, 2).reshape(B, 1, C)))
+
+
+MASKABLE = {Attention: MaskableAttention, TalkingHeadAttn: MaskableTalkingHeadAttn,
+            ClassAttn: MaskableClassAttn}
+
+
+def make_maskable(model: nn.Module) -> list[AttentionHooks]:
+    """Swap every supported timm attention layer in ``model`` to its maskable class (in place);
+    return all maskable layers in forward order. Prefix tokens: the model's own count (class,
+    distillation, register tokens), none in CaiT's self-attention stage, the class token in its
+    class-attention layers."""
     prefix = int(getattr(model, "num_prefix_tokens", 1))
     out = []
     for m in model.modules():
-        if type(m) is Attention:
-            m.__class__ = MaskableAttention
-            m.num_prefix_tokens = prefix
-        if isinstance(m, MaskableAttention):
+        cls = MASKABLE.get(type(m))
+        if cls is not None:
+            m.__class__ = cls
+            if cls is MaskableAttention:
+                m.num_prefix_tokens = prefix
+        if isinstance(m, AttentionHooks):
             out.append(m)
     return out
+
+
+def dropkey_rates(p: float, n_layers: int, schedule: str = "linear") -> list[float]:
+    """Per-layer DropKey ratios: ``linear`` from p at the first layer to 0 at the last (the paper
+    has the ratio decrease with depth without public endpoints), or ``constant`` p."""
+    if schedule not in DROPKEY_SCHEDULES:
+        raise ValueError(f"dropkey schedule must be one of {DROPKEY_SCHEDULES}, got {schedule!r}")
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropkey ratio must be in [0, 1), got {p}")
+    if schedule == "constant" or n_layers == 1:
+        return [p] * n_layers
+    return [p * (1 - i / (n_layers - 1)) for i in range(n_layers)]
+
+
+def set_dropkey(model: nn.Module, p: float, schedule: str = "linear") -> list[float]:
+    """Enable DropKey on every attention layer of ``model`` (forward order); return the rates."""
+    layers = make_maskable(model)
+    rates = dropkey_rates(p, len(layers), schedule)
+    for layer, rate in zip(layers, rates, strict=True):
+        layer.dropkey_rate = rate
+    return rates

@@ -15,6 +15,8 @@ import timm
 import torch
 from torch import nn
 
+from models.lavit import LaViT, Stage
+
 
 class BackboneError(ValueError):
     """A backbone cannot be built as asked (unknown name, bad sizes, bad checkpoint)."""
@@ -35,6 +37,13 @@ TINY_CONFIGS: dict[str, TinyConfig] = {
         dict(img_size=28, patch_size=7, embed_dim=96, depth=4, num_heads=3, in_chans=1),
         "ViT 28x28, patch 7, dim 96, depth 4, 3 heads (CPU)",
     ),
+    "cait_micro": TinyConfig(
+        "cait_xxs24_224",
+        dict(img_size=28, patch_size=7, embed_dim=96, depth=4, depth_token_only=2, num_heads=3,
+             in_chans=1),
+        "CaiT 28x28, patch 7, dim 96, 4 talking-heads + 2 class-attention layers, LayerScale "
+        "(CPU)",
+    ),
     "vit_nano": TinyConfig(
         "vit_tiny_patch16_224",
         dict(img_size=28, patch_size=7, embed_dim=64, depth=2, num_heads=2, in_chans=1),
@@ -42,20 +51,42 @@ TINY_CONFIGS: dict[str, TinyConfig] = {
     ),
 }
 
-FAMILIES = ("vit", "deit")
+FAMILIES = ("vit", "deit", "cait")
+
+
+LAVIT = "lavit"  # the architecture name of the suite's own LaViT (models.lavit)
+LAVIT_CONFIGS: dict[str, TinyConfig] = {
+    "lavit_micro": TinyConfig(
+        LAVIT,
+        dict(img_size=28, patch_size=7, in_chans=1,
+             stages=(Stage(depth=2, dim=64, num_heads=2, l_va=1),
+                     Stage(depth=2, dim=96, num_heads=3, l_va=1))),
+        "LaViT 28x28, patch 7, stages 4x4 tokens (dim 64) and 2x2 (dim 96), 2 layers each, "
+        "1 vanilla + 1 less-attention (CPU)",
+    ),
+    "lavit_tiny": TinyConfig(
+        LAVIT,
+        dict(img_size=224, patch_size=16, in_chans=3,
+             stages=(Stage(depth=6, dim=192, num_heads=3, l_va=2),
+                     Stage(depth=6, dim=192, num_heads=3, l_va=2))),
+        "LaViT DeiT-Ti size: 224x224, patch 16, stages 14x14 and 7x7 tokens, dim 192, "
+        "6 layers each (2 vanilla)",
+    ),
+}
+NAMED_CONFIGS = {**TINY_CONFIGS, **LAVIT_CONFIGS}
 
 
 def resolve(name: str, img_size: int | None = None, in_chans: int | None = None,
             **overrides) -> tuple[str, dict]:
-    """(timm architecture, kwargs) for a backbone name; validates the name and the sizes."""
-    if name in TINY_CONFIGS:
-        arch, kwargs = TINY_CONFIGS[name].arch, dict(TINY_CONFIGS[name].kwargs)
+    """(architecture, kwargs) for a backbone name; validates the name and the sizes."""
+    if name in NAMED_CONFIGS:
+        arch, kwargs = NAMED_CONFIGS[name].arch, dict(NAMED_CONFIGS[name].kwargs)
     elif name.split("_")[0] in FAMILIES and timm.is_model(name):
         arch, kwargs = name, {}
     else:
         raise BackboneError(
-            f"unknown backbone {name!r}; valid: {', '.join(TINY_CONFIGS)} or a timm "
-            f"vit_*/deit_* name (timm.list_models('vit_*'))"
+            f"unknown backbone {name!r}; valid: {', '.join(NAMED_CONFIGS)} or a timm "
+            f"vit_*/deit_*/cait_* name (timm.list_models('vit_*'))"
         )
     if img_size is not None:
         kwargs["img_size"] = img_size
@@ -69,6 +100,13 @@ def resolve(name: str, img_size: int | None = None, in_chans: int | None = None,
             f"patch size {patch} of backbone {name!r} does not divide image size {size}; "
             f"use an image size that is a multiple of {patch}"
         )
+    if arch == LAVIT:
+        halvings = len(kwargs["stages"]) - 1
+        if (size // patch) % 2**halvings:
+            raise BackboneError(
+                f"backbone {name!r} halves its {size // patch}x{size // patch} token grid "
+                f"{halvings} time(s); use an image size whose grid is divisible by {2**halvings}"
+            )
     return arch, kwargs
 
 
@@ -90,7 +128,10 @@ def create_backbone(
 ) -> nn.Module:
     """Build backbone ``name`` (features only) and optionally load a local checkpoint file."""
     arch, kwargs = resolve(name, img_size, in_chans, **overrides)
-    model = timm.create_model(arch, pretrained=False, num_classes=0, **kwargs)
+    if arch == LAVIT:
+        model = LaViT(num_classes=0, **kwargs)
+    else:
+        model = timm.create_model(arch, pretrained=False, num_classes=0, **kwargs)
     if pretrained is not None:
         load_checkpoint(model, pretrained)
     return model
@@ -129,3 +170,44 @@ def save_checkpoint(state_dict: dict, path: str | Path, **meta) -> None:
     torch.save({"state_dict": state_dict, "meta": meta}, tmp)
     tmp.replace(path)
 
+
+
+SHOWCASE_TIMM = ("deit_tiny_patch16_224", "deit_small_patch16_224", "vit_base_patch16_224",
+                 "cait_xxs24_224")
+
+
+def backbone_names() -> list[str]:
+    """The suite's named configs, then well-known timm names (any timm vit_*/deit_*/cait_* name
+    works)."""
+    return [*NAMED_CONFIGS, *SHOWCASE_TIMM]
+
+
+def timm_family_count() -> int:
+    return sum(len(timm.list_models(f"{f}_*")) for f in FAMILIES)
+
+
+def backbone_card(name: str) -> dict:
+    """Parameters, forward FLOPs of one image at the backbone's input size (counted by
+    ``torch.utils.flop_counter``) and which attention options apply to every attention layer."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from models import anatomy
+    from models.attention import make_maskable
+
+    model = create_backbone(name).eval().requires_grad_(False)
+    size = model.patch_embed.num_patches  # tokens; the input size comes from the config
+    arch, kwargs = resolve(name)
+    img = kwargs.get("img_size", 224)
+    chans = kwargs.get("in_chans", 3)
+    counter = FlopCounterMode(display=False)
+    with counter:  # (not under no_grad: timm's CaiT then trips the counter's module tracker)
+        model(torch.zeros(1, chans, img, img))
+    n_attn = len(make_maskable(model))
+    n_blocks = len(anatomy.blocks(model))
+    return {
+        "name": name, "arch": arch, "img_size": img, "in_chans": chans, "tokens": size,
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "gflops": counter.get_total_flops() / 1e9,
+        "token_masks": n_attn == n_blocks, "dropkey": n_attn == n_blocks,
+        "description": NAMED_CONFIGS[name].description if name in NAMED_CONFIGS else "timm",
+    }

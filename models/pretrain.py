@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from models.factory import create_backbone, save_checkpoint
+from models.losses import auxiliary_loss
 
 DEFAULT_RECIPE = {"epochs": 10, "lr": 1e-3, "weight_decay": 0.05, "batch_size": 64}
 
@@ -45,7 +46,8 @@ def accuracy(model: nn.Module, ds: Dataset, device, batch_size: int = 512) -> fl
 
 
 def train_classifier(model: nn.Module, train: Dataset, recipe: dict, seed: int, device) -> None:
-    """Plain supervised training (cross-entropy, AdamW, per-step cosine decay)."""
+    """Plain supervised training (cross-entropy + the backbone's own auxiliary loss, AdamW,
+    per-step cosine decay)."""
     g = torch.Generator().manual_seed(seed)
     loader = DataLoader(train, batch_size=recipe["batch_size"], shuffle=True, generator=g)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe["lr"],
@@ -57,6 +59,8 @@ def train_classifier(model: nn.Module, train: Dataset, recipe: dict, seed: int, 
     for _ in range(recipe["epochs"]):
         for x, y in loader:
             loss = nn.functional.cross_entropy(model(x.to(device)), y.to(device))
+            extra = auxiliary_loss(model)
+            loss = loss if extra is None else loss + extra
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

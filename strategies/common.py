@@ -14,10 +14,12 @@ import warnings
 from collections.abc import Callable
 
 import torch
+from avalanche.core import SupervisedPlugin
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 
+from models.losses import auxiliary_loss
 from strategies.registry import TrainSettings
 
 ParamGroups = Callable[[nn.Module], list[dict]]
@@ -71,7 +73,7 @@ class ContinualTemplate(SupervisedTemplate):
             train_epochs=settings.epochs,
             eval_mb_size=settings.eval_batch_size,
             device=torch.device(settings.device),
-            plugins=[*plugins, *settings.plugins],
+            plugins=[*plugins, AuxiliaryLossPlugin(), *settings.plugins],
             evaluator=silent_evaluator(),
         )
 
@@ -96,3 +98,13 @@ class ContinualTemplate(SupervisedTemplate):
         if self.scheduler is not None:
             self.scheduler.step()
 
+
+
+class AuxiliaryLossPlugin(SupervisedPlugin):
+    """Adds the backbone's own training losses (``models.losses``; LaViT's
+    diagonality-preserving loss) to the strategy's loss — one hook for every strategy."""
+
+    def before_backward(self, strategy, **kwargs):
+        loss = auxiliary_loss(strategy.model)
+        if loss is not None:
+            strategy.loss = strategy.loss + loss

@@ -1,8 +1,12 @@
 """HAT — Hard Attention to the Task (Serrà et al., ICML 2018), on a ViT.
 
-Gated units (one gate per output unit, per task): the output units of every Linear in the
-transformer blocks — on a timm ViT block, ``attn.qkv`` (3 x dim: the query, key and value
-channels), ``attn.proj`` (dim), ``mlp.fc1`` (hidden) and ``mlp.fc2`` (dim). A gate multiplies
+Gated units (one gate per output unit, per task): the output units of the projection Linears
+of every block — on a timm ViT block, ``attn.qkv`` (3 x dim: the query, key and value
+channels), ``attn.proj`` (dim), ``mlp.fc1`` (hidden) and ``mlp.fc2`` (dim); CaiT's
+class-attention blocks have separate ``q``, ``k``, ``v`` Linears, gated alike (LaViT's
+less-attention layers: ``v`` only). CaiT's talking-heads mixing maps (``proj_l``, ``proj_w``:
+heads -> heads), LaViT's N x N score transforms and LayerScale factors are not gated: they are
+shared weights like the LayerNorms (below). A gate multiplies
 the unit's output (weight row and bias): a = sigmoid(s e_t) with per-task embeddings
 e_t ~ N(0, 1) (``models.masks.SigmoidGateRule`` through the shared masked linear).
 
@@ -62,20 +66,23 @@ class GatedLayer:
 
 
 def gated_layers(backbone) -> list[GatedLayer]:
-    """qkv, proj, fc1, fc2 of every block, with proj reading qkv's value channels and fc2 reading
-    fc1's units."""
+    """The query/key/value projections (fused ``qkv`` or separate ``q``, ``k``, ``v``), ``proj``
+    (reading the value channels), ``fc1`` and ``fc2`` (reading fc1's units) of every block."""
     layers: list[GatedLayer] = []
     for block in anatomy.blocks(backbone):
-        attn, mlp = block.attn, block.mlp
-        if not hasattr(attn, "qkv"):
-            raise TypeError(f"HAT: {type(attn).__name__} has no fused qkv Linear")
+        attn, (fc1, fc2) = block.attn, anatomy.ffn_pair(block)
         dim = attn.proj.in_features
-        qkv = len(layers)
-        layers.append(GatedLayer(attn.qkv, None))
-        layers.append(GatedLayer(attn.proj, (qkv, slice(2 * dim, 3 * dim))))
-        fc1 = len(layers)
-        layers.append(GatedLayer(mlp.fc1, None))
-        layers.append(GatedLayer(mlp.fc2, (fc1, slice(None))))
+        if hasattr(attn, "qkv"):
+            values = (len(layers), slice(2 * dim, 3 * dim))
+            layers.append(GatedLayer(attn.qkv, None))
+        else:  # separate projections; LaViT's less-attention layers have only v
+            layers += [GatedLayer(getattr(attn, n), None) for n in ("q", "k") if hasattr(attn, n)]
+            values = (len(layers), slice(None))
+            layers.append(GatedLayer(attn.v, None))
+        layers.append(GatedLayer(attn.proj, values))
+        hidden = len(layers)
+        layers.append(GatedLayer(fc1, None))
+        layers.append(GatedLayer(fc2, (hidden, slice(None))))
     return layers
 
 

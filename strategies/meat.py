@@ -19,13 +19,19 @@ entry starts kept, gamma = 4, tau = 1) by default; the paper's U(-gamma, gamma) 
 - ``token_mask_lr`` = 0.3 and ``head_lr`` = 5e-4 (the paper's base values without the batch
   scaling). The paper trains 30 epochs on tens of thousands of images; the suite's tasks give a
   few hundred steps, in which logits started at 2 gamma = 8 would never cross 0 at the scaled
-  rate. Measured on the default stream's "inverted 0-4" task (vit_micro, 10 epochs): token masks
-  at 0.3 gain 2.4 points over the probe, while FFN masks at 0.3 flip ~0.5% of FFN weights and
-  lose 12 points (train accuracy drops too: the straight-through step removes whole weights).
-  With tau = 4 the straight-through gradient comes from every sample, not only the rare ones
-  whose noise crosses the logit: FFN masks at 0.3 then flip 1-2% of weights without that loss,
-  but across three tasks the validation change against the probe stayed within noise
-  (-3 to +1 points). All three rates and tau are exposed for tuning.
+  rate.
+
+What moves MEAT on the suite's small streams (vit_micro, 10 epochs, *validation* accuracy, mean
+over tasks; the converged probe is the classifier baseline):
+
+- registered values: 86.5 (probe 86.5) on mnist5k-domains, 92.3 (probe 91.8) on mnist5k-split5;
+- FFN masks at lr 0.3 with tau = 1 lose accuracy (82.9 on domains): the straight-through
+  gradient of sigmoid((d + l) / tau) is non-zero almost only for the rare samples whose noise
+  crosses the logit, so Adam's steps are erratic and whole weights drop;
+- with tau = 4 the gradient comes from every sample: FFN masks at lr 0.3 with head lr 2e-3
+  reach 86.6 and 95.0 (+0.1 and +3.3 over the probe). The default suite uses these values
+  (``configs/default.yaml``, recorded as user-set hyperparameters); tau only shapes the
+  gradient — hard samples and the evaluation mask do not depend on it.
 """
 
 from __future__ import annotations
@@ -82,9 +88,9 @@ class MEATPlugin(TaskMaskPlugin):
         device = next(backbone.parameters()).device
         if self.use_token_masks:
             attns = make_maskable(backbone)
-            n = anatomy.num_patches(backbone)
+            counts = anatomy.token_counts(backbone)
             for i in masked_layer_ids(len(attns), self.layers):
-                attns[i].token_mask = TaskMask((n,), self.mask_rule).to(device)
+                attns[i].token_mask = TaskMask((counts[i],), self.mask_rule).to(device)
                 attns[i].keep_diagonal = self.keep_diagonal
                 self.token_masks.append(attns[i].token_mask)
         if self.use_ffn_masks:
@@ -108,8 +114,8 @@ class MEATPlugin(TaskMaskPlugin):
 
 def meat_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
     """Per task: token-mask bits, FFN-mask bits (1 bit each) and the fp32 head."""
-    n_layers = len(anatomy.blocks(backbone))
-    token_bits = len(masked_layer_ids(n_layers, hp["layers"])) * anatomy.num_patches(backbone)
+    counts = anatomy.token_counts(backbone)
+    token_bits = sum(counts[i] for i in masked_layer_ids(len(counts), hp["layers"]))
     ffn_bits = sum(fc.weight.numel() for fc in anatomy.ffn_linears(backbone))
     token_bits *= bool(hp["token_masks"])
     ffn_bits *= bool(hp["ffn_masks"])

@@ -39,12 +39,16 @@ def run_cli(*args, cwd=ROOT):
         (["storage", "--backbone", "vit_nano", "--classes", "3", "--format", "xml"],
          "invalid choice: 'xml'"),
         (["storage", "--classes", "3"], "required: --backbone"),
+        (["backbones", "--format", "xml"], "invalid choice: 'xml'"),
+        (["--suite", "smoke", "--dropkey", "1.5"], "must be a number in [0, 1)"),
+        (["--suite", "smoke", "--dropkey-schedule", "cosine"], "invalid choice: 'cosine'"),
         ([], "required: --suite"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, expect):
     out = tmp_path / "out"
-    extra = ["--out", str(out)] if args and args[0] not in ("report", "storage") else []
+    commands = ("report", "storage", "backbones")
+    extra = ["--out", str(out)] if args and args[0] not in commands else []
     r = run_cli(*args, *extra)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
