@@ -76,7 +76,8 @@ def run_parser() -> Parser:
     )
     p.add_argument("--suite", required=True, help="suite name: a file configs/<suite>.yaml")
     p.add_argument("--strategies", type=csv_list, help="comma list (default: the suite's)")
-    p.add_argument("--backbone", help="backbone name (`run_benchmark.py backbones` lists them)")
+    p.add_argument("--backbone", type=csv_list,
+                   help="backbone name(s), comma-separated (`run_benchmark.py backbones`)")
     p.add_argument("--stream", type=csv_list,
                    help="stream name(s) (default: the suite's), e.g. mnist5k-split5")
     p.add_argument("--data-root", help="folder of a local dataset (cifar10, svhn, imagefolder...)")
@@ -102,12 +103,17 @@ def run_parser() -> Parser:
     p.add_argument("--cache", default=str(DEFAULT_CACHE),
                    help="folder of cached base checkpoints (env VITCL_CACHE)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files into every run folder")
     return p
 
 
 def report_parser() -> Parser:
-    p = Parser(prog="run_benchmark.py report", description="Tables from finished run folders.")
+    p = Parser(prog="run_benchmark.py report",
+               description="Tables (Markdown, LaTeX, CSV) and figures (PNG, PDF) from finished "
+                           "run folders.")
     p.add_argument("run_dirs", nargs="+", help="run folders or folders of run folders")
+    p.add_argument("--out", help="output folder (default: <first RUN_DIR>/report)")
     return p
 
 
@@ -160,7 +166,7 @@ def resolve_device(choice: str) -> str:
 def build_configs(args) -> list[dict]:
     """Suite + flags -> validated run configs. Raises UsageError before any training."""
     from benchmarks.datasets import DataError
-    from benchmarks.streams import build_stream
+    from benchmarks.streams import PAPER_STREAM, build_stream
     from benchmarks.suites import SuiteError, expand, load_suite, stream_list
     from models.factory import BackboneError, resolve
 
@@ -176,11 +182,15 @@ def build_configs(args) -> list[dict]:
         if suite["pretrained"] and not Path(suite["pretrained"]).is_file():
             raise UsageError(f"--pretrained: checkpoint file not found: {suite['pretrained']}")
         configs = expand(suite)
+        if PAPER_STREAM in stream_list(suite["stream"]) and not suite["pretrained"]:
+            raise UsageError(f"stream {PAPER_STREAM!r} starts from ImageNet weights: give "
+                             "--pretrained FILE (a local timm checkpoint of the backbone)")
         for name in stream_list(suite["stream"]):
             stream = build_stream(name, suite["seeds"][0], data_root=suite["data_root"],
                                   val_fraction=suite["val_fraction"])
             c, h, _ = stream.image_shape
-            resolve(suite["backbone"], img_size=h, in_chans=c)
+            for backbone in stream_list(suite["backbone"]):
+                resolve(backbone, img_size=h, in_chans=c)
     except (SuiteError, DataError, BackboneError) as e:
         raise UsageError(str(e)) from e
     return configs
@@ -197,24 +207,31 @@ def cmd_run(argv: list[str]) -> int:
     for k, cfg in enumerate(configs, 1):
         print(f"[{k}/{len(configs)}] {cfg['strategy']} on {cfg['backbone']} / {cfg['stream']} "
               f"seed {cfg['seed']}", file=sys.stderr, flush=True)
-        records.append(run_one(cfg, out, Path(args.cache), progress=not args.quiet))
-    print_report(records)
+        records.append(run_one(cfg, out, Path(args.cache), progress=not args.quiet,
+                               tensorboard=args.tensorboard))
+    from results.records import find_records
+
+    finished = find_records([out / r["run_id"] for r in records])
+    print_report(finished, out / "report")
     print(f"\n{len(records)} runs in {time.time() - t0:.0f} s; output folder: {out}")
     return 0
 
 
-def print_report(records: list[dict]) -> None:
-    """Summary table, then final accuracy per task for every (stream, backbone)."""
-    from results.tables import format_summary, per_task_table, summary
+def print_report(records: list[dict], out: Path) -> None:
+    """Summary table, then the paper-style table (final accuracy per task) for every (stream,
+    backbone); writes every table and figure into ``out`` and lists the files."""
+    from results.report import write_report
+    from results.tables import format_summary, group_records, per_task_table, summary
 
+    paths = write_report(records, out)
     print(format_summary(summary(records)))
-    groups: dict[tuple, list] = {}
-    for r in records:
-        groups.setdefault((r["config"]["stream"], r["config"]["backbone"]), []).append(r)
-    for (stream, backbone), recs in groups.items():
+    for (stream, backbone), recs in group_records(records).items():
         print(f"\n{stream} / {backbone}: final accuracy per task (%), probe_acc = converged "
               "linear probe on the task's starting features")
         print(per_task_table(recs).round(1).to_string())
+    figures = sorted(str(p) for p in paths if p.suffix == ".png")
+    print(f"\nTables (md, tex, csv) and figures (png, pdf) in {out}:")
+    print("\n".join(f"  {p}" for p in figures))
 
 
 def cmd_report(argv: list[str]) -> int:
@@ -230,7 +247,7 @@ def cmd_report(argv: list[str]) -> int:
         raise UsageError(str(e)) from e
     if not records:
         raise UsageError(f"no finished run records under {', '.join(args.run_dirs)}")
-    print_report(records)
+    print_report(records, Path(args.out) if args.out else Path(args.run_dirs[0]) / "report")
     return 0
 
 

@@ -156,48 +156,156 @@ def _torchvision_source(name: str, train: Dataset, test: Dataset, classes) -> Im
     return ImageSource(name, train, test, tuple(str(c) for c in classes), tuple(x0.shape))
 
 
+class ImageList(Dataset):
+    """Images read from files: ``paths[i]`` with label ``targets[i]``, converted to RGB."""
+
+    def __init__(self, paths: Sequence[Path], targets: Sequence[int], transform: Callable):
+        self.paths, self.targets, self.transform = list(paths), [int(t) for t in targets], transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        with Image.open(self.paths[i]) as img:
+            return self.transform(img.convert("RGB")), self.targets[i]
+
+
+def _lines(path: Path) -> list[list[str]]:
+    if not path.is_file():
+        raise DataError(f"missing annotation file {path}")
+    return [line.split(maxsplit=1) for line in path.read_text().splitlines() if line.strip()]
+
+
+def cub_source(path: Path, transform) -> ImageSource:
+    """CUB-200-2011 in its official layout: ``[CUB_200_2011/]images.txt``, ``classes.txt``,
+    ``image_class_labels.txt``, ``train_test_split.txt``, ``images/<class>/<file>``."""
+    if (path / "CUB_200_2011").is_dir():
+        path = path / "CUB_200_2011"
+    files = dict(_lines(path / "images.txt"))
+    labels = {k: int(v) - 1 for k, v in _lines(path / "image_class_labels.txt")}
+    is_train = {k: v.strip() == "1" for k, v in _lines(path / "train_test_split.txt")}
+    classes = [v for _, v in _lines(path / "classes.txt")]
+    parts = {True: ([], []), False: ([], [])}
+    for k, f in files.items():
+        parts[is_train[k]][0].append(path / "images" / f)
+        parts[is_train[k]][1].append(labels[k])
+    return _list_source("cub", parts[True], parts[False], classes, transform)
+
+
+def cars_source(path: Path, transform) -> ImageSource:
+    """Stanford Cars in torchvision's layout: ``stanford_cars/devkit/{cars_meta,cars_train_annos}
+    .mat``, ``stanford_cars/cars_test_annos_withlabels.mat``, ``cars_train/``, ``cars_test/``."""
+    import scipy.io
+
+    base = path / "stanford_cars" if (path / "stanford_cars").is_dir() else path
+    parts = []
+    for mat, folder in (("devkit/cars_train_annos.mat", "cars_train"),
+                        ("cars_test_annos_withlabels.mat", "cars_test")):
+        if not (base / mat).is_file():
+            raise DataError(f"missing annotation file {base / mat}")
+        annos = scipy.io.loadmat(str(base / mat), squeeze_me=True)["annotations"]
+        annos = [annos] if annos.ndim == 0 else annos
+        parts.append(([base / folder / str(a["fname"]) for a in annos],
+                      [int(a["class"]) - 1 for a in annos]))
+    classes = scipy.io.loadmat(str(base / "devkit" / "cars_meta.mat"),
+                               squeeze_me=True)["class_names"].tolist()
+    return _list_source("cars", *parts, [str(c) for c in np.atleast_1d(classes)], transform)
+
+
+def aircraft_source(path: Path, transform) -> ImageSource:
+    """FGVC-Aircraft (variants) in torchvision's layout: ``fgvc-aircraft-2013b/data/
+    {variants.txt, images_variant_trainval.txt, images_variant_test.txt, images/}``."""
+    data = (path / "fgvc-aircraft-2013b" if (path / "fgvc-aircraft-2013b").is_dir() else path)
+    data = data / "data"
+    classes = [line.strip() for line in (data / "variants.txt").read_text().splitlines()
+               if line.strip()] if (data / "variants.txt").is_file() else []
+    if not classes:
+        raise DataError(f"missing annotation file {data / 'variants.txt'}")
+    index = {c: i for i, c in enumerate(classes)}
+    parts = []
+    for split in ("trainval", "test"):
+        rows = _lines(data / f"images_variant_{split}.txt")
+        parts.append(([data / "images" / f"{img}.jpg" for img, _ in rows],
+                      [index[label] for _, label in rows]))
+    return _list_source("aircraft", *parts, classes, transform)
+
+
+def folder_source(name: str, path: Path, transform, seed: int = 0,
+                  test_fraction: float = 0.2) -> ImageSource:
+    """ImageFolder layouts: ``train/<class>/*`` and ``test/<class>/*``, or ``<class>/*`` alone,
+    then split per class into train/test (``test_fraction``, seeded) — Sketches (TU-Berlin) and
+    WikiArt ship without a split."""
+    import torchvision
+
+    if (path / "train").is_dir() or (path / "test").is_dir():
+        parts = {}
+        for part in ("train", "test"):
+            if not (path / part).is_dir():
+                raise DataError(f"{name}: {path} has no {part}/<class>/<image> folders")
+            parts[part] = torchvision.datasets.ImageFolder(str(path / part), transform=transform)
+        if parts["train"].classes != parts["test"].classes:
+            raise DataError(f"train/ and test/ class folders differ under {path}")
+        return _torchvision_source(name, parts["train"], parts["test"], parts["train"].classes)
+    every = torchvision.datasets.ImageFolder(str(path))
+    train_idx, test_idx = stratified_split(every.targets, test_fraction, seed)
+    files, targets = [Path(f) for f, _ in every.samples], every.targets
+    return _list_source(name, ([files[i] for i in train_idx], [targets[i] for i in train_idx]),
+                        ([files[i] for i in test_idx], [targets[i] for i in test_idx]),
+                        every.classes, transform)
+
+
+def _list_source(name, train, test, classes, transform) -> ImageSource:
+    return _torchvision_source(name, ImageList(*train, transform), ImageList(*test, transform),
+                               classes)
+
+
 def local_source(name: str, root: str | Path | None, img_size: int | None = None) -> ImageSource:
-    """A dataset read from ``root`` with torchvision's loaders (never downloads)."""
+    """A dataset read from ``root`` (never downloads); images resized to ``img_size`` if given."""
     import torchvision
     from torchvision import transforms as T
 
     path = _require_root(root, name)
-    to_tensor = T.ToTensor()
+    tf = T.Compose([*([T.Resize((img_size, img_size))] if img_size else []), T.ToTensor()])
+    rgb = T.Compose([T.Lambda(lambda im: im.convert("RGB")), tf])
     try:
         if name in ("cifar10", "cifar100"):
             tv = torchvision.datasets
             cls = tv.CIFAR10 if name == "cifar10" else tv.CIFAR100
-            tr = cls(str(path), train=True, download=False, transform=to_tensor)
-            te = cls(str(path), train=False, download=False, transform=to_tensor)
+            tr = cls(str(path), train=True, download=False, transform=tf)
+            te = cls(str(path), train=False, download=False, transform=tf)
             return _torchvision_source(name, tr, te, tr.classes)
         if name == "fashionmnist":
             fm = torchvision.datasets.FashionMNIST
-            tr = fm(str(path), train=True, download=False, transform=to_tensor)
-            te = fm(str(path), train=False, download=False, transform=to_tensor)
+            tr = fm(str(path), train=True, download=False, transform=tf)
+            te = fm(str(path), train=False, download=False, transform=tf)
             return _torchvision_source(name, tr, te, tr.classes)
         if name == "svhn":
             sv = torchvision.datasets.SVHN
-            tr = sv(str(path), split="train", download=False, transform=to_tensor)
-            te = sv(str(path), split="test", download=False, transform=to_tensor)
+            tr = sv(str(path), split="train", download=False, transform=tf)
+            te = sv(str(path), split="test", download=False, transform=tf)
             return _torchvision_source(name, tr, te, [str(i) for i in range(10)])
         if name == "imagefolder":
-            tf = [T.Resize((img_size, img_size))] if img_size else []
-            tf = T.Compose([*tf, T.ToTensor()])
-            parts = {}
-            for part in ("train", "test"):
-                sub = path / part
-                if not sub.is_dir():
-                    raise DataError(f"ImageFolder root {path} needs {part}/<class>/<image> folders")
-                parts[part] = torchvision.datasets.ImageFolder(str(sub), transform=tf)
-            if parts["train"].classes != parts["test"].classes:
-                raise DataError(f"train/ and test/ class folders differ under {path}")
-            return _torchvision_source(name, parts["train"], parts["test"], parts["train"].classes)
+            if not ((path / "train").is_dir() and (path / "test").is_dir()):
+                raise DataError(f"ImageFolder root {path} needs train/ and test/<class>/<image> "
+                                "folders")
+            return folder_source(name, path, tf)
+        if name == "cub":
+            return cub_source(path, rgb)
+        if name == "cars":
+            return cars_source(path, rgb)
+        if name == "aircraft":
+            return aircraft_source(path, rgb)
+        if name in ("sketches", "wikiart"):
+            return folder_source(name, path, rgb)
     except DataError:
         raise
-    except (RuntimeError, OSError, ValueError, TypeError, AssertionError) as e:
+    except (RuntimeError, OSError, ValueError, TypeError, AssertionError, KeyError) as e:
         # torchvision: "Dataset not found or corrupted", or a truncated/corrupt file
         raise DataError(f"{name} not found or unreadable under {path}: {e}") from e
     raise DataError(f"unknown local dataset {name!r}; valid: {', '.join(LOCAL_DATASETS)}")
 
 
-LOCAL_DATASETS = ("cifar10", "cifar100", "svhn", "fashionmnist", "imagefolder")
+LOCAL_DATASETS = ("cifar10", "cifar100", "svhn", "fashionmnist", "imagefolder", "cub", "cars",
+                  "aircraft", "sketches", "wikiart")

@@ -25,9 +25,10 @@ from tqdm import tqdm
 from benchmarks.streams import Stream, build_stream
 from models.attention import set_dropkey
 from models.factory import create_backbone, resolve, save_checkpoint
+from models.masks import TaskMask
 from models.pretrain import pretrained_checkpoint
 from results.metrics import accuracy_from_counts, all_metrics
-from results.records import load_record, run_id, write_run
+from results.records import atomic_write_text, load_record, run_id, write_run
 from strategies import get_strategy
 from strategies.heads import ProbeHeadPlugin
 from strategies.registry import TrainSettings
@@ -57,6 +58,59 @@ class EvalCounter(SupervisedPlugin):
         c[0] += int((out.argmax(1) == y).sum())
         c[1] += len(y)
         c[2] += float(F.cross_entropy(out, y, reduction="sum"))
+
+
+class TrainLog(SupervisedPlugin):
+    """Per-epoch training loss and accuracy of every task: rows for ``train_log.csv``, and
+    TensorBoard scalars when a ``SummaryWriter`` is given."""
+
+    FIELDS = ("task", "epoch", "loss", "accuracy", "seconds")
+
+    def __init__(self, writer=None):
+        super().__init__()
+        self.rows: list[dict] = []
+        self.writer = writer
+        self._sum = [0.0, 0, 0, 0.0]  # loss sum, correct, samples, start time
+
+    def before_training_epoch(self, strategy, **kwargs):
+        self._sum = [0.0, 0, 0, time.perf_counter()]
+
+    def after_training_iteration(self, strategy, **kwargs):
+        n = len(strategy.mb_y)
+        self._sum[0] += float(strategy.loss) * n
+        self._sum[1] += int((strategy.mb_output.argmax(1) == strategy.mb_y).sum())
+        self._sum[2] += n
+
+    def after_training_epoch(self, strategy, **kwargs):
+        loss, correct, n, start = self._sum
+        row = {"task": strategy.experience.current_experience,
+               "epoch": strategy.clock.train_exp_epochs, "loss": loss / max(n, 1),
+               "accuracy": correct / max(n, 1), "seconds": time.perf_counter() - start}
+        self.rows.append(row)
+        if self.writer is not None:
+            step = len(self.rows)
+            self.writer.add_scalar(f"train/loss/task_{row['task']}", row["loss"], step)
+            self.writer.add_scalar(f"train/accuracy/task_{row['task']}", row["accuracy"], step)
+
+    def csv(self) -> str:
+        lines = [",".join(self.FIELDS)]
+        lines += [",".join(str(r[k]) for k in self.FIELDS) for r in self.rows]
+        return "\n".join(lines) + "\n"
+
+
+def tensorboard_writer(folder: Path):
+    """A TensorBoard ``SummaryWriter`` writing into ``folder/tensorboard``."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(folder / "tensorboard"))
+
+
+def packed_shapes(model, task: int) -> dict[str, list[int]]:
+    """Shape of every bit-packed per-task mask of ``task`` (for unpacking the task file)."""
+    backbone = model.backbone_for(task)
+    return {f"backbone.{name}.packed_{task}": list(m.shape)
+            for name, m in backbone.named_modules()
+            if isinstance(m, TaskMask) and hasattr(m, f"packed_{task}")}
 
 
 class ProgressBar(SupervisedPlugin):
@@ -103,10 +157,14 @@ def prepare_backbone(config: dict, stream: Stream, cache_dir: Path):
     return backbone, base_head, base_meta
 
 
-def run_one(config: dict, out_dir: Path, cache_dir: Path, progress: bool = True) -> dict:
+def run_one(config: dict, out_dir: Path, cache_dir: Path, progress: bool = True,
+            tensorboard: bool = False) -> dict:
     """Run one (stream, backbone, strategy, seed) and return its finished record.
 
-    An already finished run folder with the same config is returned as is (idempotent).
+    An already finished run folder with the same config is returned as is (idempotent). Besides
+    the record, the folder gets ``train_log.csv`` (per-epoch loss and accuracy), one example
+    test image per task (``examples.pt``, for figures) and, with ``tensorboard``, TensorBoard
+    event files.
     """
     folder = Path(out_dir) / run_id(config)
     if (folder / "record.json").exists():
@@ -133,8 +191,12 @@ def run_one(config: dict, out_dir: Path, cache_dir: Path, progress: bool = True)
         T = len(stream.tasks)
         R = [[None] * T for _ in range(T)]
         bench = stream.to_benchmark()
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save({"images": [task.test[0][0] for task in stream.tasks]},
+                   folder / "examples.pt")
         counter, probe = EvalCounter(), ProbeHeadPlugin(bench, config["head_init"])
-        plugins = [probe, counter] + ([ProgressBar(config["strategy"])] if progress else [])
+        log = TrainLog(tensorboard_writer(folder) if tensorboard else None)
+        plugins = [probe, counter, log] + ([ProgressBar(config["strategy"])] if progress else [])
         settings = TrainSettings(epochs=config["epochs"], batch_size=config["batch_size"],
                                  eval_batch_size=config["eval_batch_size"],
                                  device=config["device"], head_init=config["head_init"],
@@ -157,7 +219,8 @@ def run_one(config: dict, out_dir: Path, cache_dir: Path, progress: bool = True)
                              "loss": loss / n})
             per_task_items.append(info.storage(backbone, stream.tasks[i].n_classes, hp))
             task_file = folder / "tasks" / f"task_{i}.pt"  # what predicting task i needs
-            save_checkpoint(strategy.model.task_state(exp.task_label), task_file)
+            save_checkpoint(strategy.model.task_state(exp.task_label), task_file,
+                            packed_shapes=packed_shapes(strategy.model, exp.task_label))
             file_bytes.append(task_file.stat().st_size)
             record["acc_matrix"] = R
             record["probe_acc"] = [probe.probe_acc.get(k) for k in range(T)]
@@ -169,6 +232,11 @@ def run_one(config: dict, out_dir: Path, cache_dir: Path, progress: bool = True)
                 record["metrics"] = all_metrics(R)
                 record["status"] = "finished"
             write_run(folder, record, rows)
+            atomic_write_text(folder / "train_log.csv", log.csv())
+            if log.writer is not None:
+                for j, acc in enumerate(R[i][: i + 1]):
+                    log.writer.add_scalar(f"eval/accuracy/task_{j}", acc, i)
+                log.writer.flush()
     except Exception:
         record["status"] = "failed"
         record["error"] = traceback.format_exc()

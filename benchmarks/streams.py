@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -202,6 +203,27 @@ def class_split(
     ]
 
 
+PAPER_TASKS = ("cub", "cars", "aircraft", "cifar100", "sketches", "wikiart")
+PAPER_STREAM = "meat-paper6"
+
+
+def paper_stream(seed: int, val_fraction: float, data_root: str | None,
+                 img_size: int = 224) -> Stream:
+    """The MEAT paper's new tasks in its order — CUB-200-2011, Stanford Cars, FGVC-Aircraft,
+    CIFAR-100, Sketches, WikiArt — each a task over all its classes, read from
+    ``data_root/<name>`` (layouts in ``benchmarks.datasets``), RGB at ``img_size``. The base is
+    ImageNet: give its pre-trained checkpoint (``--pretrained``)."""
+    if data_root is None:
+        raise DataError(f"stream {PAPER_STREAM!r} reads {', '.join(PAPER_TASKS)} from "
+                        "DATA_ROOT/<name>: give --data-root PATH")
+    tasks = []
+    for name in PAPER_TASKS:
+        source = local_source(name, Path(data_root).expanduser() / name, img_size)
+        tasks.append(make_task(name, source, range(len(source.class_names)), seed,
+                               val_fraction))
+    return Stream(PAPER_STREAM, seed, tasks, None, (3, img_size, img_size))
+
+
 SPLIT_RE = re.compile(r"^(?P<dataset>[a-z0-9]+)-split(?P<n>\d+)$")
 BUNDLED_SPLITS = ("mnist5k", "digits")
 FIXED_STREAMS = {"mnist5k-domains": mnist5k_domains}
@@ -209,12 +231,8 @@ FIXED_STREAMS = {"mnist5k-domains": mnist5k_domains}
 
 def stream_names_help() -> str:
     datasets = ", ".join((*BUNDLED_SPLITS, *LOCAL_DATASETS))
-    return f"{', '.join(FIXED_STREAMS)}, or <dataset>-split<N> with dataset in {{{datasets}}}"
-
-
-def stream_needs_data_root(name: str) -> bool:
-    m = SPLIT_RE.match(name)
-    return bool(m) and m["dataset"] in LOCAL_DATASETS
+    return (f"{', '.join(FIXED_STREAMS)}, {PAPER_STREAM}, or <dataset>-split<N> with dataset in "
+            f"{{{datasets}}}")
 
 
 def build_stream(
@@ -228,6 +246,8 @@ def build_stream(
     """Build a stream by name; raises :class:`DataError` with the valid names if unknown."""
     if name in FIXED_STREAMS:
         return FIXED_STREAMS[name](seed, val_fraction)
+    if name == PAPER_STREAM:
+        return paper_stream(seed, val_fraction, data_root, img_size or 224)
     m = SPLIT_RE.match(name)
     if not m or m["dataset"] not in (*BUNDLED_SPLITS, *LOCAL_DATASETS):
         raise DataError(f"unknown stream {name!r}; valid: {stream_names_help()}")

@@ -1,6 +1,6 @@
 """Suites: named YAML files in ``configs/`` expanded into fully resolved run configs.
 
-A suite file sets ``stream`` (one name or a list), ``backbone``, ``strategies`` (a list, or
+A suite file sets ``stream`` and ``backbone`` (each one name or a list), ``strategies`` (a list, or
 ``all`` = every registered strategy), ``seeds`` and the training settings;
 ``hparams: {strategy: {name: value}}`` overrides a strategy's paper defaults. Each expanded
 config is complete — it alone determines the run and its folder name (a hash of it).
@@ -80,9 +80,10 @@ def stream_list(value) -> list[str]:
 
 
 def expand(suite: dict) -> list[dict]:
-    """One resolved config per (stream, strategy, seed), in suite order."""
+    """One resolved config per (stream, backbone, strategy, seed), in suite order."""
     return [cfg for stream in stream_list(suite["stream"])
-            for cfg in _expand_stream({**suite, "stream": stream})]
+            for backbone in stream_list(suite["backbone"])
+            for cfg in _expand_stream({**suite, "stream": stream, "backbone": backbone})]
 
 
 def check_dropkey(suite: dict) -> None:

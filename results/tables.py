@@ -8,7 +8,42 @@ import numpy as np
 import pandas as pd
 
 SUMMARY_COLUMNS = ("final_avg_acc", "avg_incremental_acc", "forgetting", "bwt", "above_probe",
-                   "mib_per_task", "train_s")
+                   "mib_per_task", "total_mib", "train_s")
+
+
+SAME_ARM_IGNORES = ("seed", "stream", "backbone", "suite", "device", "data_root",
+                    "hparams_source")
+
+
+def arm_labels(records: list[dict]) -> list[str]:
+    """A label per record naming its strategy; where runs of one strategy on the same stream and
+    backbone differ in anything but the seed or the machine (hyperparameters, epochs,
+    DropKey...), the label adds the differing settings, so different settings are never
+    averaged as if they were seeds."""
+    def settings(r):
+        cfg = {k: v for k, v in r["config"].items() if k not in SAME_ARM_IGNORES}
+        flat = {**{k: v for k, v in cfg.items() if k != "hparams"}, **cfg.get("hparams", {})}
+        return {k: json.dumps(v, sort_keys=True) for k, v in flat.items()}
+
+    flats = [settings(r) for r in records]
+    labels = []
+    for r, flat in zip(records, flats, strict=True):
+        name, where = r["config"]["strategy"], (r["config"]["stream"], r["config"]["backbone"])
+        peers = [f for f, q in zip(flats, records, strict=True)
+                 if q["config"]["strategy"] == name
+                 and (q["config"]["stream"], q["config"]["backbone"]) == where]
+        differing = sorted(k for k in flat if any(p.get(k) != flat[k] for p in peers))
+        labels.append(name if not differing else
+                      f"{name} ({', '.join(f'{k}={flat[k]}' for k in differing)})")
+    return labels
+
+
+def by_arm(records: list[dict]) -> dict[str, list[dict]]:
+    """Records grouped by :func:`arm_labels`, in first-seen order."""
+    out: dict[str, list[dict]] = {}
+    for label, r in zip(arm_labels(records), records, strict=True):
+        out.setdefault(label, []).append(r)
+    return out
 
 
 def record_row(rec: dict) -> dict:
@@ -31,7 +66,10 @@ def record_row(rec: dict) -> dict:
 
 
 def runs_frame(records: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame([record_row(r) for r in records])
+    rows = [record_row(r) for r in records]
+    for row, label in zip(rows, arm_labels(records), strict=True):
+        row["strategy"] = label
+    return pd.DataFrame(rows)
 
 
 def summary(records: list[dict]) -> pd.DataFrame:
@@ -48,6 +86,11 @@ def summary(records: list[dict]) -> pd.DataFrame:
 
 def format_summary(df: pd.DataFrame) -> str:
     """Human table: mean ± std (n) per strategy, accuracies in %."""
+    return readable_summary(df).to_string(index=False)
+
+
+def readable_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """The summary with "mean ± std" strings (accuracies in %), one row per strategy."""
     def pm(row, col, scale, digits):
         mean, std = row[col] * scale, row[f"{col}_std"] * scale
         return f"{mean:.{digits}f} ± {std:.{digits}f}" if row["n"] > 1 else f"{mean:.{digits}f}"
@@ -62,10 +105,11 @@ def format_summary(df: pd.DataFrame) -> str:
             "BWT %": pm(r, "bwt", 100, 1),
             "vs probe %": pm(r, "above_probe", 100, 1),
             "MiB/task": f"{r['mib_per_task']:.4f}",
+            "total MiB": f"{r['total_mib']:.3f}",
             "train s": pm(r, "train_s", 1, 0),
             "n": int(r["n"]),
         })
-    return pd.DataFrame(rows).to_string(index=False)
+    return pd.DataFrame(rows)
 
 
 def per_task_table(records: list[dict]) -> pd.DataFrame:
@@ -77,13 +121,10 @@ def per_task_table(records: list[dict]) -> pd.DataFrame:
 
     Means over seeds; one stream and backbone expected (call once per group).
     """
-    by_strategy: dict[str, list[dict]] = {}
-    for r in records:
-        by_strategy.setdefault(r["config"]["strategy"], []).append(r)
     names = [t["name"] for t in records[0]["tasks"]]
     cols = {}
     probe = []
-    for strat, recs in by_strategy.items():
+    for strat, recs in by_arm(records).items():
         finals = np.array([r["acc_matrix"][-1] for r in recs], dtype=float).mean(0)
         mib = np.mean([r["storage"]["total_mib"] for r in recs])
         cols[strat] = [*(100 * finals), 100 * finals.mean(), mib]
@@ -94,6 +135,41 @@ def per_task_table(records: list[dict]) -> pd.DataFrame:
         p = 100 * np.array(probe, dtype=float).mean(0)
         df.insert(0, "probe_acc", [*p, p.mean(), np.nan])
     return df
+
+
+def group_records(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """Records grouped by (stream, backbone), in first-seen order."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["config"]["stream"], r["config"]["backbone"]), []).append(r)
+    return groups
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe version of ``text``."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def acc_matrix_frame(record: dict) -> pd.DataFrame:
+    """One run's accuracy matrix in %: rows "after <task i>", columns tasks."""
+    names = [t["name"] for t in record["tasks"]]
+    m = [[np.nan if v is None else 100 * v for v in row] for row in record["acc_matrix"]]
+    return pd.DataFrame(m, index=[f"after {n}" for n in names], columns=names)
+
+
+def to_markdown(df: pd.DataFrame, index: bool = True, digits: int = 1) -> str:
+    """A GitHub Markdown table (floats with ``digits`` decimals, NaN as --)."""
+    def cell(v):
+        if isinstance(v, float):
+            return "--" if np.isnan(v) else f"{v:.{digits}f}"
+        return str(v)
+
+    frame = df.reset_index() if index else df
+    header = [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |"
+              for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
 
 
 def storage_frame(bills: dict[str, dict], classes: list[int]) -> pd.DataFrame:

@@ -40,6 +40,7 @@ def run_cli(*args, cwd=ROOT):
          "invalid choice: 'xml'"),
         (["storage", "--classes", "3"], "required: --backbone"),
         (["backbones", "--format", "xml"], "invalid choice: 'xml'"),
+        (["--suite", "paper"], "give --pretrained FILE"),
         (["--suite", "smoke", "--dropkey", "1.5"], "must be a number in [0, 1)"),
         (["--suite", "smoke", "--dropkey-schedule", "cosine"], "invalid choice: 'cosine'"),
         ([], "required: --suite"),

@@ -66,3 +66,33 @@ def test_record_files_are_valid_json_with_config(smoke):
         rec = json.loads(f.read_text())
         assert rec["status"] == "finished" and rec["error"] is None
         assert (f.parent / "config.yaml").exists()
+
+
+def test_the_benchmark_writes_its_report_tables_and_figures(smoke):
+    out, stdout = smoke
+    report = out / "report"
+    for name in ("summary", "per_task_mnist5k-split5_vit_micro"):
+        for ext in ("md", "tex", "csv"):
+            assert (report / f"{name}.{ext}").stat().st_size > 0
+    for fig in ("heatmap_mnist5k-split5_vit_micro", "task_curves_mnist5k-split5_vit_micro",
+                "tradeoff_mnist5k-split5", "train_time_mnist5k-split5",
+                "tokens_mnist5k-split5_vit_micro_meat"):
+        assert (report / f"{fig}.png").stat().st_size > 0, fig
+        assert (report / f"{fig}.pdf").stat().st_size > 0, fig
+        assert f"{fig}.png" in stdout
+    per_task = (report / "per_task_mnist5k-split5_vit_micro.md").read_text()
+    assert "| average |" in per_task and "| storage MiB |" in per_task
+    records = find_records([out])
+    assert len(list((report / "acc_matrix").glob("*.csv"))) == len(records)
+    for rec in records:  # CSV training log always written
+        log = (Path(rec["_folder"]) / "train_log.csv").read_text().splitlines()
+        assert log[0] == "task,epoch,loss,accuracy,seconds"
+
+
+def test_report_command_rebuilds_the_same_tables(smoke, tmp_path):
+    out, _ = smoke
+    r = subprocess.run([sys.executable, str(ROOT / "run_benchmark.py"), "report", str(out),
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for name in ("summary.csv", "per_task_mnist5k-split5_vit_micro.md", "acc_matrices.md"):
+        assert (tmp_path / name).read_text() == (out / "report" / name).read_text()

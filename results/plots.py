@@ -1,0 +1,234 @@
+"""matplotlib figures from run records (PNG and PDF), one consistent color per strategy.
+
+Every function takes records (and for the token-mask figure, a run folder) and writes
+``<name>.png`` and ``<name>.pdf`` into ``out``; it returns the written paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from results.tables import by_arm, group_records, safe_name  # noqa: E402
+
+COLORS = {"meat": "tab:red", "piggyback": "tab:blue", "hat": "tab:orange",
+          "adapter": "tab:green", "lwf": "tab:purple", "finetune": "tab:brown",
+          "individual": "tab:pink", "classifier": "tab:gray"}
+PALETTE = ("tab:olive", "tab:cyan", "navy", "gold", "teal", "maroon")
+MARKERS = "osD^v<>Pp*"
+
+
+def strategy_color(label: str):
+    """The strategy's color in every figure (fixed for the suite's strategies; others by a
+    stable hash); ``label`` may carry settings after the name ("meat (tau=4.0)")."""
+    name = label.split(" (")[0]
+    if name in COLORS:
+        return COLORS[name]
+    return PALETTE[int(hashlib.md5(name.encode()).hexdigest(), 16) % len(PALETTE)]
+
+
+def save(fig, out: Path, name: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    fig.savefig(paths[0], dpi=130, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def mean_matrix(records: list[dict]) -> np.ndarray:
+    """Mean accuracy matrix (%) over the records' seeds; NaN where not evaluated."""
+    mats = [np.array([[np.nan if v is None else v for v in row] for row in r["acc_matrix"]])
+            for r in records]
+    return 100 * np.mean(mats, axis=0)
+
+
+def heatmaps(records: list[dict], out: Path, title: str, name: str) -> list[Path]:
+    """One accuracy-matrix heatmap per strategy: row = after training task i, column = task j."""
+    groups = by_arm(records)
+    n = len(groups)
+    cols = min(4, n)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, (strat, recs) in zip(axes.flat, groups.items()):  # noqa: B905
+        m = mean_matrix(recs)
+        im = ax.imshow(m, vmin=0, vmax=100, cmap="viridis")
+        for (i, j), v in np.ndenumerate(m):
+            if not np.isnan(v):
+                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if v < 60 else "black")
+        ax.set_title(strat, color=strategy_color(strat), fontsize=10)
+        ax.set_xlabel("evaluated task j")
+        ax.set_ylabel("after training task i")
+        ax.set_xticks(range(m.shape[1]))
+        ax.set_yticks(range(m.shape[0]))
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.colorbar(im, ax=axes, shrink=0.7, label="accuracy %")
+    fig.suptitle(f"Accuracy matrices — {title}")
+    return save(fig, out, name)
+
+
+def task_curves(records: list[dict], out: Path, title: str, name: str) -> list[Path]:
+    """Accuracy on each task (one panel per task) as later tasks are learned."""
+    groups = by_arm(records)
+    T = len(records[0]["acc_matrix"])
+    task_names = [t["name"] for t in records[0]["tasks"]]
+    fig, axes = plt.subplots(1, T, figsize=(2.6 * T, 2.8), sharey=True, squeeze=False)
+    for j, ax in enumerate(axes[0]):
+        for strat, recs in groups.items():
+            m = mean_matrix(recs)
+            ax.plot(range(j, T), m[j:, j], marker="o", ms=3, color=strategy_color(strat),
+                    label=strat)
+        ax.set_title(f"task {j}: {task_names[j]}", fontsize=8)
+        ax.set_xlabel("after task")
+        ax.set_xticks(range(T))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy %")
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.suptitle(f"Accuracy on each task across the sequence — {title}", y=1.04)
+    return save(fig, out, name)
+
+
+def tradeoff(records: list[dict], out: Path, title: str, name: str) -> list[Path]:
+    """Final average accuracy vs total storage (log x), error bars = std over seeds; one marker
+    per backbone, one color per strategy."""
+    backbones = sorted({r["config"]["backbone"] for r in records})
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for b_idx, backbone in enumerate(backbones):
+        recs_b = [r for r in records if r["config"]["backbone"] == backbone]
+        for strat, recs in by_arm(recs_b).items():
+            acc = [100 * r["metrics"]["final_avg_acc"] for r in recs]
+            mib = [r["storage"]["total_mib"] for r in recs]
+            ax.errorbar(np.mean(mib), np.mean(acc), yerr=np.std(acc, ddof=1) if len(acc) > 1
+                        else 0, fmt=MARKERS[b_idx % len(MARKERS)], color=strategy_color(strat),
+                        ms=7, capsize=3, label=f"{strat} ({backbone})")
+            ax.annotate(strat, (np.mean(mib), np.mean(acc)), xytext=(4, 3),
+                        textcoords="offset points", fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("total storage after all tasks (MiB, log scale)")
+    ax.set_ylabel("final average accuracy %")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    ax.set_title(f"Accuracy vs storage — {title}")
+    return save(fig, out, name)
+
+
+def train_time(records: list[dict], out: Path, title: str, name: str) -> list[Path]:
+    """Training seconds per strategy (mean over seeds, std as error bar), grouped by backbone."""
+    backbones = sorted({r["config"]["backbone"] for r in records})
+    strategies = list(by_arm(records))
+    width = 0.8 / len(backbones)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(strategies)), 3.6))
+    for b_idx, backbone in enumerate(backbones):
+        groups = by_arm([r for r in records if r["config"]["backbone"] == backbone])
+        xs, means, stds = [], [], []
+        for s_idx, strat in enumerate(strategies):
+            if strat in groups:
+                t = [r["timing"]["train_s"] for r in groups[strat]]
+                xs.append(s_idx + (b_idx - (len(backbones) - 1) / 2) * width)
+                means.append(np.mean(t))
+                stds.append(np.std(t, ddof=1) if len(t) > 1 else 0)
+        ax.bar(xs, means, width, yerr=stds, capsize=2, label=backbone,
+               color=[strategy_color(s) for s in strategies if s in groups],
+               hatch=["", "//", "..", "xx"][b_idx % 4], edgecolor="black", linewidth=0.5)
+    ax.set_xticks(range(len(strategies)))
+    ax.set_xticklabels(strategies, rotation=30, ha="right")
+    ax.set_ylabel("training time (s)")
+    if len(backbones) > 1:
+        ax.legend(fontsize=7, title="backbone (hatch)")
+    ax.set_title(f"Training time per strategy — {title}")
+    return save(fig, out, name)
+
+
+def token_mask_figure(run_dir: Path, record: dict, out: Path, name: str) -> list[Path]:
+    """For a run with token masks (MEAT): for its last task, the kept patch tokens of every
+    masked layer drawn over the task's example image (dropped patches greyed out), and the kept
+    fraction per layer for every task."""
+    masks = token_masks(run_dir, len(record["acc_matrix"]))
+    if not masks or not masks[-1]:
+        return []
+    examples = torch.load(run_dir / "examples.pt", weights_only=True)["images"]
+    last = len(masks) - 1
+    layers = masks[last]
+    fig, axes = plt.subplots(1, len(layers) + 1, figsize=(2.2 * (len(layers) + 1), 2.6),
+                             squeeze=False, gridspec_kw={"width_ratios": [1] * len(layers) + [1.6]})
+    img = examples[last].float()
+    img = img.mean(0) if img.shape[0] > 1 else img[0]
+    for ax, (layer, m) in zip(axes[0], layers.items()):  # noqa: B905
+        side = int(round(np.sqrt(m.numel())))
+        keep = m.reshape(side, side).float()
+        overlay = torch.nn.functional.interpolate(keep[None, None], size=img.shape,
+                                                  mode="nearest")[0, 0]
+        ax.imshow(img, cmap="gray")
+        ax.imshow(np.ma.masked_where(overlay.numpy() > 0, overlay.numpy()), cmap="Reds",
+                  alpha=0.65, vmin=0, vmax=1)
+        ax.set_title(f"{layer}\nkept {int(keep.sum())}/{keep.numel()}", fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ax = axes[0][-1]
+    for t, layers_t in enumerate(masks):
+        frac = [float(m.float().mean()) for m in layers_t.values()]
+        ax.plot(range(len(frac)), frac, marker="o", ms=3, label=f"task {t}")
+    ax.set_xlabel("masked layer")
+    ax.set_ylabel("kept fraction")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=6)
+    ax.grid(alpha=0.3)
+    cfg = record["config"]
+    fig.suptitle(f"{cfg['strategy']} token masks, task {last} ({record['tasks'][last]['name']}), "
+                 f"{cfg['backbone']} / {cfg['stream']} seed {cfg['seed']}; red = dropped",
+                 fontsize=8, y=1.05)
+    return save(fig, out, name)
+
+
+def token_masks(run_dir: Path, n_tasks: int) -> list[dict[str, torch.Tensor]]:
+    """Per task, {layer: boolean token mask} read from the run's per-task files."""
+    out = []
+    for t in range(n_tasks):
+        path = run_dir / "tasks" / f"task_{t}.pt"
+        if not path.exists():
+            break
+        saved = torch.load(path, weights_only=True)
+        shapes = saved.get("meta", {}).get("packed_shapes", {})
+        layers = {}
+        for key, packed in saved["state_dict"].items():
+            if ".token_mask.packed_" in key and key in shapes:
+                n = int(np.prod(shapes[key]))
+                bits = np.unpackbits(packed.numpy(), count=n).astype(bool)
+                label = key.split(".token_mask.")[0].removeprefix("backbone.")
+                layers[label.replace(".attn", "")] = torch.from_numpy(bits)
+        out.append(layers)
+    return out
+
+
+def all_figures(records: list[dict], run_dirs: dict[str, Path], out: Path) -> list[Path]:
+    """Every figure for a set of records; ``run_dirs`` maps run_id -> its folder."""
+    paths: list[Path] = []
+    for (stream, backbone), recs in group_records(records).items():
+        title = f"{backbone} / {stream}"
+        tag = safe_name(f"{stream}_{backbone}")
+        paths += heatmaps(recs, out, title, f"heatmap_{tag}")
+        paths += task_curves(recs, out, title, f"task_curves_{tag}")
+    for stream in dict.fromkeys(r["config"]["stream"] for r in records):
+        recs = [r for r in records if r["config"]["stream"] == stream]
+        paths += tradeoff(recs, out, stream, f"tradeoff_{safe_name(stream)}")
+        paths += train_time(recs, out, stream, f"train_time_{safe_name(stream)}")
+    shown = set()
+    for r in records:
+        key = (r["config"]["stream"], r["config"]["backbone"], r["config"]["strategy"])
+        folder = run_dirs.get(r.get("run_id", ""))
+        if key in shown or folder is None or not (folder / "examples.pt").exists():
+            continue
+        figs = token_mask_figure(folder, r, out, safe_name("tokens_" + "_".join(key)))
+        if figs:
+            shown.add(key)
+            paths += figs
+    return paths

@@ -1,0 +1,74 @@
+"""The report of a set of finished runs: tables (Markdown, LaTeX, CSV) and figures (PNG, PDF).
+
+``write_tables`` and ``write_report`` read records only. Files, under ``out``:
+
+- ``summary.{md,tex,csv}``: per (stream, backbone, strategy) final average accuracy, average
+  incremental accuracy, forgetting, BWT, gain over the probe, storage per task and in total,
+  training time — mean ± std over seeds, with n (CSV: numeric means and stds);
+- ``per_task_<stream>_<backbone>.{md,tex,csv}``: the paper-style table — final accuracy per
+  task (rows: tasks, then average, then total storage in MiB; columns: strategies);
+- ``acc_matrices.md`` and ``acc_matrix/<run_id>.csv``: every run's accuracy matrix;
+- figures from ``results.plots``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from results.records import atomic_write_text
+from results.tables import (
+    acc_matrix_frame,
+    group_records,
+    per_task_table,
+    readable_summary,
+    safe_name,
+    summary,
+    to_markdown,
+)
+
+
+def write_frame(df: pd.DataFrame, out: Path, name: str, index: bool = True,
+                csv_df: pd.DataFrame | None = None) -> list[Path]:
+    """``df`` as ``name.md``, ``name.tex`` and ``name.csv`` (``csv_df`` if given), atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.md", out / f"{name}.tex", out / f"{name}.csv"]
+    atomic_write_text(paths[0], to_markdown(df, index=index) + "\n")
+    atomic_write_text(paths[1], df.to_latex(index=index, float_format="%.1f", na_rep="--"))
+    atomic_write_text(paths[2], (df if csv_df is None else csv_df).to_csv(index=index))
+    return paths
+
+
+def write_tables(records: list[dict], out: Path) -> list[Path]:
+    out = Path(out)
+    stats = summary(records)
+    paths = write_frame(readable_summary(stats), out, "summary", index=False, csv_df=stats)
+    for (stream, backbone), recs in group_records(records).items():
+        table = per_task_table(recs)
+        table.index.name = f"{backbone} / {stream}"
+        paths += write_frame(table, out, f"per_task_{safe_name(stream)}_{safe_name(backbone)}")
+    blocks = []
+    for r in sorted(records, key=lambda r: (r["config"]["stream"], r["config"]["backbone"],
+                                            r["config"]["strategy"], r["config"]["seed"])):
+        m = acc_matrix_frame(r)
+        cfg = r["config"]
+        path = out / "acc_matrix" / f"{r['run_id']}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, m.to_csv())
+        paths.append(path)
+        blocks.append(f"### {cfg['strategy']} — {cfg['backbone']} / {cfg['stream']}, seed "
+                      f"{cfg['seed']} (`{r['run_id']}`)\n\n{to_markdown(m)}\n")
+    atomic_write_text(out / "acc_matrices.md",
+                      "# Accuracy matrices (%): row = after training task i, column = task j\n\n"
+                      + "\n".join(blocks))
+    paths.append(out / "acc_matrices.md")
+    return paths
+
+
+def write_report(records: list[dict], out: Path) -> list[Path]:
+    """Tables and figures for ``records`` (each with ``_folder``, as ``find_records`` gives)."""
+    from results.plots import all_figures
+
+    run_dirs = {r["run_id"]: Path(r["_folder"]) for r in records if r.get("_folder")}
+    return write_tables(records, out) + all_figures(records, run_dirs, Path(out))

@@ -1,0 +1,83 @@
+"""Report tables and figures from hand-made records (no training)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from results.report import write_report, write_tables
+from results.tables import arm_labels, per_task_table, summary, to_markdown
+
+
+def _record(strategy, seed, matrix, total_mib=1.0, train_s=10.0, hparams=None, stream="s"):
+    T = len(matrix)
+    from results.metrics import all_metrics
+
+    return {
+        "run_id": f"{strategy}-{seed}-{stream}-{sorted((hparams or {}).items())}",
+        "config": {"strategy": strategy, "seed": seed, "stream": stream, "backbone": "b",
+                   "epochs": 1, "hparams": hparams or {}},
+        "tasks": [{"name": f"t{j}"} for j in range(T)],
+        "acc_matrix": matrix, "probe_acc": [0.5] * T, "forgets": strategy == "finetune",
+        "metrics": all_metrics(matrix),
+        "storage": {"per_task_mib": [total_mib / T] * T, "total_mib": total_mib},
+        "timing": {"train_s": train_s},
+    }
+
+
+A = [[0.9, None], [0.8, 0.7]]
+B = [[0.7, None], [0.6, 0.9]]
+C = [[1.0, None], [1.0, 1.0]]
+
+
+def test_summary_mean_and_std_over_seeds():
+    recs = [_record("finetune", 0, A, train_s=10), _record("finetune", 1, B, train_s=20)]
+    df = summary(recs)
+    row = df.iloc[0]
+    assert row["n"] == 2
+    assert row["final_avg_acc"] == pytest.approx(np.mean([0.75, 0.75]))
+    assert row["forgetting"] == pytest.approx(np.mean([0.1, 0.1]))
+    assert row["train_s"] == pytest.approx(15) and row["train_s_std"] == pytest.approx(
+        np.std([10, 20], ddof=1))
+
+
+def test_per_task_table_rows_are_tasks_average_and_storage():
+    recs = [_record("finetune", 0, A, total_mib=2.0), _record("meat", 0, C, total_mib=3.0)]
+    t = per_task_table(recs)
+    assert list(t.index) == ["t0", "t1", "average", "storage MiB"]
+    assert t.loc["t0", "finetune"] == pytest.approx(80) and t.loc["t1", "meat"] == 100
+    assert t.loc["average", "finetune"] == pytest.approx(75)
+    assert t.loc["storage MiB", "meat"] == 3.0
+    # probe column from the strategy that cannot forget only
+    assert t.loc["t0", "probe_acc"] == pytest.approx(50)
+
+
+def test_different_hyperparameters_are_never_averaged_as_seeds():
+    recs = [_record("meat", 0, A, hparams={"lr": 1.0, "tau": 1}),
+            _record("meat", 1, B, hparams={"lr": 1.0, "tau": 1}),
+            _record("meat", 0, C, hparams={"lr": 2.0, "tau": 1})]
+    labels = arm_labels(recs)
+    assert labels[0] == labels[1] == "meat (lr=1.0)" and labels[2] == "meat (lr=2.0)"
+    df = summary(recs)
+    assert sorted(df["n"]) == [1, 2]
+    assert arm_labels(recs[:2]) == ["meat", "meat"]
+
+
+def test_markdown_table():
+    df = pd.DataFrame({"a": [1.234, np.nan]}, index=["x", "y"])
+    assert to_markdown(df).splitlines() == ["| index | a |", "|---|---|", "| x | 1.2 |",
+                                            "| y | -- |"]
+
+
+def test_write_report_files(tmp_path):
+    recs = [_record(s, seed, m) for s, m in (("finetune", A), ("meat", C)) for seed in (0, 1)]
+    paths = write_report(recs, tmp_path)
+    names = {p.name for p in paths}
+    for stem in ("summary", "per_task_s_b"):
+        assert {f"{stem}.md", f"{stem}.tex", f"{stem}.csv"} <= names
+    for fig in ("heatmap_s_b", "task_curves_s_b", "tradeoff_s", "train_time_s"):
+        assert {f"{fig}.png", f"{fig}.pdf"} <= names
+    assert (tmp_path / "summary.tex").read_text().startswith("\\begin{tabular}")
+    tables = write_tables(recs, tmp_path / "again")
+    assert (tmp_path / "again" / "summary.csv").read_text() == (
+        tmp_path / "summary.csv").read_text()
+    assert len([p for p in tables if p.parent.name == "acc_matrix"]) == 4
