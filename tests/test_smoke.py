@@ -96,3 +96,14 @@ def test_report_command_rebuilds_the_same_tables(smoke, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     for name in ("summary.csv", "per_task_mnist5k-split5_vit_micro.md", "acc_matrices.md"):
         assert (tmp_path / name).read_text() == (out / "report" / name).read_text()
+
+
+def test_tensorboard_flag_writes_event_files(tmp_path, cache_dir):
+    r = subprocess.run([sys.executable, str(ROOT / "run_benchmark.py"), "--suite", "smoke",
+                        "--strategies", "classifier", "--out", str(tmp_path), "--cache",
+                        str(cache_dir), "--quiet", "--tensorboard"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (rec,) = find_records([tmp_path])
+    events = list((Path(rec["_folder"]) / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
