@@ -220,9 +220,10 @@ def cmd_run(argv: list[str]) -> int:
 def print_report(records: list[dict], out: Path) -> None:
     """Summary table, then the paper-style table (final accuracy per task) for every (stream,
     backbone); writes every table and figure into ``out`` and lists the files."""
-    from results.report import write_report
+    from results.report import run_order, write_report
     from results.tables import format_summary, group_records, per_task_table, summary
 
+    records = run_order(records)
     paths = write_report(records, out)
     print(format_summary(summary(records)))
     for (stream, backbone), recs in group_records(records).items():

@@ -40,8 +40,16 @@ def write_frame(df: pd.DataFrame, out: Path, name: str, index: bool = True,
     return paths
 
 
+def run_order(records: list[dict]) -> list[dict]:
+    """Records in a fixed order (stream, backbone, strategy, seed), whatever order they were
+    found in, so a report is the same whether written by a run or rebuilt from its folders."""
+    return sorted(records, key=lambda r: (r["config"]["stream"], r["config"]["backbone"],
+                                          r["config"]["strategy"], r["config"]["seed"]))
+
+
 def write_tables(records: list[dict], out: Path) -> list[Path]:
     out = Path(out)
+    records = run_order(records)
     stats = summary(records)
     paths = write_frame(readable_summary(stats), out, "summary", index=False, csv_df=stats)
     for (stream, backbone), recs in group_records(records).items():
@@ -49,8 +57,7 @@ def write_tables(records: list[dict], out: Path) -> list[Path]:
         table.index.name = f"{backbone} / {stream}"
         paths += write_frame(table, out, f"per_task_{safe_name(stream)}_{safe_name(backbone)}")
     blocks = []
-    for r in sorted(records, key=lambda r: (r["config"]["stream"], r["config"]["backbone"],
-                                            r["config"]["strategy"], r["config"]["seed"])):
+    for r in records:
         m = acc_matrix_frame(r)
         cfg = r["config"]
         path = out / "acc_matrix" / f"{r['run_id']}.csv"
@@ -70,5 +77,6 @@ def write_report(records: list[dict], out: Path) -> list[Path]:
     """Tables and figures for ``records`` (each with ``_folder``, as ``find_records`` gives)."""
     from results.plots import all_figures
 
+    records = run_order(records)
     run_dirs = {r["run_id"]: Path(r["_folder"]) for r in records if r.get("_folder")}
     return write_tables(records, out) + all_figures(records, run_dirs, Path(out))
