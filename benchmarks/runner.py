@@ -76,16 +76,16 @@ class TrainLog(SupervisedPlugin):
         self._sum = [0.0, 0, 0, time.perf_counter()]
 
     def after_training_iteration(self, strategy, **kwargs):
-        n = len(strategy.mb_y)
-        self._sum[0] += float(strategy.loss) * n
-        self._sum[1] += int((strategy.mb_output.argmax(1) == strategy.mb_y).sum())
+        n = len(strategy.mb_y)  # sums stay tensors: no device sync per step
+        self._sum[0] = self._sum[0] + strategy.loss.detach() * n
+        self._sum[1] = self._sum[1] + (strategy.mb_output.argmax(1) == strategy.mb_y).sum()
         self._sum[2] += n
 
     def after_training_epoch(self, strategy, **kwargs):
         loss, correct, n, start = self._sum
         row = {"task": strategy.experience.current_experience,
-               "epoch": strategy.clock.train_exp_epochs, "loss": loss / max(n, 1),
-               "accuracy": correct / max(n, 1), "seconds": time.perf_counter() - start}
+               "epoch": strategy.clock.train_exp_epochs, "loss": float(loss) / max(n, 1),
+               "accuracy": float(correct) / max(n, 1), "seconds": time.perf_counter() - start}
         self.rows.append(row)
         if self.writer is not None:
             step = len(self.rows)

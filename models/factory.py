@@ -14,7 +14,10 @@ from pathlib import Path
 import timm
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
+from models import anatomy
+from models.attention import make_maskable
 from models.lavit import LaViT, Stage
 
 
@@ -188,14 +191,9 @@ def timm_family_count() -> int:
 
 def backbone_card(name: str) -> dict:
     """Parameters, forward FLOPs of one image at the backbone's input size (counted by
-    ``torch.utils.flop_counter``) and which attention options apply to every attention layer."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from models import anatomy
-    from models.attention import make_maskable
-
+    ``torch.utils.flop_counter``) and whether every attention layer takes the suite's attention
+    hooks (token masks and DropKey both act through them)."""
     model = create_backbone(name).eval().requires_grad_(False)
-    size = model.patch_embed.num_patches  # tokens; the input size comes from the config
     arch, kwargs = resolve(name)
     img = kwargs.get("img_size", 224)
     chans = kwargs.get("in_chans", 3)
@@ -205,7 +203,8 @@ def backbone_card(name: str) -> dict:
     n_attn = len(make_maskable(model))
     n_blocks = len(anatomy.blocks(model))
     return {
-        "name": name, "arch": arch, "img_size": img, "in_chans": chans, "tokens": size,
+        "name": name, "arch": arch, "img_size": img, "in_chans": chans,
+        "tokens": anatomy.num_patches(model),
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "gflops": counter.get_total_flops() / 1e9,
         "token_masks": n_attn == n_blocks, "dropkey": n_attn == n_blocks,

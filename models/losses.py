@@ -2,7 +2,8 @@
 
 A module contributes one by having ``pop_auxiliary_loss()``, returning the loss of its last
 training forward (or None) and clearing it. Every training loop — base pre-training and every
-strategy (``strategies.common.AuxiliaryLossPlugin``) — adds :func:`auxiliary_loss` to its loss.
+strategy (``strategies.common.AuxiliaryLossPlugin``) — finds the contributors once
+(:func:`loss_sources`) and adds :func:`auxiliary_loss` of them to its loss at every step.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ import torch
 from torch import nn
 
 
-def auxiliary_loss(model: nn.Module) -> torch.Tensor | None:
-    """Sum of the auxiliary losses of ``model``'s modules since their last training forward."""
-    total = None
-    for m in model.modules():
-        pop = getattr(m, "pop_auxiliary_loss", None)
-        loss = pop() if pop is not None else None
-        if loss is not None:
-            total = loss if total is None else total + loss
-    return total
+def loss_sources(model: nn.Module) -> list[nn.Module]:
+    """The modules of ``model`` that define an auxiliary loss (found once, outside the step)."""
+    return [m for m in model.modules() if hasattr(m, "pop_auxiliary_loss")]
+
+
+def auxiliary_loss(sources: list[nn.Module]) -> torch.Tensor | None:
+    """Sum of the sources' auxiliary losses since their last training forward (None if none)."""
+    losses = [loss for loss in (m.pop_auxiliary_loss() for m in sources) if loss is not None]
+    return torch.stack(losses).sum() if losses else None

@@ -55,8 +55,7 @@ class MultiTaskViT(MultiTaskModule):
     def forward_all_tasks(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         """Every head's logits (Avalanche's LwF distils through this). A backbone without
         task-conditioned modules computes its features once for all heads."""
-        shared = type(self).backbone_for is MultiTaskViT.backbone_for
-        if shared and not self.task_modules(self.backbone):
+        if not self.task_modules(self.backbone):
             feats = self.backbone(x)
             return {int(t): head(feats) for t, head in self.heads.items()}
         return {int(t): self.forward_single_task(x, int(t)) for t in self.heads}
@@ -96,6 +95,11 @@ class MultiTaskViT(MultiTaskModule):
                 self.heads[str(t)] = nn.Linear(self.num_features, n_classes).to(device)
                 self.on_new_task(t)
 
+    def train_only_head(self, task: int) -> None:
+        """Let only ``task``'s head receive gradients (earlier heads stay as they were)."""
+        for key, head in self.heads.items():
+            head.requires_grad_(key == str(task))
+
     def on_new_task(self, task: int) -> None:
         """Hook for subclasses: called once when ``task``'s head is created."""
 
@@ -124,6 +128,10 @@ class PerTaskBackboneViT(MultiTaskViT):
 
     def on_new_task(self, task: int) -> None:
         self.backbones[str(task)] = copy.deepcopy(self.backbone).requires_grad_(True)
+
+    def forward_all_tasks(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """One backbone per task: no features to share between heads."""
+        return {int(t): self.forward_single_task(x, int(t)) for t in self.heads}
 
     def task_state(self, task: int) -> dict[str, torch.Tensor]:
         state = super().task_state(task)

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from models.factory import create_backbone, save_checkpoint
-from models.losses import auxiliary_loss
+from models.losses import auxiliary_loss, loss_sources
 
 DEFAULT_RECIPE = {"epochs": 10, "lr": 1e-3, "weight_decay": 0.05, "batch_size": 64}
 
@@ -56,10 +56,11 @@ def train_classifier(model: nn.Module, train: Dataset, recipe: dict, seed: int, 
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     model.train()
+    sources = loss_sources(model)
     for _ in range(recipe["epochs"]):
         for x, y in loader:
             loss = nn.functional.cross_entropy(model(x.to(device)), y.to(device))
-            extra = auxiliary_loss(model)
+            extra = auxiliary_loss(sources)
             loss = loss if extra is None else loss + extra
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -57,7 +57,7 @@ def heatmaps(records: list[dict], out: Path, title: str, name: str) -> list[Path
     cols = min(4, n)
     rows = int(np.ceil(n / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
-    for ax, (strat, recs) in zip(axes.flat, groups.items()):  # noqa: B905
+    for ax, (strat, recs) in zip(axes.flat, groups.items(), strict=False):
         m = mean_matrix(recs)
         im = ax.imshow(m, vmin=0, vmax=100, cmap="viridis")
         for (i, j), v in np.ndenumerate(m):
@@ -162,7 +162,7 @@ def token_mask_figure(run_dir: Path, record: dict, out: Path, name: str) -> list
                              squeeze=False, gridspec_kw={"width_ratios": [1] * len(layers) + [1.6]})
     img = examples[last].float()
     img = img.mean(0) if img.shape[0] > 1 else img[0]
-    for ax, (layer, m) in zip(axes[0], layers.items()):  # noqa: B905
+    for ax, (layer, m) in zip(axes[0], layers.items(), strict=False):
         side = int(round(np.sqrt(m.numel())))
         keep = m.reshape(side, side).float()
         overlay = torch.nn.functional.interpolate(keep[None, None], size=img.shape,

@@ -41,8 +41,7 @@ class AdapterPlugin(SupervisedPlugin):
         for a in self.adapters:
             a.per_task.requires_grad_(False)
             a.add_task(task, strategy.device)
-        for key, head in strategy.model.heads.items():
-            head.requires_grad_(key == str(task))
+        strategy.model.train_only_head(task)
         strategy.make_optimizer()
 
 

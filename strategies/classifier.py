@@ -13,13 +13,13 @@ import dataclasses
 from models.multitask import MultiTaskViT
 from strategies.common import ContinualTemplate
 from strategies.registry import register_strategy
-from strategies.storage import head_items
+from strategies.storage import head_only_storage
 
 
 @register_strategy(
     "classifier",
     hparams={"head_lr": 1e-3},
-    storage=lambda backbone, n_classes, hp: head_items(backbone.num_features, n_classes),
+    storage=head_only_storage,
     trains="only the new head (converged probe)",
     keeps="head only",
     forgets=False,

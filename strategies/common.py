@@ -19,7 +19,7 @@ from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 
-from models.losses import auxiliary_loss
+from models.losses import auxiliary_loss, loss_sources
 from strategies.registry import TrainSettings
 
 ParamGroups = Callable[[nn.Module], list[dict]]
@@ -104,7 +104,14 @@ class AuxiliaryLossPlugin(SupervisedPlugin):
     """Adds the backbone's own training losses (``models.losses``; LaViT's
     diagonality-preserving loss) to the strategy's loss — one hook for every strategy."""
 
+    def __init__(self):
+        super().__init__()
+        self.sources: list = []
+
+    def before_training_exp(self, strategy, **kwargs):
+        self.sources = loss_sources(strategy.model)  # after adaptation added this task's parts
+
     def before_backward(self, strategy, **kwargs):
-        loss = auxiliary_loss(strategy.model)
+        loss = auxiliary_loss(self.sources)
         if loss is not None:
             strategy.loss = strategy.loss + loss

@@ -9,7 +9,7 @@ from __future__ import annotations
 from models.multitask import MultiTaskViT
 from strategies.common import ContinualTemplate
 from strategies.registry import register_strategy
-from strategies.storage import head_items
+from strategies.storage import head_only_storage
 
 FINE_TUNING_HPARAMS = {"optimizer": "adamw", "lr": 5e-4, "head_lr": 1e-3, "weight_decay": 0.0}
 
@@ -31,7 +31,7 @@ def fine_tuning(model, hp: dict, settings, plugins=()) -> ContinualTemplate:
 @register_strategy(
     "finetune",
     hparams=FINE_TUNING_HPARAMS,
-    storage=lambda backbone, n_classes, hp: head_items(backbone.num_features, n_classes),
+    storage=head_only_storage,
     trains="whole backbone + the new head",
     keeps="head only",
     head_init="random",

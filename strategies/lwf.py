@@ -14,13 +14,13 @@ from avalanche.training.plugins import LwFPlugin
 from models.multitask import MultiTaskViT
 from strategies.finetune import FINE_TUNING_HPARAMS, fine_tuning
 from strategies.registry import register_strategy
-from strategies.storage import head_items
+from strategies.storage import head_only_storage
 
 
 @register_strategy(
     "lwf",
     hparams={**FINE_TUNING_HPARAMS, "alpha": 1.0, "temperature": 2.0},
-    storage=lambda backbone, n_classes, hp: head_items(backbone.num_features, n_classes),
+    storage=head_only_storage,
     trains="whole backbone + the new head, with distillation on the earlier heads",
     keeps="head only",
     head_init="random",

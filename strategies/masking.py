@@ -46,8 +46,7 @@ class TaskMaskPlugin(SupervisedPlugin):
         for m in self.masks:
             if not m.has_task(task):
                 m.add_task(task, strategy.device)
-        for key, head in strategy.model.heads.items():  # only the new task's head trains
-            head.requires_grad_(key == str(task))
+        strategy.model.train_only_head(task)
         strategy.make_optimizer()
 
     def after_training_exp(self, strategy, **kwargs):

@@ -44,6 +44,11 @@ def head_items(num_features: int, n_classes: int) -> list[StorageItem]:
     return [StorageItem("head", n_classes * (num_features + 1), FP32)]
 
 
+def head_only_storage(backbone: nn.Module, n_classes: int, hp: dict) -> list[StorageItem]:
+    """The bill of a strategy that keeps nothing per task but its head."""
+    return head_items(backbone.num_features, n_classes)
+
+
 def param_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

@@ -81,9 +81,19 @@ def test_keep_diagonal_variant_lets_dropped_token_attend_to_itself():
     assert torch.all(w[0, :, others, 3] == 0)
 
 
-def test_all_ones_masks_equal_plain_timm_deit_tiny():
+PLAIN_TIMM = {  # (timm name, overrides, input shape)
+    "deit_tiny": ("deit_tiny_patch16_224", {}, (2, 3, 224, 224)),
+    "cait_talking_heads_and_class_attention": (
+        "cait_xxs24_224", dict(img_size=28, patch_size=7, embed_dim=96, depth=2,
+                               depth_token_only=1, num_heads=3, in_chans=1), (2, 1, 28, 28)),
+}
+
+
+@pytest.mark.parametrize("case", list(PLAIN_TIMM))
+def test_all_ones_masks_equal_plain_timm(case):
     torch.manual_seed(0)
-    plain = timm.create_model("deit_tiny_patch16_224", num_classes=0).eval()
+    name, overrides, shape = PLAIN_TIMM[case]
+    plain = timm.create_model(name, num_classes=0, **overrides).eval()
     model = MultiTaskViT(copy.deepcopy(plain))
     plugin = MEATPlugin()
     plugin.ensure_installed(model)
@@ -91,7 +101,7 @@ def test_all_ones_masks_equal_plain_timm_deit_tiny():
         m.add_task(0)
         m.set_task(0)
     model.eval()
-    x = torch.randn(2, 3, 224, 224)
+    x = torch.randn(*shape)
     with torch.no_grad():
         assert torch.allclose(model.backbone(x), plain(x), atol=1e-5)
         model.train()  # Gumbel samples of d = 2*gamma logits: still ones with prob ~1

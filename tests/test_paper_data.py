@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
-import yaml
 from PIL import Image
 from test_local_datasets import _labels, _pickle, _pixels, skip_md5  # noqa: F401
 
@@ -157,4 +156,3 @@ def test_paper_suite_config():
     hp = suite["hparams"]["meat"]  # the paper's lr = base x batch / 1024
     assert hp["head_lr"] == pytest.approx(5e-4 * 256 / 1024)
     assert hp["token_mask_lr"] == hp["ffn_mask_lr"] == pytest.approx(0.1 * 256 / 1024)
-    assert yaml.safe_load((load_suite.__globals__["CONFIG_DIR"] / "paper.yaml").read_text())

@@ -98,12 +98,15 @@ def test_report_command_rebuilds_the_same_tables(smoke, tmp_path):
         assert (tmp_path / name).read_text() == (out / "report" / name).read_text()
 
 
-def test_tensorboard_flag_writes_event_files(tmp_path, cache_dir):
+def test_tensorboard_and_dropkey_flags(tmp_path, cache_dir):
     r = subprocess.run([sys.executable, str(ROOT / "run_benchmark.py"), "--suite", "smoke",
-                        "--strategies", "classifier", "--out", str(tmp_path), "--cache",
-                        str(cache_dir), "--quiet", "--tensorboard"],
+                        "--strategies", "meat", "--out", str(tmp_path), "--cache",
+                        str(cache_dir), "--quiet", "--tensorboard", "--dropkey", "0.2",
+                        "--dropkey-schedule", "constant"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     (rec,) = find_records([tmp_path])
+    assert (rec["config"]["dropkey"], rec["config"]["dropkey_schedule"]) == (0.2, "constant")
+    assert rec["metrics"]["forgetting"] == 0.0  # DropKey is off at evaluation
     events = list((Path(rec["_folder"]) / "tensorboard").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
