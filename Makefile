@@ -15,9 +15,10 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-# pip (not uv/poetry): torch/torchvision come from the machine's local wheels.
+# pip (not uv/poetry): torch/torchvision come from the machine's local wheels. The ray and
+# slurm extras are installed too: the tests run sweeps through Ray and submitit.
 $(STAMP): $(PY) pyproject.toml constraints.txt
-	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	$(PIP) install -q -c constraints.txt -e '.[dev,ray,slurm]'
 	touch $(STAMP)
 
 install: $(STAMP)

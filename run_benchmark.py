@@ -105,7 +105,36 @@ def run_parser() -> Parser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard event files into every run folder")
+    x = p.add_argument_group("executors (where the runs execute; see benchmarks/executors.py)")
+    x.add_argument("--executor", choices=["local", "ray", "slurm"], default="local",
+                   help="local (default): this machine; ray: Ray tasks; slurm: submitit jobs")
+    x.add_argument("--workers", type=positive_int, default=1,
+                   help="local: runs in parallel worker processes (default 1: in-process)")
+    x.add_argument("--ray-address", help="ray: join this cluster (auto or HOST:PORT); default: "
+                                         "start a local Ray instance")
+    x.add_argument("--cpus-per-run", type=positive_int, default=1,
+                   help="ray/slurm: CPUs requested per run (and torch threads)")
+    x.add_argument("--gpus-per-run", type=non_negative_float, default=0.0,
+                   help="ray/slurm: GPUs requested per run (use with --device cuda)")
+    x.add_argument("--slurm-cluster", choices=["auto", "slurm", "local"], default="auto",
+                   help="slurm: auto = Slurm when sbatch is available, else submitit's local "
+                        "executor; local = always local processes")
+    x.add_argument("--slurm-partition", help="slurm: partition to submit to")
+    x.add_argument("--slurm-time", type=positive_int, default=240,
+                   help="slurm: time limit per job in minutes (default 240)")
+    x.add_argument("--slurm-array", action="store_true",
+                   help="slurm: submit one job array instead of one job per run")
     return p
+
+
+def non_negative_float(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        v = -1.0
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {value!r}")
+    return v
 
 
 def report_parser() -> Parser:
@@ -196,25 +225,53 @@ def build_configs(args) -> list[dict]:
     return configs
 
 
+def executor_options(args):
+    from benchmarks.executors import ExecutorError, ExecutorOptions, check_available
+
+    options = ExecutorOptions(
+        executor=args.executor, workers=args.workers, ray_address=args.ray_address,
+        cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
+        slurm_cluster=args.slurm_cluster, slurm_partition=args.slurm_partition,
+        slurm_time_min=args.slurm_time, slurm_array=args.slurm_array)
+    try:
+        check_available(options)
+    except ExecutorError as e:
+        raise UsageError(str(e)) from e
+    return options
+
+
 def cmd_run(argv: list[str]) -> int:
+    """Run every config of the suite through the executor, then report the finished runs.
+    Exit code 1 if a run failed (the others still ran and are reported)."""
     args = run_parser().parse_args(argv)
+    options = executor_options(args)
     configs = build_configs(args)
-    out = Path(args.out or ROOT / "runs" / args.suite)
-    from benchmarks.runner import run_one
+    out = Path(args.out or ROOT / "runs" / Path(args.suite).stem)
+    from benchmarks.executors import run_all
+    from results.records import find_records, run_id
 
     t0 = time.time()
-    records = []
-    for k, cfg in enumerate(configs, 1):
-        print(f"[{k}/{len(configs)}] {cfg['strategy']} on {cfg['backbone']} / {cfg['stream']} "
-              f"seed {cfg['seed']}", file=sys.stderr, flush=True)
-        records.append(run_one(cfg, out, Path(args.cache), progress=not args.quiet,
-                               tensorboard=args.tensorboard))
-    from results.records import find_records
-
-    finished = find_records([out / r["run_id"] for r in records])
-    print_report(finished, out / "report")
-    print(f"\n{len(records)} runs in {time.time() - t0:.0f} s; output folder: {out}")
-    return 0
+    try:
+        outcomes = run_all(configs, out, Path(args.cache), options,
+                           progress=not args.quiet, tensorboard=args.tensorboard)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: every finished task is on disk under {out}; the same command "
+              "resumes", file=sys.stderr)
+        return 130
+    done = [out / run_id(c) for c, o in zip(configs, outcomes, strict=True)
+            if o.status == "finished"]
+    if done:
+        print_report(find_records(done), out / "report")
+    print(f"\n{len(done)} of {len(configs)} runs finished in {time.time() - t0:.0f} s; "
+          f"output folder: {out}")
+    failed = [o for o in outcomes if o.status == "failed"]
+    for o in outcomes:
+        if o.status != "finished":
+            print(f"{o.status}: {o.label}: {o.error}", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} run(s) failed; tracebacks are in their record.json; the same "
+              "command retries them", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def print_report(records: list[dict], out: Path) -> None:

@@ -9,6 +9,7 @@ every finished task on disk.
 
 from __future__ import annotations
 
+import math
 import random
 import resource
 import sys
@@ -22,13 +23,14 @@ import torch.nn.functional as F
 from avalanche.core import SupervisedPlugin
 from tqdm import tqdm
 
+from benchmarks.resume import clear_resume, file_lock, load_resume, restore, run_lock, save_resume
 from benchmarks.streams import Stream, build_stream
 from models.attention import set_dropkey
 from models.factory import create_backbone, resolve, save_checkpoint
 from models.masks import TaskMask
 from models.pretrain import pretrained_checkpoint
 from results.metrics import accuracy_from_counts, all_metrics
-from results.records import atomic_write_text, load_record, run_id, write_run
+from results.records import RecordError, atomic_write_text, load_record, run_id, write_run
 from strategies import get_strategy
 from strategies.heads import ProbeHeadPlugin
 from strategies.registry import TrainSettings
@@ -60,9 +62,14 @@ class EvalCounter(SupervisedPlugin):
         c[2] += float(F.cross_entropy(out, y, reduction="sum"))
 
 
+class NonFiniteLoss(FloatingPointError):
+    """The training loss became NaN or infinite: the run stops."""
+
+
 class TrainLog(SupervisedPlugin):
     """Per-epoch training loss and accuracy of every task: rows for ``train_log.csv``, and
-    TensorBoard scalars when a ``SummaryWriter`` is given."""
+    TensorBoard scalars when a ``SummaryWriter`` is given. A NaN or infinite epoch loss stops
+    the run (checked once per epoch: the per-step sums stay on the device, without syncs)."""
 
     FIELDS = ("task", "epoch", "loss", "accuracy", "seconds")
 
@@ -86,6 +93,10 @@ class TrainLog(SupervisedPlugin):
         row = {"task": strategy.experience.current_experience,
                "epoch": strategy.clock.train_exp_epochs, "loss": float(loss) / max(n, 1),
                "accuracy": float(correct) / max(n, 1), "seconds": time.perf_counter() - start}
+        if not math.isfinite(row["loss"]):
+            raise NonFiniteLoss(
+                f"training loss is {row['loss']} in task {row['task']}, epoch {row['epoch']}: "
+                "the run stops (lower the learning rate, or check the data)")
         self.rows.append(row)
         if self.writer is not None:
             step = len(self.rows)
@@ -143,10 +154,12 @@ def prepare_backbone(config: dict, stream: Stream, cache_dir: Path):
     ckpt, base_meta, base_head = config.get("pretrained"), None, 0
     if ckpt is None and stream.base is not None:
         recipe = {"epochs": config["base_epochs"], "batch_size": config["batch_size"]}
-        ckpt, base_meta = pretrained_checkpoint(
-            config["backbone"], kwargs, f"{stream.name}:{stream.base.name}",
-            stream.base.train, stream.base.test, stream.base.n_classes, config["seed"],
-            cache_dir, recipe, config["device"])
+        # concurrent runs (workers, Ray, Slurm) wait for one pre-training, then share it
+        with file_lock(Path(cache_dir) / f".{config['backbone']}.lock"):
+            ckpt, base_meta = pretrained_checkpoint(
+                config["backbone"], kwargs, f"{stream.name}:{stream.base.name}",
+                stream.base.train, stream.base.test, stream.base.n_classes, config["seed"],
+                cache_dir, recipe, config["device"])
     backbone = create_backbone(config["backbone"], pretrained=ckpt, **kwargs)
     if config.get("dropkey"):  # a regularizer of the strategy's training, not of pre-training
         set_dropkey(backbone, config["dropkey"], config["dropkey_schedule"])
@@ -161,50 +174,74 @@ def run_one(config: dict, out_dir: Path, cache_dir: Path, progress: bool = True,
             tensorboard: bool = False) -> dict:
     """Run one (stream, backbone, strategy, seed) and return its finished record.
 
-    An already finished run folder with the same config is returned as is (idempotent). Besides
-    the record, the folder gets ``train_log.csv`` (per-epoch loss and accuracy), one example
-    test image per task (``examples.pt``, for figures) and, with ``tensorboard``, TensorBoard
-    event files.
+    Idempotent and resumable: a finished run folder with the same config is returned as is; an
+    interrupted one (killed, Ctrl-C, failed) continues after its last finished task from
+    ``resume.pt``; a corrupted record is redone. The folder's lock is held throughout
+    (:class:`benchmarks.resume.RunLocked` if another process holds it). Besides the record, the
+    folder gets ``train_log.csv`` (per-epoch loss and accuracy), one example test image per task
+    (``examples.pt``, for figures) and, with ``tensorboard``, TensorBoard event files.
     """
     folder = Path(out_dir) / run_id(config)
-    if (folder / "record.json").exists():
-        old = load_record(folder)
-        if old["status"] == "finished":
-            return old
+    folder.mkdir(parents=True, exist_ok=True)
+    with run_lock(folder):
+        if (folder / "record.json").exists():
+            try:
+                old = load_record(folder)
+                if old["status"] == "finished":
+                    return old
+            except RecordError as e:
+                print(f"redoing {folder.name}: {e}", file=sys.stderr)
+                clear_resume(folder)
+        return _run(config, folder, Path(cache_dir), progress, tensorboard)
+
+
+def _run(config: dict, folder: Path, cache_dir: Path, progress: bool, tensorboard: bool) -> dict:
     info = get_strategy(config["strategy"])
     hp = config["hparams"]
-    record = {"config": config, "run_id": run_id(config), "forgets": info.forgets,
+    record = {"config": config, "run_id": folder.name, "forgets": info.forgets,
               "status": "running", "tasks": [],
               "acc_matrix": [], "probe_acc": [], "metrics": {}, "storage": {},
               "timing": {"train_s": 0.0, "eval_s": 0.0, "pretrain_s": 0.0}, "base": None,
               "error": None}
     rows: list[dict] = []
     try:
+        torch.set_flush_denormal(False)  # the process default, whatever an earlier run set
         seed_everything(config["seed"])
         stream = build_stream(config["stream"], config["seed"], data_root=config.get("data_root"),
                               val_fraction=config["val_fraction"])
         t0 = time.perf_counter()
-        backbone, base_head, base_meta = prepare_backbone(config, stream, Path(cache_dir))
+        backbone, base_head, base_meta = prepare_backbone(config, stream, cache_dir)
         record["timing"]["pretrain_s"] = time.perf_counter() - t0
         record["base"] = base_meta
         record["tasks"] = stream.describe()
         T = len(stream.tasks)
         R = [[None] * T for _ in range(T)]
+        record["acc_matrix"] = R
         bench = stream.to_benchmark()
-        folder.mkdir(parents=True, exist_ok=True)
         torch.save({"images": [task.test[0][0] for task in stream.tasks]},
                    folder / "examples.pt")
         counter, probe = EvalCounter(), ProbeHeadPlugin(bench, config["head_init"])
         log = TrainLog(tensorboard_writer(folder) if tensorboard else None)
-        plugins = [probe, counter, log] + ([ProgressBar(config["strategy"])] if progress else [])
+        runner_plugins = [probe, counter, log] + (
+            [ProgressBar(config["strategy"])] if progress else [])
         settings = TrainSettings(epochs=config["epochs"], batch_size=config["batch_size"],
                                  eval_batch_size=config["eval_batch_size"],
                                  device=config["device"], head_init=config["head_init"],
-                                 plugins=plugins)
+                                 plugins=runner_plugins)
         seed_everything(config["seed"])
         strategy = info.build(backbone, dict(hp), settings)
-        per_task_items, file_bytes = [], []
+        per_task_items, file_bytes, start = [], [], 0
+        saved = load_resume(folder, config["device"])
+        if saved is not None:
+            done = restore(strategy, runner_plugins, saved)
+            record, rows, log.rows = done["record"], done["rows"], done["log_rows"]
+            per_task_items, file_bytes, start = done["items"], done["file_bytes"], done["next"]
+            probe.probe_acc = dict(enumerate(record["probe_acc"]))
+            R = record["acc_matrix"]
+            print(f"{folder.name}: resuming at task {start} of {T}", file=sys.stderr, flush=True)
         for i, exp in enumerate(bench.train_stream):
+            if i < start:
+                continue
             t = time.perf_counter()
             strategy.train(exp)
             record["timing"]["train_s"] += time.perf_counter() - t
@@ -222,21 +259,27 @@ def run_one(config: dict, out_dir: Path, cache_dir: Path, progress: bool = True,
             save_checkpoint(strategy.model.task_state(exp.task_label), task_file,
                             packed_shapes=packed_shapes(strategy.model, exp.task_label))
             file_bytes.append(task_file.stat().st_size)
-            record["acc_matrix"] = R
             record["probe_acc"] = [probe.probe_acc.get(k) for k in range(T)]
             record["storage"] = storage_summary(backbone, base_head, per_task_items)
             record["storage"]["per_task_file_bytes"] = file_bytes
-            record["timing"]["peak_rss_mib"] = (
+            record["timing"]["peak_rss_mib"] = max(
+                record["timing"].get("peak_rss_mib", 0.0),
                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
             if i == T - 1:
                 record["metrics"] = all_metrics(R)
                 record["status"] = "finished"
+            else:
+                save_resume(folder, strategy, runner_plugins,
+                            {"next": i + 1, "record": record, "rows": rows, "log_rows": log.rows,
+                             "items": per_task_items, "file_bytes": file_bytes})
             write_run(folder, record, rows)
             atomic_write_text(folder / "train_log.csv", log.csv())
+            print(f"{folder.name}: task {i + 1}/{T} done", file=sys.stderr, flush=True)
             if log.writer is not None:
                 for j, acc in enumerate(R[i][: i + 1]):
                     log.writer.add_scalar(f"eval/accuracy/task_{j}", acc, i)
                 log.writer.flush()
+        clear_resume(folder)
     except Exception:
         record["status"] = "failed"
         record["error"] = traceback.format_exc()

@@ -47,14 +47,16 @@ def suite_names() -> list[str]:
 
 
 def load_suite(name: str) -> dict:
-    path = CONFIG_DIR / f"{name}.yaml"
+    """A suite by name (``configs/<name>.yaml``) or by the path of a YAML file."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else CONFIG_DIR / f"{name}.yaml"
     if not path.is_file():
-        raise SuiteError(f"unknown suite {name!r}; valid: {', '.join(suite_names())}")
+        raise SuiteError(f"unknown suite {name!r}; valid: {', '.join(suite_names())} or the "
+                         "path of a suite YAML file")
     suite = yaml.safe_load(path.read_text()) or {}
     unknown = set(suite) - set(DEFAULTS) - {"description"}
     if unknown:
         raise SuiteError(f"{path}: unknown keys {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
-    return {**DEFAULTS, **suite, "suite": name}
+    return {**DEFAULTS, **suite, "suite": path.stem}
 
 
 def strategy_list(value) -> list[str]:

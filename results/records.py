@@ -4,6 +4,12 @@ The contract (../shared/design.md): ``<out>/<run_id>/`` with run_id a short hash
 config. ``record.json`` holds the config, status, task list, accuracy matrix, metrics, storage,
 timing and error; ``rows.csv`` the raw counts in long format. Every write goes to a temporary
 file in the same folder and is renamed over the target, so a reader never sees half a file.
+
+Integrity: ``record.json`` carries ``checksum`` = sha256 of its own canonical JSON (sorted keys,
+without the checksum) and ``rows_sha256`` = sha256 of ``rows.csv``. :func:`load_record` checks
+both and the schema (status, an acc_matrix of T rows of T entries in [0, 1] or null, one task
+entry per row), so a truncated, hand-edited or half-copied record is refused, never read as
+results.
 """
 
 from __future__ import annotations
@@ -53,7 +59,20 @@ def write_run(folder: Path, record: dict, rows: list[dict]) -> None:
     w.writeheader()
     w.writerows(rows)
     atomic_write_text(folder / "rows.csv", buf.getvalue())
-    atomic_write_text(folder / "record.json", json.dumps(record, indent=1, allow_nan=False))
+    stamped = {k: v for k, v in record.items() if k not in ("checksum", "_folder")}
+    stamped["rows_sha256"] = sha256(buf.getvalue().encode())
+    stamped["checksum"] = record_checksum(stamped)
+    atomic_write_text(folder / "record.json", json.dumps(stamped, indent=1, allow_nan=False))
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def record_checksum(record: dict) -> str:
+    """sha256 of the record's canonical JSON, without its ``checksum`` and ``_folder``."""
+    body = {k: v for k, v in record.items() if k not in ("checksum", "_folder")}
+    return sha256(json.dumps(body, sort_keys=True, allow_nan=False).encode())
 
 
 class RecordError(ValueError):
@@ -64,15 +83,49 @@ REQUIRED = ("config", "status", "tasks", "acc_matrix", "metrics", "storage", "ti
 
 
 def load_record(folder: Path) -> dict:
+    """The record of a run folder, after the schema and checksum checks (RecordError)."""
     path = Path(folder) / "record.json"
     try:
         record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise RecordError(f"cannot read {path}: {e}") from e
+    if not isinstance(record, dict):
+        raise RecordError(f"{path} is not a run record")
     missing = [k for k in REQUIRED if k not in record]
-    if missing or record["status"] not in STATUSES:
+    if missing:
         raise RecordError(f"{path} is not a run record (missing {missing})")
+    problem = schema_problem(record)
+    if problem:
+        raise RecordError(f"{path} does not follow the record schema: {problem}")
+    if record.get("checksum") != record_checksum(record):
+        raise RecordError(f"{path} is corrupted: its checksum does not match its content")
+    rows = Path(folder) / "rows.csv"
+    if not rows.is_file() or sha256(rows.read_bytes()) != record.get("rows_sha256"):
+        raise RecordError(f"{rows} is missing or does not match its record's rows_sha256")
     return record
+
+
+def schema_problem(record: dict) -> str | None:
+    """What is wrong with a record's structure, or None."""
+    if record["status"] not in STATUSES:
+        return f"status {record['status']!r} is not one of {STATUSES}"
+    R, tasks = record["acc_matrix"], record["tasks"]
+    if not isinstance(R, list) or not isinstance(tasks, list):
+        return "acc_matrix and tasks must be lists"
+    if R and len(R) != len(tasks):
+        return f"acc_matrix has {len(R)} rows for {len(tasks)} tasks"
+    for row in R:
+        if not isinstance(row, list) or len(row) != len(tasks):
+            return "every acc_matrix row needs one entry per task"
+        if any(v is not None and not (isinstance(v, (int, float)) and 0 <= v <= 1)
+               for v in row):
+            return "acc_matrix entries must be accuracies in [0, 1] or null"
+    if record["status"] == "finished":
+        if not R or any(R[i][j] is None for i in range(len(R)) for j in range(i + 1)):
+            return "a finished record needs every task evaluated after every training task"
+        if not isinstance(record["metrics"], dict) or "final_avg_acc" not in record["metrics"]:
+            return "a finished record needs its metrics"
+    return None
 
 
 def find_records(paths) -> list[dict]:

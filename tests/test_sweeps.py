@@ -1,0 +1,199 @@
+"""Sweeps that survive interruption: resume after SIGKILL and Ctrl-C, determinism, contained
+failures, corrupted records, run-folder locks, and the worker / Ray / Slurm (submitit local)
+executors."""
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.executors import ExecutorError, ExecutorOptions, check_available, execute
+from benchmarks.resume import RESUME_FILE, run_lock
+from benchmarks.runner import run_one
+from benchmarks.suites import expand, load_suite
+from results.records import RecordError, load_record, run_id
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, str(ROOT / "run_benchmark.py")]
+
+
+def smoke_config(strategy: str, seed: int = 0, **overrides) -> dict:
+    suite = {**load_suite("smoke"), "strategies": [strategy], "seeds": [seed], **overrides}
+    (config,) = expand(suite)
+    return config
+
+
+def cli(*args, cache, out):
+    return [*CLI, *args, "--out", str(out), "--cache", str(cache), "--quiet"]
+
+
+def matrix_and_rows(folder: Path):
+    rec = load_record(folder)
+    return rec["acc_matrix"], (folder / "rows.csv").read_text()
+
+
+def test_sigkill_mid_sequence_then_resume_gives_the_uninterrupted_result(tmp_path, cache_dir):
+    args = ("--suite", "smoke", "--strategies", "lwf")
+    ref = subprocess.run(cli(*args, cache=cache_dir, out=tmp_path / "ref"),
+                         capture_output=True, text=True, timeout=900)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(cli(*args, cache=cache_dir, out=out), stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True)
+    for line in proc.stderr:  # blocks until the run reports its second task
+        if "task 2/5 done" in line:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    (folder,) = [p.parent for p in out.glob("*/record.json")]
+    partial = load_record(folder)
+    assert partial["status"] == "running"
+    assert partial["acc_matrix"][1][1] is not None and partial["acc_matrix"][4][0] is None
+    assert (folder / RESUME_FILE).exists()
+
+    again = subprocess.run(cli(*args, cache=cache_dir, out=out), capture_output=True, text=True,
+                           timeout=900)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming at task" in again.stderr
+    (ref_folder,) = [p.parent for p in (tmp_path / "ref").glob("*/record.json")]
+    assert ref_folder.name == folder.name
+    assert matrix_and_rows(folder) == matrix_and_rows(ref_folder)
+    assert not (folder / RESUME_FILE).exists()
+
+
+class Interrupt:
+    """Raise KeyboardInterrupt (what Ctrl-C raises) once task ``after`` has been written."""
+
+    def __init__(self, after: int):
+        self.after, self.seen = after, 0
+
+    def __call__(self, path, text):
+        from results.records import atomic_write_text
+
+        atomic_write_text(path, text)
+        if Path(path).name == "train_log.csv":
+            self.seen += 1
+            if self.seen == self.after + 1:
+                raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("strategy", ["meat", "hat"])
+def test_ctrl_c_then_resume_is_exact_for_stateful_strategies(strategy, tmp_path, cache_dir,
+                                                             monkeypatch):
+    config = smoke_config(strategy)
+    reference = run_one(config, tmp_path / "ref", cache_dir, progress=False)
+    monkeypatch.setattr("benchmarks.runner.atomic_write_text", Interrupt(after=1))
+    with pytest.raises(KeyboardInterrupt):
+        run_one(config, tmp_path / "int", cache_dir, progress=False)
+    monkeypatch.undo()
+    folder = tmp_path / "int" / run_id(config)
+    assert load_record(folder)["acc_matrix"][2][0] is None  # stopped after task 1
+    resumed = run_one(config, tmp_path / "int", cache_dir, progress=False)
+    assert resumed["acc_matrix"] == reference["acc_matrix"]
+    assert matrix_and_rows(folder) == matrix_and_rows(tmp_path / "ref" / run_id(config))
+
+
+def test_same_config_same_matrix_and_seeds_are_independent(tmp_path, cache_dir):
+    a = run_one(smoke_config("finetune"), tmp_path / "a", cache_dir, progress=False)
+    b = run_one(smoke_config("finetune"), tmp_path / "b", cache_dir, progress=False)
+    assert a["acc_matrix"] == b["acc_matrix"]
+    other = smoke_config("finetune", seed=1)
+    assert run_id(other) != a["run_id"]
+    c = run_one(other, tmp_path / "a", cache_dir, progress=False)
+    assert c["acc_matrix"] != a["acc_matrix"]
+    assert c["base"]["seed"] == 1  # its own base pre-training, not seed 0's
+
+
+def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, cache_dir):
+    suite = tmp_path / "exploding.yaml"
+    suite.write_text("stream: mnist5k-split5\nbackbone: vit_micro\n"
+                     "strategies: [finetune, classifier]\nepochs: 1\nbase_epochs: 5\n"
+                     "hparams:\n  finetune: {lr: 1.0e+30}\n")
+    out = tmp_path / "out"
+    r = subprocess.run(cli("--suite", str(suite), cache=cache_dir, out=out),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1
+    assert "1 run(s) failed" in r.stderr and "training loss is" in r.stderr
+    records = {}
+    for f in out.glob("*/record.json"):
+        rec = load_record(f.parent)
+        records[rec["config"]["strategy"]] = rec
+    assert records["finetune"]["status"] == "failed"
+    assert "NonFiniteLoss" in records["finetune"]["error"]
+    assert records["classifier"]["status"] == "finished"
+    assert (out / "report" / "summary.md").read_text().count("classifier") == 1
+
+
+def test_a_corrupted_record_is_refused_and_redone(tmp_path, cache_dir):
+    config = smoke_config("classifier")
+    first = run_one(config, tmp_path, cache_dir, progress=False)
+    path = tmp_path / run_id(config) / "record.json"
+    rec = json.loads(path.read_text())
+    rec["acc_matrix"][-1][0] = 1.0  # valid JSON, wrong content
+    path.write_text(json.dumps(rec))
+    with pytest.raises(RecordError, match="checksum"):
+        load_record(path.parent)
+    r = subprocess.run([*CLI, "report", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 2 and "corrupted" in r.stderr
+    path.write_text(path.read_text()[:100])  # truncated
+    redone = run_one(config, tmp_path, cache_dir, progress=False)
+    assert redone["acc_matrix"] == first["acc_matrix"]
+    assert load_record(path.parent)["status"] == "finished"
+
+
+def test_a_locked_run_is_skipped_and_left_untouched(tmp_path, cache_dir):
+    config = smoke_config("classifier")
+    folder = tmp_path / run_id(config)
+    with run_lock(folder):
+        outcome = execute(config, str(tmp_path), str(cache_dir))
+    assert outcome.status == "locked" and "another process" in outcome.error
+    assert not (folder / "record.json").exists()
+    assert execute(config, str(tmp_path), str(cache_dir)).status == "finished"
+
+
+def test_two_sweeps_into_one_folder_do_not_corrupt_it(tmp_path, cache_dir):
+    args = cli("--suite", "smoke", "--strategies", "classifier,meat", cache=cache_dir,
+               out=tmp_path)
+    procs = [subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    errs = [p.communicate(timeout=900)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    folders = [p.parent for p in tmp_path.glob("*/record.json")]
+    assert len(folders) == 2
+    assert all(load_record(f)["status"] == "finished" for f in folders)
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_missing_extras_name_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(ExecutorError, match=r"pip install -e '\.\[ray\]'"):
+        check_available(ExecutorOptions(executor="ray"))
+    with pytest.raises(ExecutorError, match="--workers"):
+        check_available(ExecutorOptions(executor="slurm", workers=2))
+
+
+def test_cli_rejects_an_executor_it_cannot_use():
+    r = subprocess.run([*CLI, "--suite", "smoke", "--executor", "ray", "--workers", "2"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--workers is for --executor local" in r.stderr
+
+
+@pytest.mark.parametrize("executor", [
+    ["--executor", "local", "--workers", "2"],
+    ["--executor", "ray"],
+    ["--executor", "slurm", "--slurm-cluster", "local", "--slurm-array"],
+], ids=["workers", "ray", "slurm"])
+def test_executors_run_the_same_runs(executor, tmp_path, cache_dir):
+    r = subprocess.run(cli("--suite", "smoke", "--strategies", "classifier", "--seeds", "0,1",
+                           *executor, cache=cache_dir, out=tmp_path),
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    records = [load_record(p.parent) for p in tmp_path.glob("*/record.json")]
+    assert sorted(rec["config"]["seed"] for rec in records) == [0, 1]
+    assert all(rec["status"] == "finished" for rec in records)
+    assert "2 of 2 runs finished" in r.stdout
