@@ -1,119 +1,351 @@
-"""Speed of mask strategies relative to the plain backbone, measured side by side in one run.
+"""Speed and memory of every strategy next to the plain backbone, measured side by side.
 
-    python -m benchmarks.perf [--backbone vit_micro] [--batch 64] [--eval-batch 512]
-                              [--repeats 20] [--device cpu]
+    python -m benchmarks.perf [--backbones vit_micro,cait_micro,lavit_micro] [--strategies all]
+                              [--batch 64] [--eval-batch 512] [--repeats 20] [--device cpu]
+                              [--out results]        (writes <out>/perf.md and <out>/perf.json)
 
-Training step: forward + backward + optimizer step on one batch (plain = full fine-tuning of the
-timm backbone with a linear head). Evaluation: images/s of a forward pass under
-``torch.inference_mode``. Medians over ``repeats`` timed runs after warm-up. Prints a table with
-each number's ratio to the plain backbone. A script, not a test: timings on shared machines are
-noisy.
+For every backbone, the **plain** reference is the timm backbone with a linear head in a plain
+PyTorch loop: a full fine-tuning step (forward, cross-entropy, backward, AdamW step) and a
+forward pass. Every strategy is built by its registered builder and trained through Avalanche on
+two synthetic tasks; it is measured on the second task, where everything that makes it a
+continual-learning method is active (HAT's gradient masks, LwF's distillation, ...):
+
+- **train step**: from ``before_training_iteration`` to ``after_training_iteration`` (forward,
+  losses, backward, every plugin's hooks, optimizer step; data loading excluded);
+- **eval**: images/s of ``model(x, task)`` under ``torch.inference_mode`` in eval mode, the
+  task's masks finished (bit-packed, folded into the weights once); for mask and gate strategies
+  also of the per-task **compacted** model (``models.compact``), with its largest absolute
+  difference to the masked dense output;
+- **peak memory**: on CUDA ``max_memory_allocated`` over the training steps; on CPU the growth
+  of the measuring process's peak RSS over its size before the model was built (each
+  measurement runs in a fresh process).
+
+Times are medians over ``repeats`` after ``warmup`` steps; ratios are strategy time / plain time
+(> 1 = slower). **Runner overhead**: the ``smoke`` suite run by the runner (every strategy, 1
+epoch), its wall time split into training steps, evaluation forwards, probe fitting and the
+rest (Avalanche callbacks, data loading, checkpoints, records). A script, not a test: timings
+on shared machines are noisy.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
+import sys
+import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
 
 import torch
+from avalanche.core import SupervisedPlugin
 from torch import nn
 
-from models.factory import create_backbone
-from models.multitask import MultiTaskViT
-from strategies.meat import MEATPlugin
+ROOT = Path(__file__).resolve().parent.parent
+MASK_STRATEGIES = ("meat", "piggyback", "hat")  # the targets of issue #8
+TRAIN_TARGET, EVAL_TARGET = 1.3, 1.05
 
 
-class _Exp:
-    def __init__(self, task: int, n_classes: int):
-        self.task_labels = [task]
-        self.task_label = task
-        self.classes_in_this_experience = list(range(n_classes))
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def median_time(fn, repeats: int, warmup: int = 3) -> float:
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Memory:
+    """Peak memory of what runs between ``start`` and ``peak`` (see the module docstring)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def start(self) -> None:
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+        self.base = rss_mib()
+
+    def peak(self) -> float:
+        if self.cuda:
+            return torch.cuda.max_memory_allocated() / 2**20
+        return peak_rss_mib() - self.base
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_seconds(fn, repeats: int, warmup: int, device: torch.device) -> float:
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        sync(device)
         t = time.perf_counter()
         fn()
+        sync(device)
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
 
-def plain_model(backbone: str, n_classes: int, device) -> MultiTaskViT:
-    model = MultiTaskViT(create_backbone(backbone)).to(device).train()
-    model.adaptation(_Exp(0, n_classes))
-    return model
+def image_shape(backbone: str) -> tuple[int, int, int]:
+    """(channels, height, width) of the backbone's own configuration."""
+    from models.factory import resolve
+
+    _, kwargs = resolve(backbone)
+    size = kwargs.get("img_size", 224)
+    return (kwargs.get("in_chans", 3), size, size)
 
 
-def meat_model(backbone: str, n_classes: int, device) -> tuple[MultiTaskViT, MEATPlugin]:
-    model = plain_model(backbone, n_classes, device)
-    plugin = MEATPlugin(init="paper")  # ~half of the entries dropped: a realistic mask
-    plugin.install(model)
-    for m in plugin.masks:
-        m.add_task(0, device)
-    return model, plugin
+def synthetic_stream(shape, n_train: tuple[int, int], n_eval: int, n_classes: int = 10):
+    """Two tasks of random images (task 0 short, task 1 = the measured one)."""
+    from benchmarks.datasets import TensorImages
+    from benchmarks.streams import Stream, Task
+
+    g = torch.Generator().manual_seed(0)
+
+    def data(n):
+        return TensorImages(torch.rand(n, *shape, generator=g),
+                            torch.arange(n) % n_classes)
+
+    tasks = [Task(f"synthetic {i}", [str(c) for c in range(n_classes)], data(n), data(n_eval),
+                  data(n_eval)) for i, n in enumerate(n_train)]
+    return Stream("synthetic", 0, tasks, None, shape)
 
 
-def train_step_time(model, x, y, repeats: int) -> float:
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    model.train()
+def measure_plain(backbone: str, args: dict) -> dict:
+    """Full fine-tuning step and forward of the plain timm backbone + linear head."""
+    from models.factory import create_backbone
+
+    device = torch.device(args["device"])
+    shape = image_shape(backbone)
+    mem = Memory(device)
+    mem.start()
+    net = create_backbone(backbone)
+    model = nn.Sequential(net, nn.Linear(net.num_features, 10)).to(device)
+    x = torch.rand(args["batch"], *shape, device=device)
+    y = torch.arange(args["batch"], device=device) % 10
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step():
-        loss = nn.functional.cross_entropy(model(x, 0), y)
+        loss = nn.functional.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    return median_time(step, repeats)
-
-
-def eval_throughput(model, x, repeats: int) -> float:
+    model.train()
+    train = median_seconds(step, args["repeats"], args["warmup"], device)
+    peak = mem.peak()
     model.eval()
+    xe = torch.rand(args["eval_batch"], *shape, device=device)
 
     @torch.inference_mode()
     def forward():
-        model(x, 0)
+        model(xe)
 
-    return len(x) / median_time(forward, repeats)
+    evaluation = median_seconds(forward, args["repeats"], args["warmup"], device)
+    return {"strategy": "plain", "train_step_ms": 1e3 * train,
+            "eval_img_s": args["eval_batch"] / evaluation, "peak_mib": peak}
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--backbone", default="vit_micro")
+class IterationTimer(SupervisedPlugin):
+    """Seconds of every training iteration (synchronized on CUDA)."""
+
+    def __init__(self, device: torch.device):
+        super().__init__()
+        self.device = device
+        self.times: list[float] = []
+        self.start = 0.0
+
+    def before_training_iteration(self, strategy, **kwargs):
+        sync(self.device)
+        self.start = time.perf_counter()
+
+    def after_training_iteration(self, strategy, **kwargs):
+        sync(self.device)
+        self.times.append(time.perf_counter() - self.start)
+
+
+def measure_strategy(backbone: str, name: str, args: dict) -> dict:
+    """One strategy trained through Avalanche on two synthetic tasks, measured on the second."""
+    from models.compact import compact_for_task
+    from models.factory import create_backbone
+    from strategies import get_strategy
+    from strategies.registry import TrainSettings
+
+    device = torch.device(args["device"])
+    shape = image_shape(backbone)
+    steps = args["warmup"] + args["repeats"]
+    bench = synthetic_stream(shape, (args["batch"] * 2, args["batch"] * steps),
+                             args["eval_batch"]).to_benchmark()
+    mem = Memory(device)
+    mem.start()
+    timer = IterationTimer(device)
+    info = get_strategy(name)
+    settings = TrainSettings(epochs=1, batch_size=args["batch"], eval_batch_size=args["eval_batch"],
+                             device=args["device"], head_init="random", plugins=[timer])
+    strategy = info.build(create_backbone(backbone), dict(info.hparams), settings)
+    strategy.train(bench.train_stream[0])
+    timer.times.clear()
+    strategy.train(bench.train_stream[1])
+    train = statistics.median(timer.times[args["warmup"]:])
+    peak = mem.peak()
+    model = strategy.model.eval()
+    xe = torch.rand(args["eval_batch"], *shape, device=device)
+
+    @torch.inference_mode()
+    def forward(m=model):
+        return m(xe, 1)
+
+    evaluation = median_seconds(forward, args["repeats"], args["warmup"], device)
+    row = {"strategy": name, "train_step_ms": 1e3 * train,
+           "eval_img_s": args["eval_batch"] / evaluation, "peak_mib": peak}
+    if name in MASK_STRATEGIES:
+        compacted, counts = compact_for_task(model, 1)
+        head = model.heads["1"]
+
+        @torch.inference_mode()
+        def compact_forward():
+            return head(compacted(xe))
+
+        fast = median_seconds(compact_forward, args["repeats"], args["warmup"], device)
+        row.update(compact_img_s=args["eval_batch"] / fast,
+                   compact_max_abs_diff=float((compact_forward() - forward()).abs().max()),
+                   **counts)
+    return row
+
+
+def measure(job: tuple) -> dict:
+    """Entry point of a measuring process: ``(backbone, strategy or "plain", args)``."""
+    backbone, name, args = job
+    torch.manual_seed(0)
+    if args["threads"]:
+        torch.set_num_threads(args["threads"])
+    row = measure_plain(backbone, args) if name == "plain" else measure_strategy(backbone, name,
+                                                                                   args)
+    return {"backbone": backbone, **row}
+
+
+def runner_overhead(cache: Path) -> dict:
+    """The smoke suite through the CLI; its records' timing split (seconds, summed over runs)."""
+    import subprocess
+
+    from results.records import find_records
+
+    with tempfile.TemporaryDirectory() as out:
+        t = time.perf_counter()
+        subprocess.run([sys.executable, str(ROOT / "run_benchmark.py"), "--suite", "smoke",
+                        "--out", out, "--cache", str(cache), "--quiet"], check=True,
+                       capture_output=True)
+        suite_wall = time.perf_counter() - t
+        records = find_records([out])
+    total = {k: sum(r["timing"][k] for r in records)
+             for k in ("wall_s", "train_step_s", "eval_step_s", "probe_s", "pretrain_s")}
+    total["runs"] = len(records)
+    total["suite_wall_s"] = suite_wall
+    total["other_s"] = (total["wall_s"] - total["train_step_s"] - total["eval_step_s"]
+                        - total["probe_s"] - total["pretrain_s"])
+    return total
+
+
+def markdown(rows: list[dict], overhead: dict | None, args: dict) -> str:
+    """perf.md: one table per backbone with ratios to plain, the targets, the overhead split."""
+    lines = ["# Performance: strategies next to the plain backbone", "",
+             f"`python -m benchmarks.perf` on {args['device_name']}, torch threads "
+             f"{args['threads'] or torch.get_num_threads()}; train batch {args['batch']}, eval "
+             f"batch {args['eval_batch']}; medians of {args['repeats']} after {args['warmup']} "
+             "warm-up steps. Ratios are time / plain time (eval: plain img/s / img/s). Targets: "
+             f"eval <= {EVAL_TARGET}x for {', '.join(MASK_STRATEGIES)}; train step <= "
+             f"{TRAIN_TARGET}x plain fine-tuning for the same. Timings on a shared machine are "
+             "noisy (a few %).", ""]
+    for backbone in dict.fromkeys(r["backbone"] for r in rows):
+        group = [r for r in rows if r["backbone"] == backbone]
+        plain = next(r for r in group if r["strategy"] == "plain")
+        lines += [f"## {backbone}", "",
+                  "| strategy | train step ms | x plain | eval img/s | x plain | peak MiB | "
+                  "compacted img/s | compacted speedup | max abs diff | FFN units removed | "
+                  "keys dropped | targets |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in group:
+            tr = r["train_step_ms"] / plain["train_step_ms"]
+            ev = plain["eval_img_s"] / r["eval_img_s"]
+            target = ""
+            if r["strategy"] in MASK_STRATEGIES:
+                verdict = {True: "met", False: "MISSED"}
+                target = (f"train {verdict[tr <= TRAIN_TARGET]}, "
+                          f"eval {verdict[ev <= EVAL_TARGET]}")
+            compact = ["", "", "", "", ""]
+            if "compact_img_s" in r:
+                compact = [f"{r['compact_img_s']:.0f}",
+                           f"{r['compact_img_s'] / r['eval_img_s']:.2f}x",
+                           f"{r['compact_max_abs_diff']:.1e}", str(r["ffn_units_removed"]),
+                           str(r["keys_dropped"])]
+            lines.append(f"| {r['strategy']} | {r['train_step_ms']:.1f} | {tr:.2f} | "
+                         f"{r['eval_img_s']:.0f} | {ev:.2f} | {r['peak_mib']:.0f} | "
+                         + " | ".join(compact) + f" | {target} |")
+        lines.append("")
+    if overhead:
+        o = overhead
+        lines += ["## Runner overhead", "",
+                  f"The `smoke` suite through `run_benchmark.py` ({o['runs']} runs, vit_micro, 1 "
+                  f"epoch per task): {o['suite_wall_s']:.0f} s for the command, of which in the "
+                  "runs:", "",
+                  "| part | seconds | share of run time |", "|---|---|---|"]
+        for key, label in (("train_step_s", "training steps (forward, backward, update, hooks)"),
+                           ("eval_step_s", "evaluation forwards"),
+                           ("probe_s", "probe features and fitting"),
+                           ("pretrain_s", "base pre-training / checkpoint loading"),
+                           ("other_s", "other: Avalanche callbacks, data loading, checkpoints, "
+                                       "records")):
+            lines.append(f"| {label} | {o[key]:.1f} | {100 * o[key] / o['wall_s']:.0f}% |")
+        lines += ["", f"Outside the runs (imports, suite expansion, report and figures): "
+                      f"{o['suite_wall_s'] - o['wall_s']:.0f} s.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    from strategies import STRATEGIES
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backbones", default="vit_micro,cait_micro,lavit_micro")
+    p.add_argument("--strategies", default="all")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--eval-batch", type=int, default=512)
     p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--out", type=Path, default=ROOT / "results")
+    p.add_argument("--cache", type=Path, default=ROOT / ".cache" / "pretrained")
+    p.add_argument("--no-overhead", action="store_true", help="skip the runner-overhead run")
     args = p.parse_args(argv)
+    names = list(STRATEGIES) if args.strategies == "all" else args.strategies.split(",")
     device = torch.device(args.device)
-    probe = create_backbone(args.backbone)
-    shape = (probe.patch_embed.proj.in_channels, *probe.patch_embed.img_size)
-    x = torch.rand(args.batch, *shape, device=device)
-    y = torch.randint(0, 10, (args.batch,), device=device)
-    xe = torch.rand(args.eval_batch, *shape, device=device)
-
+    opts = {"device": args.device, "batch": args.batch, "eval_batch": args.eval_batch,
+            "repeats": args.repeats, "warmup": args.warmup, "threads": args.threads,
+            "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                            else f"CPU ({torch.get_num_threads()} threads available)")}
+    jobs = [(b, s, opts) for b in args.backbones.split(",") for s in ["plain", *names]]
     rows = []
-    plain = plain_model(args.backbone, 10, device)
-    base_step = train_step_time(plain, x, y, args.repeats)
-    base_eval = eval_throughput(plain, xe, args.repeats)
-    rows.append(("plain (fine-tune)", base_step, base_eval))
-    model, plugin = meat_model(args.backbone, 10, device)
-    rows.append(("meat", train_step_time(model, x, y, args.repeats), None))
-    for m in plugin.masks:
-        m.finish_task(0)
-    rows[-1] = ("meat", rows[-1][1], eval_throughput(model, xe, args.repeats))
-
-    print(f"backbone {args.backbone}, batch {args.batch} (train) / {args.eval_batch} (eval), "
-          f"device {device}, median of {args.repeats}")
-    print(f"{'strategy':<20}{'train step ms':>14}{'x plain':>9}{'eval img/s':>12}{'x plain':>9}")
-    for name, step, thr in rows:
-        print(f"{name:<20}{1000 * step:>14.1f}{step / base_step:>9.2f}{thr:>12.0f}"
-              f"{thr / base_eval:>9.2f}")
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"),
+                             max_tasks_per_child=1) as pool:
+        for row in pool.map(measure, jobs):
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    overhead = None if args.no_overhead else runner_overhead(args.cache)
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = markdown(rows, overhead, opts)
+    (args.out / "perf.md").write_text(text)
+    (args.out / "perf.json").write_text(json.dumps({"settings": opts, "rows": rows,
+                                                    "runner_overhead": overhead}, indent=1))
+    print(text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -62,6 +62,36 @@ class EvalCounter(SupervisedPlugin):
         c[2] += float(F.cross_entropy(out, y, reduction="sum"))
 
 
+class StepTimer(SupervisedPlugin):
+    """Seconds inside training iterations (forward, losses, backward, update and every plugin's
+    iteration hooks) and evaluation iterations (forward): a run's wall time minus these is the
+    runner's and Avalanche's own overhead (data loading, callbacks, probes, checkpoints,
+    records). CPU timings; on a GPU without synchronization they are launch times."""
+
+    def __init__(self):
+        super().__init__()
+        self.train_s = self.eval_s = 0.0
+        self._start = 0.0
+
+    def before_training_iteration(self, strategy, **kwargs):
+        self._start = time.perf_counter()
+
+    def after_training_iteration(self, strategy, **kwargs):
+        self.train_s += time.perf_counter() - self._start
+
+    def before_eval_iteration(self, strategy, **kwargs):
+        self._start = time.perf_counter()
+
+    def after_eval_iteration(self, strategy, **kwargs):
+        self.eval_s += time.perf_counter() - self._start
+
+    def take(self) -> tuple[float, float]:
+        """(training, evaluation) seconds since the last call."""
+        out = (self.train_s, self.eval_s)
+        self.train_s = self.eval_s = 0.0
+        return out
+
+
 class NonFiniteLoss(FloatingPointError):
     """The training loss became NaN or infinite: the run stops."""
 
@@ -201,10 +231,12 @@ def _run(config: dict, folder: Path, cache_dir: Path, progress: bool, tensorboar
     record = {"config": config, "run_id": folder.name, "forgets": info.forgets,
               "status": "running", "tasks": [],
               "acc_matrix": [], "probe_acc": [], "metrics": {}, "storage": {},
-              "timing": {"train_s": 0.0, "eval_s": 0.0, "pretrain_s": 0.0}, "base": None,
+              "timing": {"train_s": 0.0, "eval_s": 0.0, "pretrain_s": 0.0, "train_step_s": 0.0,
+                         "eval_step_s": 0.0, "probe_s": 0.0, "wall_s": 0.0}, "base": None,
               "error": None}
     rows: list[dict] = []
     try:
+        wall = time.perf_counter()
         torch.set_flush_denormal(False)  # the process default, whatever an earlier run set
         seed_everything(config["seed"])
         stream = build_stream(config["stream"], config["seed"], data_root=config.get("data_root"),
@@ -221,8 +253,8 @@ def _run(config: dict, folder: Path, cache_dir: Path, progress: bool, tensorboar
         torch.save({"images": [task.test[0][0] for task in stream.tasks]},
                    folder / "examples.pt")
         counter, probe = EvalCounter(), ProbeHeadPlugin(bench, config["head_init"])
-        log = TrainLog(tensorboard_writer(folder) if tensorboard else None)
-        runner_plugins = [probe, counter, log] + (
+        log, timer = TrainLog(tensorboard_writer(folder) if tensorboard else None), StepTimer()
+        runner_plugins = [probe, counter, log, timer] + (
             [ProgressBar(config["strategy"])] if progress else [])
         settings = TrainSettings(epochs=config["epochs"], batch_size=config["batch_size"],
                                  eval_batch_size=config["eval_batch_size"],
@@ -248,6 +280,11 @@ def _run(config: dict, folder: Path, cache_dir: Path, progress: bool, tensorboar
             t = time.perf_counter()
             strategy.eval(bench.test_stream[: i + 1])
             record["timing"]["eval_s"] += time.perf_counter() - t
+            timing = record["timing"]
+            train_step_s, eval_step_s = timer.take()
+            timing["train_step_s"] += train_step_s
+            timing["eval_step_s"] += eval_step_s
+            timing["probe_s"] += probe.take_seconds()
             for j, (correct, n, loss) in sorted(counter.counts.items()):
                 R[i][j] = accuracy_from_counts(correct, n)
                 rows.append({"seed": config["seed"], "strategy": config["strategy"],
@@ -265,6 +302,8 @@ def _run(config: dict, folder: Path, cache_dir: Path, progress: bool, tensorboar
             record["timing"]["peak_rss_mib"] = max(
                 record["timing"].get("peak_rss_mib", 0.0),
                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            timing["wall_s"] += time.perf_counter() - wall
+            wall = time.perf_counter()
             if i == T - 1:
                 record["metrics"] = all_metrics(R)
                 record["status"] = "finished"

@@ -89,14 +89,19 @@ class AttentionHooks:
 
     def attend(self, q, k, v, keep: torch.Tensor | None) -> torch.Tensor:
         """softmax(q k^T * scale) v with keys kept by ``keep``: the fused kernel unless a float
-        keep (training masks) needs the multiplicative form."""
+        keep (training masks) needs the multiplicative form. A layer compacted for one task
+        (``models.compact``) has ``kept_keys`` instead of a token mask: only those keys enter."""
+        kept = self._buffers.get("kept_keys")
+        if kept is not None:
+            k, v = k.index_select(-2, kept), v.index_select(-2, kept)
         if keep is None or keep.dtype == torch.bool and not self.training:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
         attn = multiplicative_masked_softmax((q * self.scale) @ k.transpose(-2, -1), keep)
         return self.attn_drop(attn) @ v
 
     def hooks_active(self) -> bool:
-        return "token_mask" in self._modules or (self.training and self.dropkey_rate > 0)
+        return ("token_mask" in self._modules or "kept_keys" in self._buffers
+                or (self.training and self.dropkey_rate > 0))
 
 
 class MaskableAttention(AttentionHooks, Attention):

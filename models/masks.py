@@ -190,5 +190,9 @@ class TaskMask(nn.Module):
             return self.last_sample
         return self.binary(self.task)
 
+    def train(self, mode: bool = True):
+        self.last_sample = None  # a sample belongs to the iteration that drew it
+        return super().train(mode)
+
     def extra_repr(self) -> str:
         return f"shape={self.shape}, rule={self.rule}"

@@ -64,6 +64,7 @@ class ContinualTemplate(SupervisedTemplate):
         self.momentum = momentum
         self.cosine = cosine
         self.scheduler = None
+        self._eval_loaders: dict = {}
         placeholder = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.0)
         super().__init__(
             model=model,
@@ -92,6 +93,17 @@ class ContinualTemplate(SupervisedTemplate):
             torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: cosine_factor(s, total))
             if self.cosine else None
         )
+
+    def make_eval_dataloader(self, **kwargs) -> None:
+        """One evaluation loader per experience, built on its first evaluation and reused: the
+        runner evaluates every earlier task after every task."""
+        exp = self.experience
+        stream = exp.origin_stream
+        key = (id(stream.benchmark), stream.name, exp.current_experience)
+        if key not in self._eval_loaders:
+            super().make_eval_dataloader(**kwargs)
+            self._eval_loaders[key] = self.dataloader
+        self.dataloader = self._eval_loaders[key]
 
     def optimizer_step(self) -> None:
         super().optimizer_step()

@@ -18,6 +18,8 @@ their low-variance directions and anchors the backbone there. Measured on mnist5
 
 from __future__ import annotations
 
+import time
+
 import torch
 from avalanche.core import SupervisedPlugin
 from torch.utils.data import DataLoader, Dataset
@@ -55,8 +57,15 @@ class ProbeHeadPlugin(SupervisedPlugin):
         self.c_grid = tuple(c_grid)
         self.probe_acc: dict[int, float] = {}
         self.probes: dict[int, LinearProbe] = {}
+        self.seconds = 0.0  # spent computing features and fitting probes
+
+    def take_seconds(self) -> float:
+        """Seconds spent since the last call."""
+        out, self.seconds = self.seconds, 0.0
+        return out
 
     def before_training_exp(self, strategy, **kwargs):
+        start = time.perf_counter()
         exp = strategy.experience
         i, task = exp.current_experience, exp.task_label
         model, device = strategy.model, strategy.device
@@ -72,3 +81,4 @@ class ProbeHeadPlugin(SupervisedPlugin):
         if self.head_init == "probe":
             probe.copy_into(model.heads[str(task)])
         model.train(was_training)
+        self.seconds += time.perf_counter() - start

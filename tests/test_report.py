@@ -5,7 +5,13 @@ import pandas as pd
 import pytest
 
 from results.report import write_report, write_tables
-from results.tables import arm_labels, per_task_table, summary, to_markdown
+from results.tables import (
+    arm_labels,
+    per_task_table,
+    readable_summary,
+    summary,
+    to_markdown,
+)
 
 
 def _record(strategy, seed, matrix, total_mib=1.0, train_s=10.0, hparams=None, stream="s"):
@@ -40,6 +46,45 @@ def test_summary_mean_and_std_over_seeds():
         np.std([10, 20], ddof=1))
 
 
+def test_mean_and_std_of_three_hand_made_records():
+    # final rows: [0.8, 0.7], [0.6, 0.9], [0.9, 0.9] -> final averages 0.75, 0.75, 0.90
+    D = [[0.95, None], [0.9, 0.9]]
+    recs = [_record("meat", 0, A, train_s=10), _record("meat", 1, B, train_s=20),
+            _record("meat", 2, D, train_s=60)]
+    row = summary(recs).iloc[0]
+    finals = [0.75, 0.75, 0.90]
+    mean = sum(finals) / 3
+    std = (sum((f - mean) ** 2 for f in finals) / 2) ** 0.5  # sample std (ddof = 1)
+    assert row["n"] == 3
+    assert row["final_avg_acc"] == pytest.approx(mean)
+    assert row["final_avg_acc_std"] == pytest.approx(std)
+    # forgetting per run: 0.1, 0.1, 0.05 (task 0 lost 0.1, 0.1 and 0.05)
+    assert row["forgetting"] == pytest.approx(0.25 / 3)
+    assert row["train_s"] == pytest.approx(30) and row["train_s_std"] == pytest.approx(
+        (((10 - 30) ** 2 + (20 - 30) ** 2 + (60 - 30) ** 2) / 2) ** 0.5)
+    text = readable_summary(summary(recs)).iloc[0]
+    assert text["final acc %"] == f"{100 * mean:.1f} ± {100 * std:.1f}"
+    assert text["n"] == 3
+
+
+def test_summary_columns_and_values_match_the_records():
+    recs = [_record("finetune", 0, A, total_mib=2.0, train_s=12.0),
+            _record("meat", 0, C, total_mib=3.0, train_s=7.0)]
+    table = readable_summary(summary(recs))
+    assert list(table.columns) == ["stream", "backbone", "strategy", "final acc %",
+                                   "avg inc acc %", "forgetting %", "BWT %", "vs probe %",
+                                   "MiB/task", "total MiB", "train s", "n"]
+    for rec, (_, row) in zip(recs, table.iterrows(), strict=True):
+        m = rec["metrics"]
+        assert row["strategy"] == rec["config"]["strategy"]
+        assert row["final acc %"] == f"{100 * m['final_avg_acc']:.1f}"
+        assert row["avg inc acc %"] == f"{100 * m['avg_incremental_acc']:.1f}"
+        assert row["forgetting %"] == f"{100 * m['forgetting']:.1f}"
+        assert row["BWT %"] == f"{100 * m['bwt']:.1f}"
+        assert row["total MiB"] == f"{rec['storage']['total_mib']:.3f}"
+        assert row["train s"] == f"{rec['timing']['train_s']:.0f}"
+
+
 def test_per_task_table_rows_are_tasks_average_and_storage():
     recs = [_record("finetune", 0, A, total_mib=2.0), _record("meat", 0, C, total_mib=3.0)]
     t = per_task_table(recs)
@@ -71,6 +116,7 @@ def test_markdown_table():
 def test_write_report_files(tmp_path):
     recs = [_record(s, seed, m) for s, m in (("finetune", A), ("meat", C)) for seed in (0, 1)]
     paths = write_report(recs, tmp_path)
+    assert all(p.stat().st_size > 0 for p in paths)
     names = {p.name for p in paths}
     for stem in ("summary", "per_task_s_b"):
         assert {f"{stem}.md", f"{stem}.tex", f"{stem}.csv"} <= names
