@@ -9,7 +9,7 @@ OUT ?= runs/default
 export HF_HUB_OFFLINE := 1
 export PYTHONWARNINGS := ignore
 
-.PHONY: install benchmark test lint smoke clean
+.PHONY: install benchmark test lint smoke results perf clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ lint: $(STAMP)
 
 smoke: $(STAMP)
 	$(PY) run_benchmark.py --suite smoke --out runs/smoke
+
+# The committed reference results: the standard suite, then records and report into results/data.
+results: $(STAMP)
+	$(PY) run_benchmark.py --suite standard --out runs/standard --quiet
+	$(PY) -m results.publish runs/standard
+
+perf: $(STAMP)
+	$(PY) -m benchmarks.perf
 
 clean:
 	rm -rf runs .cache

@@ -2,14 +2,16 @@
 """Run continual-learning suites on ViT backbones and report their results.
 
   python run_benchmark.py --suite default [--strategies a,b] [--backbone NAME] [--seeds 0,1]
-                          [--epochs N] [--out DIR] ...
+                          [--epochs N] [--out DIR] [--executor local|ray|slurm] ...
   python run_benchmark.py report RUN_DIR [RUN_DIR ...]
   python run_benchmark.py backbones [--format table|json]
   python run_benchmark.py storage --backbone NAME --classes 200,196,100 [--base-classes 1000]
                                   [--format table|json|csv]
 
 Every input is validated before any training: bad input prints one line on stderr naming the
-problem and the valid choices, and exits with code 2 without writing anything.
+problem and the valid choices, and exits with code 2 without writing anything. A sweep skips
+finished runs and resumes interrupted ones; it exits with 1 if a run failed (the others still
+ran), 130 on Ctrl-C (finished tasks stay on disk).
 """
 
 from __future__ import annotations
@@ -68,13 +70,27 @@ def positive_int(value: str) -> int:
     return n
 
 
-def run_parser() -> Parser:
+def run_parser(tune: bool = False) -> Parser:
+    """Flags of a suite run; with ``tune``, of `run_benchmark.py tune` (same selection and
+    executor flags, plus the trial budget)."""
     p = Parser(
-        prog="run_benchmark.py",
-        description="Run a suite (configs/<suite>.yaml): strategies x seeds on one stream and "
-                    "backbone. Subcommands: `report RUN_DIR...` (tables from run folders).",
+        prog="run_benchmark.py tune" if tune else "run_benchmark.py",
+        description=("Choose every strategy's hyperparameters on validation data (see "
+                     "benchmarks/tuning.py); writes tuned/<suite>.yaml." if tune else
+                     "Run a suite (configs/<suite>.yaml): strategies x seeds on its streams and "
+                     "backbones. Subcommands: report, tune, storage, backbones."),
     )
-    p.add_argument("--suite", required=True, help="suite name: a file configs/<suite>.yaml")
+    if tune:
+        p.add_argument("--budget", type=positive_int, default=8,
+                       help="trials per strategy, the same for every strategy (default 8)")
+        p.add_argument("--tune-tasks", type=positive_int, default=2,
+                       help="tune on the first N tasks of the stream (default 2)")
+    else:
+        p.add_argument("--hparams", choices=["paper", "tuned"],
+                       help="paper (default): the registered paper values; tuned: the values "
+                            "in tuned/<suite>.yaml from `run_benchmark.py tune`")
+    p.add_argument("--suite", required=True,
+                   help="suite name (configs/<suite>.yaml) or the path of a suite YAML file")
     p.add_argument("--strategies", type=csv_list, help="comma list (default: the suite's)")
     p.add_argument("--backbone", type=csv_list,
                    help="backbone name(s), comma-separated (`run_benchmark.py backbones`)")
@@ -182,18 +198,24 @@ def storage_parser() -> Parser:
     return p
 
 
-def resolve_device(choice: str) -> str:
+def resolve_device(choice: str, args=None) -> str:
+    """auto -> cuda when available. With a cluster executor the runs execute elsewhere: there
+    auto means cuda iff --gpus-per-run > 0, and cuda is not checked on this machine."""
     import torch
 
+    remote = args is not None and args.executor != "local"
     if choice == "auto":
+        if remote:
+            return "cuda" if args.gpus_per_run > 0 else "cpu"
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda" and not torch.cuda.is_available():
+    if choice == "cuda" and not remote and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available; valid here: auto, cpu")
     return choice
 
 
-def build_configs(args) -> list[dict]:
-    """Suite + flags -> validated run configs. Raises UsageError before any training."""
+def build_configs(args) -> tuple[dict, list[dict]]:
+    """Suite + flags -> (the suite with the flags applied, its validated run configs). Raises
+    UsageError before any training."""
     from benchmarks.datasets import DataError
     from benchmarks.streams import PAPER_STREAM, build_stream
     from benchmarks.suites import SuiteError, expand, load_suite, stream_list
@@ -203,11 +225,11 @@ def build_configs(args) -> list[dict]:
         suite = load_suite(args.suite)
         for key in ("strategies", "backbone", "stream", "seeds", "epochs", "base_epochs",
                     "batch_size", "head_init", "dropkey", "dropkey_schedule", "data_root",
-                    "pretrained"):
-            value = getattr(args, key)
+                    "pretrained", "hparams"):
+            value = getattr(args, key, None)
             if value is not None:
-                suite[key] = value
-        suite["device"] = resolve_device(args.device)
+                suite["hparams_from" if key == "hparams" else key] = value
+        suite["device"] = resolve_device(args.device, args)
         if suite["pretrained"] and not Path(suite["pretrained"]).is_file():
             raise UsageError(f"--pretrained: checkpoint file not found: {suite['pretrained']}")
         configs = expand(suite)
@@ -222,7 +244,7 @@ def build_configs(args) -> list[dict]:
                 resolve(backbone, img_size=h, in_chans=c)
     except (SuiteError, DataError, BackboneError) as e:
         raise UsageError(str(e)) from e
-    return configs
+    return suite, configs
 
 
 def executor_options(args):
@@ -245,7 +267,7 @@ def cmd_run(argv: list[str]) -> int:
     Exit code 1 if a run failed (the others still ran and are reported)."""
     args = run_parser().parse_args(argv)
     options = executor_options(args)
-    configs = build_configs(args)
+    _, configs = build_configs(args)
     out = Path(args.out or ROOT / "runs" / Path(args.suite).stem)
     from benchmarks.executors import run_all
     from results.records import find_records, run_id
@@ -352,7 +374,33 @@ def cmd_backbones(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"report": cmd_report, "storage": cmd_storage, "backbones": cmd_backbones}
+def cmd_tune(argv: list[str]) -> int:
+    """Tune every strategy of the suite on validation data; write tuned/<suite>.yaml."""
+    args = run_parser(tune=True).parse_args(argv)
+    options = executor_options(args)
+    suite, _ = build_configs(args)  # validates everything before any trial
+    from benchmarks.suites import tuned_path
+    from benchmarks.tuning import tune
+
+    out = Path(args.out or ROOT / "runs" / f"tune-{suite['suite']}")
+    try:
+        result = tune(suite, out, Path(args.cache), options, args.budget, args.tune_tasks)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished trials are on disk under {out}; the same command "
+              "resumes", file=sys.stderr)
+        return 130
+    for name, entry in result["strategies"].items():
+        scores = ", ".join("failed" if t["val_acc"] is None else f"{100 * t['val_acc']:.1f}"
+                           for t in entry["trials"])
+        best = "none" if entry["chosen"] is None else (
+            f"{100 * entry['val_acc']:.1f}% with {entry['chosen']}")
+        print(f"{name}: trials (val acc %) {scores}\n  chosen: {best}")
+    print(f"\nwritten: {tuned_path(suite['suite'])}; use it with --hparams tuned")
+    return 0
+
+
+COMMANDS = {"report": cmd_report, "storage": cmd_storage, "backbones": cmd_backbones,
+            "tune": cmd_tune}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,9 +2,10 @@
 
 For every task i of the stream: train the strategy on task i (Avalanche ``train``), evaluate every
 task seen so far with its own head (``eval`` on ``test_stream[:i+1]``), count correct predictions
-per task, save what predicting task i needs (``tasks/task_<i>.pt``: head, bit-packed masks, ...)
-and write the run folder atomically (config.yaml, rows.csv, record.json) — so a killed run leaves
-every finished task on disk.
+per task, save what predicting task i needs (``tasks/task_<i>.pt``: head, bit-packed masks, ...),
+save what continuing the run needs (``resume.pt``, :mod:`benchmarks.resume`) and write the run
+folder atomically (config.yaml, rows.csv, record.json) — so a killed run leaves every finished
+task on disk and the next ``run_one`` of the same config continues after it.
 """
 
 from __future__ import annotations
@@ -241,6 +242,8 @@ def _run(config: dict, folder: Path, cache_dir: Path, progress: bool, tensorboar
         seed_everything(config["seed"])
         stream = build_stream(config["stream"], config["seed"], data_root=config.get("data_root"),
                               val_fraction=config["val_fraction"])
+        if "tuning" in config:  # a tuning trial: the first tasks, evaluated on validation data
+            stream = stream.validation_only(config["tuning"]["tasks"])
         t0 = time.perf_counter()
         backbone, base_head, base_meta = prepare_backbone(config, stream, cache_dir)
         record["timing"]["pretrain_s"] = time.perf_counter() - t0
@@ -250,7 +253,7 @@ def _run(config: dict, folder: Path, cache_dir: Path, progress: bool, tensorboar
         R = [[None] * T for _ in range(T)]
         record["acc_matrix"] = R
         bench = stream.to_benchmark()
-        torch.save({"images": [task.test[0][0] for task in stream.tasks]},
+        torch.save({"images": [task.test[0][0].clone() for task in stream.tasks]},  # not views
                    folder / "examples.pt")
         counter, probe = EvalCounter(), ProbeHeadPlugin(bench, config["head_init"])
         log, timer = TrainLog(tensorboard_writer(folder) if tensorboard else None), StepTimer()

@@ -76,6 +76,12 @@ class Stream:
             for t in self.tasks
         ]
 
+    def validation_only(self, n_tasks: int) -> Stream:
+        """The first ``n_tasks`` tasks with each task's validation split in place of its test
+        split: what hyperparameter tuning runs on, so no choice ever sees test data."""
+        tasks = [Task(t.name, t.classes, t.train, t.val, t.val) for t in self.tasks[:n_tasks]]
+        return Stream(self.name, self.seed, tasks, self.base, self.image_shape)
+
     def to_benchmark(self):
         """The stream as an Avalanche benchmark: train/test/valid streams, task label = index."""
         from avalanche.benchmarks import dataset_benchmark

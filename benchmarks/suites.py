@@ -17,6 +17,8 @@ from strategies import STRATEGIES
 from strategies.registry import resolve_hparams
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+TUNED_DIR = CONFIG_DIR.parent / "tuned"
+HPARAMS_FROM = ("paper", "tuned")
 
 DEFAULTS = {
     "stream": "mnist5k-domains",
@@ -35,6 +37,7 @@ DEFAULTS = {
     "data_root": None,
     "pretrained": None,
     "hparams": {},
+    "hparams_from": "paper",
 }
 
 
@@ -96,13 +99,45 @@ def check_dropkey(suite: dict) -> None:
         raise SuiteError(f"dropkey: {e}") from e
 
 
+def tuned_path(suite_name: str) -> Path:
+    return TUNED_DIR / f"{suite_name}.yaml"
+
+
+def tuned_hparams(suite_name: str) -> dict[str, dict]:
+    """{strategy: chosen values} from ``tuned/<suite>.yaml`` (``run_benchmark.py tune``)."""
+    path = tuned_path(suite_name)
+    if not path.is_file():
+        raise SuiteError(f"--hparams tuned: {path} does not exist; run `python run_benchmark.py "
+                         f"tune --suite {suite_name}` first")
+    tuned = yaml.safe_load(path.read_text()) or {}
+    return {name: entry["chosen"] for name, entry in tuned.get("strategies", {}).items()
+            if entry.get("chosen") is not None}
+
+
+def hparams_source(tuned: dict, user: dict) -> str:
+    """Where a run's hyperparameters come from: paper, tuned, user or tuned+user."""
+    return {(False, False): "paper", (True, False): "tuned", (False, True): "user",
+            (True, True): "tuned+user"}[(bool(tuned), bool(user))]
+
+
 def _expand_stream(suite: dict) -> list[dict]:
     check_dropkey(suite)
+    if suite["hparams_from"] not in HPARAMS_FROM:
+        raise SuiteError(f"hparams {suite['hparams_from']!r} is not one of "
+                         f"{', '.join(HPARAMS_FROM)}")
+    tuned_all = tuned_hparams(suite["suite"]) if suite["hparams_from"] == "tuned" else None
     configs = []
     for strategy in strategy_list(suite["strategies"]):
-        overrides = (suite.get("hparams") or {}).get(strategy, {})
+        user = (suite.get("hparams") or {}).get(strategy, {})
+        tuned = {}
+        if tuned_all is not None:
+            if strategy not in tuned_all:
+                raise SuiteError(f"{tuned_path(suite['suite'])} has no values for {strategy!r}; "
+                                 f"run `python run_benchmark.py tune --suite {suite['suite']} "
+                                 f"--strategies {strategy}`")
+            tuned = tuned_all[strategy]
         try:
-            hp = resolve_hparams(strategy, overrides)
+            hp = resolve_hparams(strategy, {**tuned, **user})
         except KeyError as e:
             raise SuiteError(e.args[0]) from e
         for seed in suite["seeds"]:
@@ -117,6 +152,6 @@ def _expand_stream(suite: dict) -> list[dict]:
                 "dropkey_schedule": suite["dropkey_schedule"],
                 "val_fraction": float(suite["val_fraction"]), "device": suite["device"],
                 "data_root": suite["data_root"], "pretrained": suite["pretrained"],
-                "hparams": hp, "hparams_source": "user" if overrides else "paper",
+                "hparams": hp, "hparams_source": hparams_source(tuned, user),
             })
     return configs

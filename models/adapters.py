@@ -57,6 +57,12 @@ def add_adapters(backbone: nn.Module, hidden: int) -> list[TaskAdapters]:
         mlp = block.mlp
         adapters = TaskAdapters(anatomy.ffn_pair(block)[1].out_features, hidden)
         mlp.adapters = adapters
-        mlp.register_forward_hook(lambda module, inputs, output: module.adapters(output))
+        mlp.register_forward_hook(apply_adapters)
         out.append(adapters)
     return out
+
+
+def apply_adapters(mlp: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
+    """Forward hook of an MLP: its output through the current task's adapter (a named function,
+    not a lambda, so the model pickles for resume checkpoints)."""
+    return mlp.adapters(output)

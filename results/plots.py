@@ -12,7 +12,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.lines  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -56,8 +58,9 @@ def heatmaps(records: list[dict], out: Path, title: str, name: str) -> list[Path
     n = len(groups)
     cols = min(4, n)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
-    for ax, (strat, recs) in zip(axes.flat, groups.items(), strict=False):
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols + 1.0, 3.0 * rows), squeeze=False,
+                             layout="constrained")
+    for k, (ax, (strat, recs)) in enumerate(zip(axes.flat, groups.items(), strict=False)):
         m = mean_matrix(recs)
         im = ax.imshow(m, vmin=0, vmax=100, cmap="viridis")
         for (i, j), v in np.ndenumerate(m):
@@ -65,14 +68,16 @@ def heatmaps(records: list[dict], out: Path, title: str, name: str) -> list[Path
                 ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7,
                         color="white" if v < 60 else "black")
         ax.set_title(strat, color=strategy_color(strat), fontsize=10)
-        ax.set_xlabel("evaluated task j")
-        ax.set_ylabel("after training task i")
+        if k % cols == 0:
+            ax.set_ylabel("after training task i")
+        if k >= n - cols:
+            ax.set_xlabel("evaluated task j")
         ax.set_xticks(range(m.shape[1]))
         ax.set_yticks(range(m.shape[0]))
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.colorbar(im, ax=axes, shrink=0.7, label="accuracy %")
-    fig.suptitle(f"Accuracy matrices — {title}")
+    fig.suptitle(f"Accuracy matrices (%, mean over seeds) — {title}")
     return save(fig, out, name)
 
 
@@ -98,10 +103,12 @@ def task_curves(records: list[dict], out: Path, title: str, name: str) -> list[P
 
 
 def tradeoff(records: list[dict], out: Path, title: str, name: str) -> list[Path]:
-    """Final average accuracy vs total storage (log x), error bars = std over seeds; one marker
-    per backbone, one color per strategy."""
+    """Final average accuracy vs total storage (log x), error bars = std over seeds; color =
+    strategy, marker = backbone (two legends instead of a label per point, which overlap where
+    strategies tie)."""
     backbones = sorted({r["config"]["backbone"] for r in records})
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(7.0, 4.4))
+    strategies = {}
     for b_idx, backbone in enumerate(backbones):
         recs_b = [r for r in records if r["config"]["backbone"] == backbone]
         for strat, recs in by_arm(recs_b).items():
@@ -109,14 +116,25 @@ def tradeoff(records: list[dict], out: Path, title: str, name: str) -> list[Path
             mib = [r["storage"]["total_mib"] for r in recs]
             ax.errorbar(np.mean(mib), np.mean(acc), yerr=np.std(acc, ddof=1) if len(acc) > 1
                         else 0, fmt=MARKERS[b_idx % len(MARKERS)], color=strategy_color(strat),
-                        ms=7, capsize=3, label=f"{strat} ({backbone})")
-            ax.annotate(strat, (np.mean(mib), np.mean(acc)), xytext=(4, 3),
-                        textcoords="offset points", fontsize=7)
+                        ms=7, capsize=3, alpha=0.85)
+            strategies.setdefault(strat, strategy_color(strat))
     ax.set_xscale("log")
+    ax.margins(x=0.1)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel("total storage after all tasks (MiB, log scale)")
-    ax.set_ylabel("final average accuracy %")
+    ax.set_ylabel("final average accuracy % (± std over seeds)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    handles = [matplotlib.lines.Line2D([], [], color=c, marker="o", ls="", label=s)
+               for s, c in strategies.items()]
+    first = ax.legend(handles=handles, fontsize=7, title="strategy", title_fontsize=8,
+                      loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    ax.add_artist(first)
+    markers = [matplotlib.lines.Line2D([], [], color="black", marker=MARKERS[i % len(MARKERS)],
+                                       ls="", label=b) for i, b in enumerate(backbones)]
+    ax.legend(handles=markers, fontsize=7, title="backbone", title_fontsize=8,
+              loc="lower left", bbox_to_anchor=(1.02, 0.0))
     ax.set_title(f"Accuracy vs storage — {title}")
     return save(fig, out, name)
 
@@ -165,11 +183,12 @@ def token_mask_figure(run_dir: Path, record: dict, out: Path, name: str) -> list
     for ax, (layer, m) in zip(axes[0], layers.items(), strict=False):
         side = int(round(np.sqrt(m.numel())))
         keep = m.reshape(side, side).float()
-        overlay = torch.nn.functional.interpolate(keep[None, None], size=img.shape,
-                                                  mode="nearest")[0, 0]
+        kept = torch.nn.functional.interpolate(keep[None, None], size=img.shape,
+                                               mode="nearest")[0, 0].numpy()
+        dropped = np.zeros((*img.shape, 4))
+        dropped[kept == 0] = (0.85, 0.1, 0.1, 0.7)  # translucent red over dropped patches
         ax.imshow(img, cmap="gray")
-        ax.imshow(np.ma.masked_where(overlay.numpy() > 0, overlay.numpy()), cmap="Reds",
-                  alpha=0.65, vmin=0, vmax=1)
+        ax.imshow(dropped)
         ax.set_title(f"{layer}\nkept {int(keep.sum())}/{keep.numel()}", fontsize=7)
         ax.set_xticks([])
         ax.set_yticks([])

@@ -3,9 +3,9 @@
     python -m results.publish runs/standard [--dest results/data]     (what `make results` runs)
 
 Copies the light files of every finished run into ``<dest>/runs/<run_id>/`` (config.yaml,
-record.json, rows.csv, train_log.csv, examples.pt, and the per-task files of runs with token
-masks, which the token-mask figure reads; other per-task files are left out: an Individual run
-keeps a whole backbone per task) and writes the report of exactly those records into
+record.json, rows.csv, train_log.csv; for runs with token masks also the per-task files and the
+example images, which the token-mask figure reads; other per-task files are left out: an
+Individual run keeps a whole backbone per task) and writes the report of exactly those records into
 ``<dest>/report/``. ``tests/test_committed_results.py`` rebuilds the tables from the committed
 records and compares them with the committed tables, so committed numbers come from committed
 code.
@@ -17,11 +17,13 @@ import argparse
 import shutil
 from pathlib import Path
 
+import torch
+
 from results.plots import token_masks
 from results.records import find_records
 from results.report import write_report
 
-RUN_FILES = ("config.yaml", "record.json", "rows.csv", "train_log.csv", "examples.pt")
+RUN_FILES = ("config.yaml", "record.json", "rows.csv", "train_log.csv")
 
 
 def publish(run_dirs: list[Path], dest: Path) -> list[Path]:
@@ -39,8 +41,10 @@ def publish(run_dirs: list[Path], dest: Path) -> list[Path]:
         for name in RUN_FILES:
             if (src / name).exists():
                 shutil.copy2(src / name, dst / name)
-        if any(token_masks(src, len(rec["tasks"]))):
+        if any(token_masks(src, len(rec["tasks"]))) and (src / "examples.pt").exists():
             shutil.copytree(src / "tasks", dst / "tasks")
+            images = torch.load(src / "examples.pt", weights_only=True)["images"]
+            torch.save({"images": [x.clone() for x in images]}, dst / "examples.pt")
     return write_report(find_records([runs]), report)
 
 

@@ -4,7 +4,10 @@
 
 - ``summary.{md,tex,csv}``: per (stream, backbone, strategy) final average accuracy, average
   incremental accuracy, forgetting, BWT, gain over the probe, storage per task and in total,
-  training time — mean ± std over seeds, with n (CSV: numeric means and stds);
+  training time — mean ± std over seeds, with n and where the hyperparameters come from (CSV:
+  numeric means and stds);
+- ``hparams.{md,tex,csv}``: every strategy's hyperparameter values and their source (paper,
+  tuned, user);
 - ``per_task_<stream>_<backbone>.{md,tex,csv}``: the paper-style table — final accuracy per
   task (rows: tasks, then average, then total storage in MiB; columns: strategies);
 - ``acc_matrices.md`` and ``acc_matrix/<run_id>.csv``: every run's accuracy matrix;
@@ -21,6 +24,7 @@ from results.records import atomic_write_text
 from results.tables import (
     acc_matrix_frame,
     group_records,
+    hparams_table,
     per_task_table,
     readable_summary,
     safe_name,
@@ -52,6 +56,7 @@ def write_tables(records: list[dict], out: Path) -> list[Path]:
     records = run_order(records)
     stats = summary(records)
     paths = write_frame(readable_summary(stats), out, "summary", index=False, csv_df=stats)
+    paths += write_frame(hparams_table(records), out, "hparams", index=False)
     for (stream, backbone), recs in group_records(records).items():
         table = per_task_table(recs)
         table.index.name = f"{backbone} / {stream}"

@@ -56,7 +56,8 @@ def record_row(rec: dict) -> dict:
     per_task = rec["storage"]["per_task_mib"]
     return {
         "stream": cfg["stream"], "backbone": cfg["backbone"], "strategy": cfg["strategy"],
-        "seed": cfg["seed"], **{k: m[k] for k in ("final_avg_acc", "avg_incremental_acc",
+        "seed": cfg["seed"], "hparams_source": cfg.get("hparams_source", "paper"),
+        **{k: m[k] for k in ("final_avg_acc", "avg_incremental_acc",
                                                    "forgetting", "bwt")},
         "above_probe": above,
         "mib_per_task": float(np.mean(per_task)) if per_task else 0.0,
@@ -81,6 +82,7 @@ def summary(records: list[dict]) -> pd.DataFrame:
     std = g[list(SUMMARY_COLUMNS)].std(ddof=1).fillna(0.0)
     out = out.join(std, rsuffix="_std")
     out["n"] = g.size()
+    out["hparams"] = g["hparams_source"].agg(lambda s: "/".join(dict.fromkeys(s)))
     return out.reset_index()
 
 
@@ -108,8 +110,22 @@ def readable_summary(df: pd.DataFrame) -> pd.DataFrame:
             "total MiB": f"{r['total_mib']:.3f}",
             "train s": pm(r, "train_s", 1, 0),
             "n": int(r["n"]),
+            "hparams": r["hparams"],
         })
     return pd.DataFrame(rows)
+
+
+def hparams_table(records: list[dict]) -> pd.DataFrame:
+    """Per (stream, backbone, strategy arm): where its hyperparameters come from (paper, tuned,
+    user) and their values."""
+    rows = {}
+    for label, r in zip(arm_labels(records), records, strict=True):
+        cfg = r["config"]
+        rows.setdefault((cfg["stream"], cfg["backbone"], label), {
+            "stream": cfg["stream"], "backbone": cfg["backbone"], "strategy": label,
+            "source": cfg.get("hparams_source", "paper"),
+            "values": ", ".join(f"{k}={v}" for k, v in sorted(cfg["hparams"].items()))})
+    return pd.DataFrame(list(rows.values()))
 
 
 def per_task_table(records: list[dict]) -> pd.DataFrame:

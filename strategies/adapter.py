@@ -55,6 +55,7 @@ def adapter_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
 @register_strategy(
     "adapter",
     hparams={"lr": 1e-3, "head_lr": 1e-3, "hidden": 64},
+    search_space={"lr": [3e-4, 1e-3, 3e-3, 1e-2], "head_lr": [3e-4, 1e-3, 3e-3]},
     storage=adapter_storage,
     trains="per-task bottleneck adapters after every MLP + the new head",
     keeps="fp32 adapters + head",

@@ -19,6 +19,7 @@ from strategies.storage import head_only_storage
 @register_strategy(
     "classifier",
     hparams={"head_lr": 1e-3},
+    search_space={"head_lr": [1e-3]},  # the head is the converged probe: nothing to tune
     storage=head_only_storage,
     trains="only the new head (converged probe)",
     keeps="head only",

@@ -12,6 +12,7 @@ from strategies.registry import register_strategy
 from strategies.storage import head_only_storage
 
 FINE_TUNING_HPARAMS = {"optimizer": "adamw", "lr": 5e-4, "head_lr": 1e-3, "weight_decay": 0.0}
+FINE_TUNING_SPACE = {"lr": [1e-4, 3e-4, 5e-4, 1e-3], "head_lr": [1e-3, 3e-3]}
 
 
 def fine_tuning(model, hp: dict, settings, plugins=()) -> ContinualTemplate:
@@ -31,6 +32,7 @@ def fine_tuning(model, hp: dict, settings, plugins=()) -> ContinualTemplate:
 @register_strategy(
     "finetune",
     hparams=FINE_TUNING_HPARAMS,
+    search_space=FINE_TUNING_SPACE,
     storage=head_only_storage,
     trains="whole backbone + the new head",
     keeps="head only",

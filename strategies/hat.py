@@ -199,6 +199,8 @@ def hat_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
     "hat",
     hparams={"lr": 0.05, "head_lr": 0.05, "optimizer": "sgd", "momentum": 0.0, "s_max": 400.0,
              "c": 0.75, "clamp": 6.0, "shared": "first_task"},
+    search_space={"lr": [0.01, 0.05, 0.1], "head_lr": [0.01, 0.05, 0.1], "c": [0.25, 0.75, 1.5],
+                  "s_max": [100.0, 400.0]},
     storage=hat_storage,
     trains="block Linear weights under gradient masks + per-task unit-gate embeddings + head",
     keeps="1 bit per gated unit (qkv, proj, fc1, fc2 outputs) + head",

@@ -7,7 +7,7 @@ costs a full fp32 backbone.
 from __future__ import annotations
 
 from models.multitask import PerTaskBackboneViT
-from strategies.finetune import FINE_TUNING_HPARAMS, fine_tuning
+from strategies.finetune import FINE_TUNING_HPARAMS, FINE_TUNING_SPACE, fine_tuning
 from strategies.registry import register_strategy
 from strategies.storage import FP32, StorageItem, head_items, param_count
 
@@ -20,6 +20,7 @@ def individual_storage(backbone, n_classes, hp):
 @register_strategy(
     "individual",
     hparams=FINE_TUNING_HPARAMS,
+    search_space=FINE_TUNING_SPACE,
     storage=individual_storage,
     trains="a fresh copy of the pre-trained backbone + head, per task",
     keeps="full fp32 backbone + head",

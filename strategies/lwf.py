@@ -12,7 +12,7 @@ from __future__ import annotations
 from avalanche.training.plugins import LwFPlugin
 
 from models.multitask import MultiTaskViT
-from strategies.finetune import FINE_TUNING_HPARAMS, fine_tuning
+from strategies.finetune import FINE_TUNING_HPARAMS, FINE_TUNING_SPACE, fine_tuning
 from strategies.registry import register_strategy
 from strategies.storage import head_only_storage
 
@@ -20,6 +20,7 @@ from strategies.storage import head_only_storage
 @register_strategy(
     "lwf",
     hparams={**FINE_TUNING_HPARAMS, "alpha": 1.0, "temperature": 2.0},
+    search_space={**FINE_TUNING_SPACE, "alpha": [0.5, 1.0, 2.0], "temperature": [1.0, 2.0]},
     storage=head_only_storage,
     trains="whole backbone + the new head, with distillation on the earlier heads",
     keeps="head only",

@@ -62,6 +62,7 @@ def piggyback_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
     "piggyback",
     hparams={"mask_lr": 1e-4, "head_lr": 1e-4, "init": 1e-2, "threshold": 5e-3,
              "patch_embed": False},
+    search_space={"mask_lr": [1e-4, 1e-3, 1e-2, 1e-1], "head_lr": [1e-4, 1e-3, 3e-3]},
     storage=piggyback_storage,
     trains="per-task real-valued scores of every block Linear weight, thresholded to a binary "
            "mask + the new head",

@@ -44,6 +44,7 @@ class StrategyInfo:
     forgets: bool
     paper: str
     head_init: str  # what --head-init auto resolves to for this strategy
+    search_space: dict  # {hparam: candidate values} for `run_benchmark.py tune`
 
 
 STRATEGIES: dict[str, StrategyInfo] = {}
@@ -59,18 +60,25 @@ def register_strategy(
     forgets: bool,
     paper: str,
     head_init: str = "probe",
+    search_space: dict | None = None,
 ) -> Callable[[Builder], Builder]:
     """Register ``build(backbone, hparams, settings) -> SupervisedTemplate`` under ``name``.
 
     ``head_init`` is the strategy's default for new heads ("probe": start from the converged
-    linear probe; "random"), used when the run asks for ``head_init: auto``.
+    linear probe; "random"), used when the run asks for ``head_init: auto``. ``search_space``
+    maps hyperparameters to the values ``tune`` may try (``benchmarks.tuning``); the paper
+    defaults are always tried first.
     """
+    space = {k: list(v) for k, v in (search_space or {}).items()}
+    unknown = set(space) - set(hparams)
+    if unknown:
+        raise ValueError(f"search space of {name!r} names unknown hyperparameters {unknown}")
 
     def deco(build: Builder) -> Builder:
         if name in STRATEGIES:
             raise ValueError(f"strategy {name!r} registered twice")
         STRATEGIES[name] = StrategyInfo(
-            name, build, dict(hparams), storage, trains, keeps, forgets, paper, head_init
+            name, build, dict(hparams), storage, trains, keeps, forgets, paper, head_init, space
         )
         return build
 

@@ -73,7 +73,7 @@ def test_summary_columns_and_values_match_the_records():
     table = readable_summary(summary(recs))
     assert list(table.columns) == ["stream", "backbone", "strategy", "final acc %",
                                    "avg inc acc %", "forgetting %", "BWT %", "vs probe %",
-                                   "MiB/task", "total MiB", "train s", "n"]
+                                   "MiB/task", "total MiB", "train s", "n", "hparams"]
     for rec, (_, row) in zip(recs, table.iterrows(), strict=True):
         m = rec["metrics"]
         assert row["strategy"] == rec["config"]["strategy"]
@@ -83,6 +83,7 @@ def test_summary_columns_and_values_match_the_records():
         assert row["BWT %"] == f"{100 * m['bwt']:.1f}"
         assert row["total MiB"] == f"{rec['storage']['total_mib']:.3f}"
         assert row["train s"] == f"{rec['timing']['train_s']:.0f}"
+        assert row["hparams"] == "paper"
 
 
 def test_per_task_table_rows_are_tasks_average_and_storage():
@@ -118,7 +119,7 @@ def test_write_report_files(tmp_path):
     paths = write_report(recs, tmp_path)
     assert all(p.stat().st_size > 0 for p in paths)
     names = {p.name for p in paths}
-    for stem in ("summary", "per_task_s_b"):
+    for stem in ("summary", "hparams", "per_task_s_b"):
         assert {f"{stem}.md", f"{stem}.tex", f"{stem}.csv"} <= names
     for fig in ("heatmap_s_b", "task_curves_s_b", "tradeoff_s", "train_time_s"):
         assert {f"{fig}.png", f"{fig}.pdf"} <= names

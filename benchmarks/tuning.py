@@ -1,0 +1,83 @@
+"""Per-strategy hyperparameters chosen on validation data, never on test (``run_benchmark.py
+tune``).
+
+Protocol. Every strategy gets the same trial budget: its paper defaults first, then distinct
+draws (seeded) from the ``search_space`` it registers (a strategy with fewer combinations gets all
+of them). A trial is a run of the suite's first stream and backbone at its first seed, on the
+stream's first ``tasks`` tasks (default 2) with each task's validation split in place of its test
+split (``Stream.validation_only``); its score is the final average validation accuracy over those
+tasks. So no trial reads test data and no later task leaks into the choice. The best trial (ties:
+the earlier) and every trial's score are written to ``tuned/<suite>.yaml``; runs with
+``--hparams tuned`` use the chosen values (``hparams_source: tuned`` in their config). Trials run
+through the sweep executors like any run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from pathlib import Path
+
+import yaml
+
+from benchmarks.executors import ExecutorOptions, run_all
+from benchmarks.suites import expand, stream_list, tuned_path
+from results.records import atomic_write_text, find_records, run_id
+from strategies import get_strategy
+from strategies.registry import resolve_hparams
+
+DEFAULT_BUDGET = 8
+DEFAULT_TASKS = 2
+
+
+def trial_hparams(strategy: str, budget: int, seed: int = 0) -> list[dict]:
+    """The searched values of ``strategy``'s trials: the paper defaults, then up to
+    ``budget - 1`` distinct draws from its search space, in a seeded order."""
+    info = get_strategy(strategy)
+    keys = sorted(info.search_space)
+    paper = {k: info.hparams[k] for k in keys}
+    grid = [dict(zip(keys, values, strict=True))
+            for values in itertools.product(*(info.search_space[k] for k in keys))]
+    rest = [g for g in grid if g != paper]
+    random.Random(f"{strategy}:{seed}").shuffle(rest)
+    return [paper, *rest][:budget]
+
+
+def trial_configs(suite: dict, budget: int, tasks: int) -> list[dict]:
+    """One run config per (strategy, trial) on the suite's first stream, backbone and seed."""
+    first = {**suite, "stream": stream_list(suite["stream"])[0],
+             "backbone": stream_list(suite["backbone"])[0], "seeds": suite["seeds"][:1],
+             "hparams_from": "paper"}
+    configs = []
+    for base in expand(first):
+        user = (suite.get("hparams") or {}).get(base["strategy"], {})
+        for i, trial in enumerate(trial_hparams(base["strategy"], budget, base["seed"])):
+            configs.append({**base, "hparams": resolve_hparams(base["strategy"], {**user, **trial}),
+                            "hparams_source": "trial",
+                            "tuning": {"tasks": tasks, "trial": i, "searched": trial}})
+    return configs
+
+
+def tune(suite: dict, out: Path, cache: Path, options: ExecutorOptions | None = None,
+         budget: int = DEFAULT_BUDGET, tasks: int = DEFAULT_TASKS,
+         tuned_file: Path | None = None) -> dict:
+    """Run every trial, choose per strategy, write ``tuned/<suite>.yaml``; return its content."""
+    configs = trial_configs(suite, budget, tasks)
+    run_all(configs, out, cache, options or ExecutorOptions())
+    scores = {r["run_id"]: r["metrics"]["final_avg_acc"] for r in find_records([out])}
+    result = {"protocol": {"suite": suite["suite"], "stream": configs[0]["stream"],
+                           "backbone": configs[0]["backbone"], "seed": configs[0]["seed"],
+                           "epochs": configs[0]["epochs"], "tasks": tasks, "budget": budget,
+                           "score": "final average accuracy on the tasks' validation splits"},
+              "strategies": {}}
+    for strategy in dict.fromkeys(c["strategy"] for c in configs):
+        trials = [{"hparams": c["tuning"]["searched"], "val_acc": scores.get(run_id(c))}
+                  for c in configs if c["strategy"] == strategy]
+        done = [t for t in trials if t["val_acc"] is not None]
+        best = max(done, key=lambda t: t["val_acc"]) if done else None  # first of equals
+        result["strategies"][strategy] = {
+            "chosen": best["hparams"] if best else None,
+            "val_acc": best["val_acc"] if best else None, "trials": trials}
+    path = Path(tuned_file) if tuned_file else tuned_path(suite["suite"])
+    atomic_write_text(path, yaml.safe_dump(result, sort_keys=False))
+    return result
