@@ -20,11 +20,13 @@ continual-learning method is active (HAT's gradient masks, LwF's distillation, .
   of the measuring process's peak RSS over its size before the model was built (each
   measurement runs in a fresh process).
 
-Times are medians over ``repeats`` after ``warmup`` steps; ratios are strategy time / plain time
-(> 1 = slower). **Runner overhead**: the ``smoke`` suite run by the runner (every strategy, 1
-epoch), its wall time split into training steps, evaluation forwards, probe fitting and the
-rest (Avalanche callbacks, data loading, checkpoints, records). A script, not a test: timings
-on shared machines are noisy.
+Times are medians over ``repeats`` training steps and ``eval_repeats`` forwards after
+``warmup``; ratios are strategy time / plain time (> 1 = slower), against a plain reference
+measured in the same process right after the strategy (evaluation forwards interleaved with the
+strategy's), so the drift between processes on a shared machine cancels. **Runner overhead**:
+the ``smoke`` suite run by the runner (every strategy, 1 epoch), its wall time split into
+training steps, evaluation forwards, probe fitting and the rest (Avalanche callbacks, data
+loading, checkpoints, records). A script, not a test: timings on shared machines are noisy.
 """
 
 from __future__ import annotations
@@ -118,39 +120,68 @@ def synthetic_stream(shape, n_train: tuple[int, int], n_eval: int, n_classes: in
     return Stream("synthetic", 0, tasks, None, shape)
 
 
-def measure_plain(backbone: str, args: dict) -> dict:
-    """Full fine-tuning step and forward of the plain timm backbone + linear head."""
-    from models.factory import create_backbone
+class Plain:
+    """The plain reference: the timm backbone + a linear head, full fine-tuning in a plain
+    PyTorch loop. Every strategy is measured next to one in the same process, so the machine's
+    drift between processes (large on shared CPUs) cancels in the ratios."""
 
-    device = torch.device(args["device"])
-    shape = image_shape(backbone)
-    mem = Memory(device)
-    mem.start()
-    net = create_backbone(backbone)
-    model = nn.Sequential(net, nn.Linear(net.num_features, 10)).to(device)
-    x = torch.rand(args["batch"], *shape, device=device)
-    y = torch.arange(args["batch"], device=device) % 10
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    def __init__(self, backbone: str, args: dict):
+        from models.factory import create_backbone
 
-    def step():
-        loss = nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
+        self.device = torch.device(args["device"])
+        self.args = args
+        shape = image_shape(backbone)
+        net = create_backbone(backbone)
+        self.model = nn.Sequential(net, nn.Linear(net.num_features, 10)).to(self.device)
+        self.x = torch.rand(args["batch"], *shape, device=self.device)
+        self.y = torch.arange(args["batch"], device=self.device) % 10
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+
+    def step(self) -> None:
+        loss = nn.functional.cross_entropy(self.model(self.x), self.y)
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        self.opt.step()
 
-    model.train()
-    train = median_seconds(step, args["repeats"], args["warmup"], device)
-    peak = mem.peak()
-    model.eval()
-    xe = torch.rand(args["eval_batch"], *shape, device=device)
+    def train_step_seconds(self) -> float:
+        self.model.train()
+        return median_seconds(self.step, self.args["repeats"], self.args["warmup"], self.device)
 
     @torch.inference_mode()
-    def forward():
-        model(xe)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.eval()(x)
 
-    evaluation = median_seconds(forward, args["repeats"], args["warmup"], device)
-    return {"strategy": "plain", "train_step_ms": 1e3 * train,
-            "eval_img_s": args["eval_batch"] / evaluation, "peak_mib": peak}
+
+def eval_seconds(forwards: dict, repeats: int, warmup: int, device) -> dict[str, float]:
+    """Median seconds of each forward, the forwards interleaved round by round."""
+    for fn in forwards.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in forwards}
+    for _ in range(repeats):
+        for name, fn in forwards.items():
+            sync(device)
+            t = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def measure_plain(backbone: str, args: dict) -> dict:
+    """The plain reference alone (its own peak memory)."""
+    device = torch.device(args["device"])
+    mem = Memory(device)
+    mem.start()
+    plain = Plain(backbone, args)
+    train = plain.train_step_seconds()
+    peak = mem.peak()
+    xe = torch.rand(args["eval_batch"], *image_shape(backbone), device=device)
+    evaluation = eval_seconds({"plain": lambda: plain.forward(xe)}, args["eval_repeats"],
+                              args["warmup"], device)["plain"]
+    return {"strategy": "plain", "train_step_ms": 1e3 * train, "plain_train_step_ms": 1e3 * train,
+            "eval_img_s": args["eval_batch"] / evaluation,
+            "plain_eval_img_s": args["eval_batch"] / evaluation, "peak_mib": peak}
 
 
 class IterationTimer(SupervisedPlugin):
@@ -172,7 +203,8 @@ class IterationTimer(SupervisedPlugin):
 
 
 def measure_strategy(backbone: str, name: str, args: dict) -> dict:
-    """One strategy trained through Avalanche on two synthetic tasks, measured on the second."""
+    """One strategy trained through Avalanche on two synthetic tasks, measured on the second,
+    then the plain reference in the same process (evaluation interleaved with it)."""
     from models.compact import compact_for_task
     from models.factory import create_backbone
     from strategies import get_strategy
@@ -195,16 +227,18 @@ def measure_strategy(backbone: str, name: str, args: dict) -> dict:
     strategy.train(bench.train_stream[1])
     train = statistics.median(timer.times[args["warmup"]:])
     peak = mem.peak()
+
+    plain = Plain(backbone, args)
+    plain_train = plain.train_step_seconds()
     model = strategy.model.eval()
     xe = torch.rand(args["eval_batch"], *shape, device=device)
 
     @torch.inference_mode()
-    def forward(m=model):
-        return m(xe, 1)
+    def forward():
+        return model(xe, 1)
 
-    evaluation = median_seconds(forward, args["repeats"], args["warmup"], device)
-    row = {"strategy": name, "train_step_ms": 1e3 * train,
-           "eval_img_s": args["eval_batch"] / evaluation, "peak_mib": peak}
+    forwards = {"plain": lambda: plain.forward(xe), "strategy": forward}
+    counts = {}
     if name in MASK_STRATEGIES:
         compacted, counts = compact_for_task(model, 1)
         head = model.heads["1"]
@@ -213,10 +247,15 @@ def measure_strategy(backbone: str, name: str, args: dict) -> dict:
         def compact_forward():
             return head(compacted(xe))
 
-        fast = median_seconds(compact_forward, args["repeats"], args["warmup"], device)
-        row.update(compact_img_s=args["eval_batch"] / fast,
-                   compact_max_abs_diff=float((compact_forward() - forward()).abs().max()),
-                   **counts)
+        forwards["compacted"] = compact_forward
+        counts["compact_max_abs_diff"] = float((compact_forward() - forward()).abs().max())
+    seconds = eval_seconds(forwards, args["eval_repeats"], args["warmup"], device)
+    row = {"strategy": name, "train_step_ms": 1e3 * train,
+           "plain_train_step_ms": 1e3 * plain_train,
+           "eval_img_s": args["eval_batch"] / seconds["strategy"],
+           "plain_eval_img_s": args["eval_batch"] / seconds["plain"], "peak_mib": peak, **counts}
+    if "compacted" in seconds:
+        row["compact_img_s"] = args["eval_batch"] / seconds["compacted"]
     return row
 
 
@@ -258,22 +297,25 @@ def markdown(rows: list[dict], overhead: dict | None, args: dict) -> str:
     lines = ["# Performance: strategies next to the plain backbone", "",
              f"`python -m benchmarks.perf` on {args['device_name']}, torch threads "
              f"{args['threads'] or torch.get_num_threads()}; train batch {args['batch']}, eval "
-             f"batch {args['eval_batch']}; medians of {args['repeats']} after {args['warmup']} "
-             "warm-up steps. Ratios are time / plain time (eval: plain img/s / img/s). Targets: "
+             f"batch {args['eval_batch']}; medians of {args['repeats']} training steps and "
+             f"{args['eval_repeats']} evaluation forwards after {args['warmup']} warm-up steps. "
+             "Ratios are time / plain time (eval: plain img/s / img/s), against "
+             "the plain reference measured in the same process (evaluation interleaved with it), "
+             "so drift between processes cancels; the `plain` row is the reference alone. "
+             "Targets: "
              f"eval <= {EVAL_TARGET}x for {', '.join(MASK_STRATEGIES)}; train step <= "
              f"{TRAIN_TARGET}x plain fine-tuning for the same. Timings on a shared machine are "
              "noisy (a few %).", ""]
     for backbone in dict.fromkeys(r["backbone"] for r in rows):
         group = [r for r in rows if r["backbone"] == backbone]
-        plain = next(r for r in group if r["strategy"] == "plain")
         lines += [f"## {backbone}", "",
                   "| strategy | train step ms | x plain | eval img/s | x plain | peak MiB | "
                   "compacted img/s | compacted speedup | max abs diff | FFN units removed | "
                   "keys dropped | targets |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in group:
-            tr = r["train_step_ms"] / plain["train_step_ms"]
-            ev = plain["eval_img_s"] / r["eval_img_s"]
+            tr = r["train_step_ms"] / r["plain_train_step_ms"]
+            ev = r["plain_eval_img_s"] / r["eval_img_s"]
             target = ""
             if r["strategy"] in MASK_STRATEGIES:
                 verdict = {True: "met", False: "MISSED"}
@@ -318,6 +360,8 @@ def main(argv=None) -> int:
     p.add_argument("--eval-batch", type=int, default=512)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--eval-repeats", type=int, default=40,
+                   help="timed evaluation forwards (interleaved with the plain reference)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, default=ROOT / "results")
@@ -327,7 +371,8 @@ def main(argv=None) -> int:
     names = list(STRATEGIES) if args.strategies == "all" else args.strategies.split(",")
     device = torch.device(args.device)
     opts = {"device": args.device, "batch": args.batch, "eval_batch": args.eval_batch,
-            "repeats": args.repeats, "warmup": args.warmup, "threads": args.threads,
+            "repeats": args.repeats, "eval_repeats": args.eval_repeats, "warmup": args.warmup,
+            "threads": args.threads,
             "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
                             else f"CPU ({torch.get_num_threads()} threads available)")}
     jobs = [(b, s, opts) for b in args.backbones.split(",") for s in ["plain", *names]]

@@ -14,9 +14,12 @@ forward. The hooks:
 
   In training (float mask carrying straight-through gradients) this multiplicative form is
   computed with the row max subtracted, in fp32 (an additive log m would give NaN gradients at
-  m = 0); at evaluation (boolean mask) the same result comes from a boolean key mask on
-  ``scaled_dot_product_attention``, so the fused kernel is used. ``keep_diagonal`` (MEAT's
-  official code): every token always attends to itself, m_ij = max(m_j, [i == j]).
+  m = 0). At evaluation (boolean mask, the same for every query) ViT/DeiT attention and CaiT's
+  class attention select the kept keys and values once per task and run the fused
+  ``scaled_dot_product_attention`` unmasked on them — exactly the masked softmax, at plain cost
+  or less; CaiT's talking heads and LaViT use a boolean key mask. ``keep_diagonal`` (MEAT's
+  official code): every token always attends to itself, m_ij = max(m_j, [i == j]) (masked, not
+  selected).
 - **DropKey** (``dropkey_rate`` p; Li et al., CVPR 2023): in training only, every
   (sample, head, query, key) logit is dropped with probability p before the softmax, without
   rescaling. Dropping is a keep mask in the same multiplicative softmax, so it composes with
@@ -64,12 +67,54 @@ class AttentionHooks:
     num_prefix_tokens: int = 1
     keep_diagonal: bool = False
     dropkey_rate: float = 0.0
+    # Whether the layer evaluates a boolean token mask by selecting the kept keys (exact: the
+    # mask is the same for every query) instead of masking the logits, so the fused kernel runs
+    # unmasked on fewer keys. Layers whose heads mix logits (talking heads) or reuse scores
+    # (LaViT) keep the mask.
+    selects_keys: bool = False
+    _selection: tuple | None = None  # (mask and task, keep mask, kept keys): one eval phase
+
+    def train(self, mode: bool = True):
+        self._selection = None
+        return super().train(mode)
+
+    def frozen_keys(self, token_mask, n: int, device) -> tuple | None:
+        """At evaluation with a boolean token mask: (keep mask (1, 1, 1, n), kept key indices),
+        both None when every key is kept — computed once per task. None for a float mask."""
+        key = (id(token_mask), getattr(token_mask, "task", None))
+        if self._selection is None or self._selection[0] != key:
+            mask = token_mask()
+            if mask.dtype != torch.bool:
+                return None
+            keep = full_key_mask(mask, self.num_prefix_tokens).to(device)
+            if keep.shape[-1] != n:
+                raise ValueError(f"token mask covers {keep.shape[-1]} keys, sequence has {n}")
+            everything = bool(keep.all())
+            self._selection = (key, None if everything else keep.reshape(1, 1, 1, n),
+                               None if everything else keep.nonzero().flatten())
+        return self._selection[1:]
+
+    def key_selection(self, n: int, device) -> torch.Tensor | None:
+        """The indices of the keys that enter a key-selecting layer at evaluation (None: all);
+        a layer compacted for one task (``models.compact``) has them as its ``kept_keys``."""
+        if "kept_keys" in self._buffers:
+            return self._buffers["kept_keys"]
+        token_mask = self._modules.get("token_mask")
+        if not self.selects_keys or token_mask is None or self.training or self.keep_diagonal:
+            return None
+        frozen = self.frozen_keys(token_mask, n, device)
+        return None if frozen is None else frozen[1]
 
     def key_keep(self, n: int, device, square: bool = True) -> torch.Tensor | None:
-        """(1, 1, n or 1, n) keep mask over all n keys from the token mask, or None."""
+        """(1, 1, n or 1, n) keep mask over all n keys from the token mask, or None: no mask, a
+        boolean mask that keeps every key, or one applied by key selection."""
         token_mask = self._modules.get("token_mask")
         if token_mask is None:
             return None
+        if not self.training and not self.keep_diagonal:
+            frozen = self.frozen_keys(token_mask, n, device)
+            if frozen is not None:
+                return None if self.selects_keys else frozen[0]
         keep = full_key_mask(token_mask(), self.num_prefix_tokens).to(device)
         if keep.shape[-1] != n:
             raise ValueError(f"token mask covers {keep.shape[-1]} keys, sequence has {n}")
@@ -89,9 +134,9 @@ class AttentionHooks:
 
     def attend(self, q, k, v, keep: torch.Tensor | None) -> torch.Tensor:
         """softmax(q k^T * scale) v with keys kept by ``keep``: the fused kernel unless a float
-        keep (training masks) needs the multiplicative form. A layer compacted for one task
-        (``models.compact``) has ``kept_keys`` instead of a token mask: only those keys enter."""
-        kept = self._buffers.get("kept_keys")
+        keep (training masks) needs the multiplicative form. At evaluation only the selected
+        keys enter (:meth:`key_selection`)."""
+        kept = self.key_selection(k.shape[-2], k.device)
         if kept is not None:
             k, v = k.index_select(-2, kept), v.index_select(-2, kept)
         if keep is None or keep.dtype == torch.bool and not self.training:
@@ -106,6 +151,8 @@ class AttentionHooks:
 
 class MaskableAttention(AttentionHooks, Attention):
     """timm ``Attention`` (ViT, DeiT) with the shared hooks."""
+
+    selects_keys = True
 
     def forward(self, x, attn_mask=None, is_causal=False):
         if not self.hooks_active():
@@ -139,15 +186,19 @@ class MaskableTalkingHeadAttn(AttentionHooks, TalkingHeadAttn):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         attn = (q * self.scale) @ k.transpose(-2, -1)
         attn = self.proj_l(attn.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        keep = self.attention_keep(attn.shape, x.device)
-        attn = multiplicative_masked_softmax(attn, keep)
-        attn = self.proj_w(attn.permute(0, 2, 3, 1)).permute(0, 3, 1, 2) * keep.to(attn.dtype)
+        keep = self.attention_keep(attn.shape, x.device)  # None: every key kept
+        attn = attn.softmax(-1) if keep is None else multiplicative_masked_softmax(attn, keep)
+        attn = self.proj_w(attn.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        if keep is not None:
+            attn = attn * keep.to(attn.dtype)
         x = (self.attn_drop(attn) @ v).transpose(1, 2).reshape(B, N, C)
         return self.proj_drop(self.proj(x))
 
 
 class MaskableClassAttn(AttentionHooks, ClassAttn):
     """CaiT's class attention (query: the class token; keys: class + patches) with the hooks."""
+
+    selects_keys = True
 
     def forward(self, x):
         if not self.hooks_active():

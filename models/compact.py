@@ -83,7 +83,8 @@ def compact_keys(attn: AttentionHooks) -> int:
         return 0
     keep = full_key_mask(token_mask().bool(), attn.num_prefix_tokens)
     del attn.token_mask
-    attn.register_buffer("kept_keys", keep.nonzero().flatten(), persistent=False)
+    if not keep.all():  # all kept: the layer is the plain (fused) attention again
+        attn.register_buffer("kept_keys", keep.nonzero().flatten(), persistent=False)
     return int((~keep).sum())
 
 

@@ -39,7 +39,10 @@ def test_every_strategy_finishes_with_a_full_record(smoke):
         rows = (Path(rec["_folder"]) / "rows.csv").read_text().splitlines()
         assert len(rows) == 1 + T * (T + 1) // 2
         assert name in stdout
-    assert f"output folder: {out}" in stdout
+        t = rec["timing"]  # the runner-overhead split: its parts fit inside the run's wall time
+        assert 0 < t["train_step_s"] + t["eval_step_s"] + t["probe_s"] <= t["wall_s"]
+        assert not (Path(rec["_folder"]) / "resume.pt").exists()  # dropped once finished
+    assert f"{len(STRATEGIES)} of {len(STRATEGIES)} runs finished" in stdout
 
 
 def test_classifier_is_the_converged_probe(smoke):
