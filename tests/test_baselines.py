@@ -154,7 +154,10 @@ def test_lwf_adds_the_documented_distillation_term():
 
     class Check(SupervisedPlugin):
         def before_backward(self, strategy, **kwargs):
-            if strategy.experience.current_experience != 1 or "loss" in seen:
+            # from the third step on the model has moved away from its copy (at the first step
+            # the distillation term is 0 up to rounding)
+            if (strategy.experience.current_experience != 1 or "loss" in seen
+                    or strategy.clock.train_exp_iterations < 2):
                 return
             lwf = strategy.plugins[0].lwf
             x = strategy.mb_x
