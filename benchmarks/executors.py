@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
+from results.records import run_id
+
 EXECUTORS = ("local", "ray", "slurm")
 EXTRAS = {"ray": ("ray", "ray"), "slurm": ("submitit", "slurm")}
 SLURM_CLUSTERS = ("auto", "slurm", "local")
@@ -75,7 +77,6 @@ def execute(config: dict, out: str, cache: str, progress: bool = False,
 
     from benchmarks.resume import RunLocked
     from benchmarks.runner import run_one
-    from results.records import run_id
 
     if threads:
         torch.set_num_threads(threads)
@@ -172,7 +173,8 @@ def _ray(configs, out, cache, options, progress, tensorboard, report):
             try:
                 results[i] = ray.get(done[0])
             except Exception as e:  # the task itself died (worker lost, out of memory)
-                results[i] = Outcome("", run_label(configs[i]), "failed", f"Ray: {e}")
+                results[i] = Outcome(run_id(configs[i]), run_label(configs[i]), "failed",
+                                     f"Ray: {e}")
             report(len(results), len(configs), results[i])
         return [results[i] for i in range(len(configs))]
     finally:
@@ -206,7 +208,7 @@ def _slurm(configs, out, cache, options, progress, tensorboard, report):
         try:
             outcomes.append(job.result())
         except Exception as e:  # the job died (time limit, node failure, cancelled)
-            outcomes.append(Outcome("", run_label(cfg), "failed",
+            outcomes.append(Outcome(run_id(cfg), run_label(cfg), "failed",
                                     f"Slurm job {job.job_id}: {str(e).splitlines()[0]}"))
         report(k, n, outcomes[-1])
     return outcomes
