@@ -378,6 +378,7 @@ def cmd_tune(argv: list[str]) -> int:
     """Tune every strategy of the suite on validation data; write tuned/<suite>.yaml."""
     args = run_parser(tune=True).parse_args(argv)
     options = executor_options(args)
+    args.hparams = "paper"  # trials search around the paper values, whatever the suite uses
     suite, _ = build_configs(args)  # validates everything before any trial
     from benchmarks.suites import tuned_path
     from benchmarks.tuning import tune

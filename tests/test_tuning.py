@@ -110,3 +110,19 @@ def test_cli_without_a_tuned_file_says_how_to_make_it(tmp_path):
     assert r.returncode == 2
     assert "run_benchmark.py tune --suite never_tuned" in r.stderr
     assert not out.exists()
+
+
+def test_a_suite_that_runs_on_tuned_values_can_be_tuned_before_its_file_exists(
+        tmp_path, cache_dir, monkeypatch):
+    sys.path.insert(0, str(ROOT))
+    import run_benchmark
+
+    monkeypatch.setattr("benchmarks.suites.TUNED_DIR", tmp_path / "tuned")
+    suite = tmp_path / "uses_tuned.yaml"
+    suite.write_text((ROOT / "configs" / "smoke.yaml").read_text() + "\nhparams_from: tuned\n")
+    code = run_benchmark.main(["tune", "--suite", str(suite), "--strategies", "classifier",
+                               "--budget", "1", "--tune-tasks", "1", "--quiet",
+                               "--out", str(tmp_path / "trials"), "--cache", str(cache_dir)])
+    assert code == 0
+    configs = expand({**load_suite(str(suite)), "strategies": ["classifier"]})
+    assert [c["hparams_source"] for c in configs] == ["tuned"]
