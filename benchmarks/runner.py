@@ -255,7 +255,8 @@ def _run(config: dict, folder: Path, cache_dir: Path, progress: bool, tensorboar
         bench = stream.to_benchmark()
         torch.save({"images": [task.test[0][0].clone() for task in stream.tasks]},  # not views
                    folder / "examples.pt")
-        counter, probe = EvalCounter(), ProbeHeadPlugin(bench, config["head_init"])
+        counter, probe = EvalCounter(), ProbeHeadPlugin(bench, config["head_init"],
+                                                        cache_dir=cache_dir / "probes")
         log, timer = TrainLog(tensorboard_writer(folder) if tensorboard else None), StepTimer()
         runner_plugins = [probe, counter, log, timer] + (
             [ProgressBar(config["strategy"])] if progress else [])

@@ -76,7 +76,7 @@ def tune(suite: dict, out: Path, cache: Path, options: ExecutorOptions | None = 
         done = [t for t in trials if t["val_acc"] is not None]
         best = max(done, key=lambda t: t["val_acc"]) if done else None  # first of equals
         result["strategies"][strategy] = {
-            "chosen": best["hparams"] if best else None,
+            "chosen": dict(best["hparams"]) if best else None,  # a copy: no YAML alias
             "val_acc": best["val_acc"] if best else None, "trials": trials}
     path = Path(tuned_file) if tuned_file else tuned_path(suite["suite"])
     atomic_write_text(path, yaml.safe_dump(result, sort_keys=False))

@@ -13,10 +13,15 @@ so the head is an ordinary linear layer on raw features.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
+import sklearn
 import torch
 from sklearn.linear_model import LogisticRegression
 from torch import nn
@@ -75,6 +80,7 @@ def fit_linear_probe(
     val_feats: torch.Tensor | None = None,
     val_labels: torch.Tensor | None = None,
     c_grid: Sequence[float] = C_GRID,
+    cache_dir: Path | None = None,
 ) -> LinearProbe:
     """Fit a converged multinomial probe; C from ``c_grid`` by validation log-loss if given.
 
@@ -85,7 +91,29 @@ def fit_linear_probe(
     The grid is walked from strong to weak regularization, each fit warm-started from the
     previous solution (L-BFGS, up to 2000 iterations, tol 1e-5). Ties go to the smaller C.
     Without validation data, C = 1.
+
+    With ``cache_dir``, fits are memoized there by :func:`probe_key` of their inputs. The fit is
+    deterministic, so a hit returns exactly what fitting would. Hits are the rule: every strategy
+    that starts a task from the frozen base features (classifier, MEAT, Piggyback, Adapter; every
+    strategy on its first task) fits the same probe for a given backbone, seed and task, and the
+    fit over the C grid costs more than a task's training on CPU here.
     """
+    args = (train_feats, train_labels, n_classes, val_feats, val_labels, tuple(c_grid))
+    if cache_dir is None:
+        return _fit_probe(*args)
+    path = Path(cache_dir) / f"{probe_key(*args)}.pt"
+    if path.is_file():
+        return LinearProbe(**torch.load(path, weights_only=True))
+    probe = _fit_probe(*args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save(asdict(probe), tmp)
+    os.replace(tmp, path)  # concurrent runs write identical files; readers never see half of one
+    return probe
+
+
+def _fit_probe(train_feats, train_labels, n_classes, val_feats, val_labels, c_grid) -> LinearProbe:
     f = train_feats.double().numpy()
     y = train_labels.numpy()
     mean = f.mean(0)
@@ -110,3 +138,17 @@ def fit_linear_probe(
     _, best_c, coef, intercept, best_val = best
     weight, bias = fold_standardization(coef, intercept, mean, std)
     return LinearProbe(weight, bias, best_c, best_val)
+
+
+def probe_key(*inputs) -> str:
+    """sha256 of a probe fit's inputs (tensors by dtype, shape and bytes; other values by repr)."""
+    h = hashlib.sha256(f"linear-probe v1 sklearn {sklearn.__version__}".encode())
+    for x in inputs:
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().contiguous()
+            h.update(f"{x.dtype}{tuple(x.shape)}".encode())
+            h.update(x.numpy().tobytes())
+        else:
+            h.update(repr(x).encode())
+    return h.hexdigest()
+

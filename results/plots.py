@@ -18,7 +18,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from results.tables import by_arm, group_records, safe_name  # noqa: E402
+from results.tables import by_arm, group_records, safe_name, strategy_train_s  # noqa: E402
 
 COLORS = {"meat": "tab:red", "piggyback": "tab:blue", "hat": "tab:orange",
           "adapter": "tab:green", "lwf": "tab:purple", "finetune": "tab:brown",
@@ -140,7 +140,8 @@ def tradeoff(records: list[dict], out: Path, title: str, name: str) -> list[Path
 
 
 def train_time(records: list[dict], out: Path, title: str, name: str) -> list[Path]:
-    """Training seconds per strategy (mean over seeds, std as error bar), grouped by backbone."""
+    """Training seconds per strategy without the probe fit (mean over seeds, std as error bar),
+    grouped by backbone."""
     backbones = sorted({r["config"]["backbone"] for r in records})
     strategies = list(by_arm(records))
     width = 0.8 / len(backbones)
@@ -150,7 +151,7 @@ def train_time(records: list[dict], out: Path, title: str, name: str) -> list[Pa
         xs, means, stds = [], [], []
         for s_idx, strat in enumerate(strategies):
             if strat in groups:
-                t = [r["timing"]["train_s"] for r in groups[strat]]
+                t = [strategy_train_s(r) for r in groups[strat]]
                 xs.append(s_idx + (b_idx - (len(backbones) - 1) / 2) * width)
                 means.append(np.mean(t))
                 stds.append(np.std(t, ddof=1) if len(t) > 1 else 0)

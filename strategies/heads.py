@@ -4,7 +4,8 @@
 task's head: it computes the task's features with the backbone *as the strategy will use it at
 the start of that task* (eval mode, ``torch.inference_mode``, large batches, once per task), fits
 a converged linear probe (``models.heads.fit_linear_probe``; C chosen on the task's validation
-split), records the probe's test accuracy as the task's ``probe_acc`` reference and, with
+split; memoized on disk across runs, as strategies on frozen features fit the same one), records
+the probe's test accuracy as the task's ``probe_acc`` reference and, with
 ``head_init="probe"``, copies the probe (standardization folded in) into the new head.
 
 Which strategies start from the probe (``head_init: auto``): those on frozen features, where a
@@ -19,6 +20,7 @@ their low-variance directions and anchors the backbone there. Measured on mnist5
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 from avalanche.core import SupervisedPlugin
@@ -48,13 +50,15 @@ class ProbeHeadPlugin(SupervisedPlugin):
     reference test accuracy of experience ``i``.
     """
 
-    def __init__(self, benchmark, head_init: str = "probe", c_grid=C_GRID):
+    def __init__(self, benchmark, head_init: str = "probe", c_grid=C_GRID,
+                 cache_dir: Path | None = None):
         super().__init__()
         if head_init not in HEAD_INITS:
             raise ValueError(f"head_init must be one of {HEAD_INITS}, got {head_init!r}")
         self.benchmark = benchmark
         self.head_init = head_init
         self.c_grid = tuple(c_grid)
+        self.cache_dir = cache_dir  # fitted probes, shared between runs (None: no cache)
         self.probe_acc: dict[int, float] = {}
         self.probes: dict[int, LinearProbe] = {}
         self.seconds = 0.0  # spent computing features and fitting probes
@@ -75,7 +79,8 @@ class ProbeHeadPlugin(SupervisedPlugin):
         tr = task_features(model, exp.dataset.eval(), task, device)
         va = task_features(model, self.benchmark.valid_stream[i].dataset.eval(), task, device)
         te = task_features(model, self.benchmark.test_stream[i].dataset.eval(), task, device)
-        probe = fit_linear_probe(*tr, n_classes, *va, c_grid=self.c_grid)
+        probe = fit_linear_probe(*tr, n_classes, *va, c_grid=self.c_grid,
+                                 cache_dir=self.cache_dir)
         self.probes[i] = probe
         self.probe_acc[i] = probe.accuracy(*te)
         if self.head_init == "probe":

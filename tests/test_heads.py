@@ -2,6 +2,7 @@ import numpy as np
 import torch
 from torch import nn
 
+import models.heads
 from models.heads import fit_linear_probe, fold_standardization
 
 
@@ -41,3 +42,27 @@ def test_probe_copies_into_a_linear_head():
     head = nn.Linear(6, 3)
     probe.copy_into(head)
     assert torch.allclose(head(f), probe.logits(f), atol=1e-5)
+
+
+def test_cached_probe_is_exactly_the_fitted_one_and_misses_on_other_inputs(tmp_path,
+                                                                            monkeypatch):
+    y = torch.arange(60) % 3
+    f = torch.randn(60, 6, generator=torch.Generator().manual_seed(0)) + \
+        torch.nn.functional.one_hot(y, 6).float() * 3
+    fitted = fit_linear_probe(f[:40], y[:40], 3, f[40:], y[40:], cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.pt"))) == 1
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("fitted again")
+
+    monkeypatch.setattr(models.heads, "_fit_probe", no_fit)
+    cached = fit_linear_probe(f[:40].clone(), y[:40], 3, f[40:], y[40:], cache_dir=tmp_path)
+    assert torch.equal(cached.weight, fitted.weight) and torch.equal(cached.bias, fitted.bias)
+    assert (cached.C, cached.val_acc) == (fitted.C, fitted.val_acc)
+
+    monkeypatch.undo()
+    nudged = f[:40].clone()
+    nudged[0, 0] += 1e-6
+    fit_linear_probe(nudged, y[:40], 3, f[40:], y[40:], cache_dir=tmp_path)
+    fit_linear_probe(f[:40], y[:40], 3, f[40:], y[40:], c_grid=(1.0,), cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.pt"))) == 3
