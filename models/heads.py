@@ -151,4 +151,3 @@ def probe_key(*inputs) -> str:
         else:
             h.update(repr(x).encode())
     return h.hexdigest()
-

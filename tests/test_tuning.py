@@ -115,7 +115,7 @@ def test_cli_without_a_tuned_file_says_how_to_make_it(tmp_path):
 
 def test_a_suite_that_runs_on_tuned_values_can_be_tuned_before_its_file_exists(
         tmp_path, cache_dir, monkeypatch):
-    sys.path.insert(0, str(ROOT))
+    monkeypatch.syspath_prepend(str(ROOT))
     import run_benchmark
 
     monkeypatch.setattr("benchmarks.suites.TUNED_DIR", tmp_path / "tuned")
