@@ -9,7 +9,7 @@ OUT ?= runs/default
 export HF_HUB_OFFLINE := 1
 export PYTHONWARNINGS := ignore
 
-.PHONY: install benchmark test lint smoke results perf clean
+.PHONY: install benchmark test lint smoke results perf paper-mini gpu-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,17 @@ results: $(STAMP)
 
 perf: $(STAMP)
 	$(PY) -m benchmarks.perf
+	$(PY) -m benchmarks.perf --data
+
+# The paper pipeline end to end on generated data (six layouts, random DeiT-Ti checkpoint).
+paper-mini: $(STAMP)
+	$(PY) -m benchmarks.synthetic runs/paper-mini-data
+	$(PY) run_benchmark.py --suite paper-mini --data-root runs/paper-mini-data \
+		--pretrained runs/paper-mini-data/deit_tiny_patch16_224.pth --out runs/paper-mini
+
+# On a GPU machine: bf16 vs fp32, throughput, memory, kill-and-resume -> results/gpu.md.
+gpu-check: $(STAMP)
+	$(PY) -m benchmarks.gpucheck --out results
 
 clean:
 	rm -rf runs .cache

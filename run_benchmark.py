@@ -5,6 +5,7 @@
                           [--epochs N] [--out DIR] [--executor local|ray|slurm] ...
   python run_benchmark.py report RUN_DIR [RUN_DIR ...]
   python run_benchmark.py backbones [--format table|json]
+  python run_benchmark.py cache --suite paper --data-root DIR [--cache DIR]
   python run_benchmark.py storage --backbone NAME --classes 200,196,100 [--base-classes 1000]
                                   [--format table|json|csv]
 
@@ -78,7 +79,7 @@ def run_parser(tune: bool = False) -> Parser:
         description=("Choose every strategy's hyperparameters on validation data (see "
                      "benchmarks/tuning.py); writes tuned/<suite>.yaml." if tune else
                      "Run a suite (configs/<suite>.yaml): strategies x seeds on its streams and "
-                     "backbones. Subcommands: report, tune, storage, backbones."),
+                     "backbones. Subcommands: report, tune, cache, storage, backbones."),
     )
     if tune:
         p.add_argument("--budget", type=positive_int, default=8,
@@ -115,9 +116,16 @@ def run_parser(tune: bool = False) -> Parser:
                         "last (default), or constant p")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="auto = cuda when available")
+    p.add_argument("--precision", choices=["fp32", "bf16"],
+                   help="fp32 (default; TF32 matmuls on CUDA) or bf16 autocast (CUDA and CPU; "
+                        "masks, gates and optimizer state stay fp32)")
+    p.add_argument("--preprocess", choices=["none", "deit"],
+                   help="input preset (benchmarks/inputs.py): none = resized images in [0, 1] "
+                        "(default); deit = DeiT crops, flips and the backbone's normalization")
     p.add_argument("--out", help="output folder (default runs/<suite>)")
     p.add_argument("--cache", default=str(DEFAULT_CACHE),
-                   help="folder of cached base checkpoints (env VITCL_CACHE)")
+                   help="folder of cached base checkpoints, probes and decoded images (env "
+                        "VITCL_CACHE)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard event files into every run folder")
@@ -225,7 +233,7 @@ def build_configs(args) -> tuple[dict, list[dict]]:
         suite = load_suite(args.suite)
         for key in ("strategies", "backbone", "stream", "seeds", "epochs", "base_epochs",
                     "batch_size", "head_init", "dropkey", "dropkey_schedule", "data_root",
-                    "pretrained", "hparams"):
+                    "pretrained", "hparams", "precision", "preprocess"):
             value = getattr(args, key, None)
             if value is not None:
                 suite["hparams_from" if key == "hparams" else key] = value
@@ -400,8 +408,45 @@ def cmd_tune(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"report": cmd_report, "storage": cmd_storage, "backbones": cmd_backbones,
-            "tune": cmd_tune}
+def cmd_cache(argv: list[str]) -> int:
+    """Decode a suite's local datasets once into the image cache, with every core."""
+    p = Parser(prog="run_benchmark.py cache",
+               description="Build the decode-once image cache of a suite's local datasets (the "
+                           "paper's six) under --cache, with all cores; runs then read it.")
+    p.add_argument("--suite", required=True, help="suite name or YAML file")
+    p.add_argument("--stream", type=csv_list, help="stream name(s) (default: the suite's)")
+    p.add_argument("--data-root", help="folder of the local datasets")
+    p.add_argument("--preprocess", choices=["none", "deit"], help="input preset")
+    p.add_argument("--cache", default=str(DEFAULT_CACHE), help="cache folder (env VITCL_CACHE)")
+    args = p.parse_args(argv)
+    from benchmarks.datasets import DataError
+    from benchmarks.streams import build_stream
+    from benchmarks.suites import SuiteError, load_suite, resolved_preprocess, stream_list
+
+    try:
+        suite = load_suite(args.suite)
+        for key in ("stream", "data_root", "preprocess"):
+            if getattr(args, key) is not None:
+                suite[key] = getattr(args, key)
+        images = Path(args.cache) / "images"
+        # what is stored depends on the resize, never on the backbone's normalization
+        preprocess = resolved_preprocess({**suite, "backbone": stream_list(suite["backbone"])[0]})
+        for name in stream_list(suite["stream"]):
+            stream = build_stream(name, suite["seeds"][0], data_root=suite["data_root"],
+                                  val_fraction=suite["val_fraction"], preprocess=preprocess,
+                                  cache_dir=images)
+            print(f"{name}: {len(stream.tasks)} tasks cached")
+    except (SuiteError, DataError) as e:
+        raise UsageError(str(e)) from e
+    folders = sorted(f for f in images.glob("*") if f.is_dir()) if images.is_dir() else []
+    for f in folders:
+        size = sum(x.stat().st_size for x in f.iterdir()) / 2**30
+        print(f"  {f} ({size:.2f} GiB)")
+    return 0
+
+
+COMMANDS = {"report": cmd_report, "cache": cmd_cache, "storage": cmd_storage,
+            "backbones": cmd_backbones, "tune": cmd_tune}
 
 
 def main(argv: list[str] | None = None) -> int:

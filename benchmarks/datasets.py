@@ -151,15 +151,17 @@ def _require_root(root: str | Path | None, dataset: str) -> Path:
     return path
 
 
-def _torchvision_source(name: str, train: Dataset, test: Dataset, classes) -> ImageSource:
-    x0, _ = train[0]
-    return ImageSource(name, train, test, tuple(str(c) for c in classes), tuple(x0.shape))
+def _raw(name: str, train: Dataset, test: Dataset, classes) -> ImageSource:
+    """A source whose items are still PIL images (shape known once decoded: ``_decoded``)."""
+    return ImageSource(name, train, test, tuple(str(c) for c in classes), (0, 0, 0))
 
 
 class ImageList(Dataset):
-    """Images read from files: ``paths[i]`` with label ``targets[i]``, converted to RGB."""
+    """Images read from files: ``paths[i]`` with label ``targets[i]``, through ``transform``
+    (None: the PIL image as decoded)."""
 
-    def __init__(self, paths: Sequence[Path], targets: Sequence[int], transform: Callable):
+    def __init__(self, paths: Sequence[Path], targets: Sequence[int],
+                 transform: Callable | None = None):
         self.paths, self.targets, self.transform = list(paths), [int(t) for t in targets], transform
 
     def __len__(self) -> int:
@@ -169,7 +171,56 @@ class ImageList(Dataset):
         from PIL import Image
 
         with Image.open(self.paths[i]) as img:
-            return self.transform(img.convert("RGB")), self.targets[i]
+            img.load()
+            return (img if self.transform is None else self.transform(img)), self.targets[i]
+
+
+class ArrayImages(Dataset):
+    """Images held as one uint8 array (N, H, W, C) with labels; items are PIL images (through
+    ``transform`` if set), as torchvision's in-memory datasets give them."""
+
+    def __init__(self, data: np.ndarray, targets: Sequence[int]):
+        self.data, self.targets, self.transform = data, [int(t) for t in targets], None
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        img = Image.fromarray(self.data[i])
+        return (img if self.transform is None else self.transform(img)), self.targets[i]
+
+
+CIFAR_FILES = {  # folder, training files, test file, meta file, label key, class-name key
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch",
+                "batches.meta", "labels", "label_names"),
+    "cifar100": ("cifar-100-python", ["train"], "test", "meta", "fine_labels",
+                 "fine_label_names"),
+}
+
+
+def cifar_source(name: str, path: Path) -> ImageSource:
+    """CIFAR-10/100 from their python pickles (the layout torchvision downloads), read without
+    torchvision's md5 check of the official files, so any file of that layout loads."""
+    import pickle
+
+    folder, train_files, test_file, meta_file, label_key, names_key = CIFAR_FILES[name]
+
+    def load(fname: str) -> dict:
+        f = path / folder / fname
+        if not f.is_file():
+            raise DataError(f"{name} not found or unreadable under {path}: missing file {f}")
+        with open(f, "rb") as fh:
+            return pickle.load(fh, encoding="latin1")
+
+    def part(files: list[str]) -> ArrayImages:
+        batches = [load(f) for f in files]
+        data = np.concatenate([b["data"] for b in batches]).reshape(-1, 3, 32, 32)
+        return ArrayImages(data.transpose(0, 2, 3, 1), [y for b in batches for y in b[label_key]])
+
+    classes = load(meta_file)[names_key]
+    return _raw(name, part(train_files), part([test_file]), classes)
 
 
 def _lines(path: Path) -> list[list[str]]:
@@ -247,7 +298,7 @@ def folder_source(name: str, path: Path, transform, seed: int = 0,
             parts[part] = torchvision.datasets.ImageFolder(str(path / part), transform=transform)
         if parts["train"].classes != parts["test"].classes:
             raise DataError(f"train/ and test/ class folders differ under {path}")
-        return _torchvision_source(name, parts["train"], parts["test"], parts["train"].classes)
+        return _raw(name, parts["train"], parts["test"], parts["train"].classes)
     every = torchvision.datasets.ImageFolder(str(path))
     train_idx, test_idx = stratified_split(every.targets, test_fraction, seed)
     files, targets = [Path(f) for f, _ in every.samples], every.targets
@@ -257,53 +308,90 @@ def folder_source(name: str, path: Path, transform, seed: int = 0,
 
 
 def _list_source(name, train, test, classes, transform) -> ImageSource:
-    return _torchvision_source(name, ImageList(*train, transform), ImageList(*test, transform),
+    return _raw(name, ImageList(*train, transform), ImageList(*test, transform),
                                classes)
 
 
-def local_source(name: str, root: str | Path | None, img_size: int | None = None) -> ImageSource:
-    """A dataset read from ``root`` (never downloads); images resized to ``img_size`` if given."""
-    import torchvision
-    from torchvision import transforms as T
+def to_rgb(img):
+    """PIL image -> RGB (a named function: cache builders pickle it to worker processes)."""
+    return img.convert("RGB")
 
+
+def local_source(name: str, root: str | Path | None, img_size: int | None = None,
+                 preprocess: dict | None = None, cache_dir: str | Path | None = None
+                 ) -> ImageSource:
+    """A dataset read from ``root`` (never downloads).
+
+    Images go through the storage part of ``preprocess`` (:func:`benchmarks.inputs.
+    storage_transform`; default: squash-resize to ``img_size``, nothing without one). With
+    ``cache_dir`` and an ``img_size``, every image is decoded once into a uint8 cache there
+    (:mod:`benchmarks.imagecache`) and items are uint8 tensors; otherwise items are float tensors
+    in [0, 1] decoded on every access, as ``ToTensor`` gives them.
+    """
     path = _require_root(root, name)
-    tf = T.Compose([*([T.Resize((img_size, img_size))] if img_size else []), T.ToTensor()])
-    rgb = T.Compose([T.Lambda(lambda im: im.convert("RGB")), tf])
     try:
-        if name in ("cifar10", "cifar100"):
-            tv = torchvision.datasets
-            cls = tv.CIFAR10 if name == "cifar10" else tv.CIFAR100
-            tr = cls(str(path), train=True, download=False, transform=tf)
-            te = cls(str(path), train=False, download=False, transform=tf)
-            return _torchvision_source(name, tr, te, tr.classes)
-        if name == "fashionmnist":
-            fm = torchvision.datasets.FashionMNIST
-            tr = fm(str(path), train=True, download=False, transform=tf)
-            te = fm(str(path), train=False, download=False, transform=tf)
-            return _torchvision_source(name, tr, te, tr.classes)
-        if name == "svhn":
-            sv = torchvision.datasets.SVHN
-            tr = sv(str(path), split="train", download=False, transform=tf)
-            te = sv(str(path), split="test", download=False, transform=tf)
-            return _torchvision_source(name, tr, te, [str(i) for i in range(10)])
-        if name == "imagefolder":
-            if not ((path / "train").is_dir() and (path / "test").is_dir()):
-                raise DataError(f"ImageFolder root {path} needs train/ and test/<class>/<image> "
-                                "folders")
-            return folder_source(name, path, tf)
-        if name == "cub":
-            return cub_source(path, rgb)
-        if name == "cars":
-            return cars_source(path, rgb)
-        if name == "aircraft":
-            return aircraft_source(path, rgb)
-        if name in ("sketches", "wikiart"):
-            return folder_source(name, path, rgb)
+        raw = _raw_source(name, path)
     except DataError:
         raise
     except (RuntimeError, OSError, ValueError, TypeError, AssertionError, KeyError) as e:
         # torchvision: "Dataset not found or corrupted", or a truncated/corrupt file
         raise DataError(f"{name} not found or unreadable under {path}: {e}") from e
+    return _decoded(raw, img_size, preprocess, cache_dir)
+
+
+def _decoded(raw: ImageSource, img_size, preprocess, cache_dir) -> ImageSource:
+    """``raw`` (items: PIL images) with the storage transform applied: cached uint8 tensors or
+    float tensors decoded on access."""
+    from torchvision import transforms as T
+
+    from benchmarks.inputs import NONE, storage_transform
+
+    storage = storage_transform(preprocess or NONE, img_size) if img_size else None
+    parts = {}
+    for split in ("train", "test"):
+        ds = getattr(raw, split)
+        if cache_dir is not None and storage is not None:
+            from benchmarks.imagecache import cached
+
+            parts[split] = cached(ds, raw.name, split, storage, Path(cache_dir))
+        else:
+            steps = [t for t in (ds.transform, storage) if t is not None]
+            ds.transform = T.Compose([*steps, T.ToTensor()])
+            parts[split] = ds
+    c = parts["train"][0][0].shape[0]
+    h, w = (img_size, img_size) if img_size else tuple(parts["train"][0][0].shape[1:])
+    return ImageSource(raw.name, parts["train"], parts["test"], raw.class_names, (c, h, w))
+
+
+def _raw_source(name: str, path: Path) -> ImageSource:
+    """The dataset under ``path`` with items (PIL image, label): its ``transform`` is None or
+    the source's own PIL step (RGB conversion for the paper's datasets)."""
+    import torchvision
+
+    tv = torchvision.datasets
+    if name in ("cifar10", "cifar100"):
+        return cifar_source(name, path)
+    if name == "fashionmnist":
+        tr = tv.FashionMNIST(str(path), train=True, download=False)
+        te = tv.FashionMNIST(str(path), train=False, download=False)
+        return ImageSource(name, tr, te, tuple(tr.classes), (0, 0, 0))
+    if name == "svhn":
+        tr = tv.SVHN(str(path), split="train", download=False)
+        te = tv.SVHN(str(path), split="test", download=False)
+        return ImageSource(name, tr, te, tuple(str(i) for i in range(10)), (0, 0, 0))
+    if name == "imagefolder":
+        if not ((path / "train").is_dir() and (path / "test").is_dir()):
+            raise DataError(f"ImageFolder root {path} needs train/ and test/<class>/<image> "
+                            "folders")
+        return folder_source(name, path, None)
+    if name == "cub":
+        return cub_source(path, to_rgb)
+    if name == "cars":
+        return cars_source(path, to_rgb)
+    if name == "aircraft":
+        return aircraft_source(path, to_rgb)
+    if name in ("sketches", "wikiart"):
+        return folder_source(name, path, to_rgb)
     raise DataError(f"unknown local dataset {name!r}; valid: {', '.join(LOCAL_DATASETS)}")
 
 

@@ -3,13 +3,17 @@
 whether it ran in-process, in a worker process, as a Ray task or as a Slurm job.
 
 - ``local``: in this process, one run after the other; or ``workers`` > 1 processes
-  (``concurrent.futures`` with spawned workers, torch threads split between them).
+  (``concurrent.futures`` with spawned workers, torch threads split between them). On a
+  multi-GPU machine worker k sees only GPU k mod n (``CUDA_VISIBLE_DEVICES`` set to one of the
+  GPUs visible to the sweep, before the worker touches CUDA), so its runs' ``cuda`` is that GPU
+  rather than every run's being GPU 0.
 - ``ray``: each run a Ray task asking for ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs; joins
   the cluster at ``ray_address`` (``auto`` or ``HOST:PORT``) or starts a local Ray instance.
 - ``slurm``: through submitit, one job per run or one job array (``slurm_array``), with
-  partition, time limit, CPUs and GPUs per job; ``slurm_cluster="local"`` runs the same jobs as
-  local processes (submitit's local executor: how the path is tested without Slurm), ``auto``
-  uses Slurm when ``sbatch`` is on the PATH.
+  partition, time limit, CPUs and GPUs per job (whole GPUs: Slurm does not share one between
+  jobs); ``slurm_cluster="local"`` runs the same jobs as local processes (submitit's local
+  executor: how the path is tested without Slurm), ``auto`` uses Slurm when ``sbatch`` is on
+  the PATH.
 
 Ray and submitit are optional extras (``pip install -e '.[ray]'``, ``'.[slurm]'``). On a cluster
 the output and cache folders must be on a filesystem every node sees, and every node needs the
@@ -102,6 +106,10 @@ def check_available(options: ExecutorOptions) -> None:
     if options.slurm_cluster not in SLURM_CLUSTERS:
         raise ExecutorError(f"unknown Slurm cluster {options.slurm_cluster!r}; valid: "
                             f"{', '.join(SLURM_CLUSTERS)}")
+    if options.executor == "slurm" and options.gpus_per_run != int(options.gpus_per_run):
+        raise ExecutorError(f"--gpus-per-run {options.gpus_per_run:g}: Slurm allocates whole "
+                            "GPUs per job; use a whole number (or --executor ray for fractional "
+                            "GPUs)")
     if options.executor in EXTRAS:
         module, extra = EXTRAS[options.executor]
         try:
@@ -128,6 +136,29 @@ def run_all(configs: list[dict], out: Path, cache: Path, options: ExecutorOption
     return runner(configs, str(out), str(cache), options, progress, tensorboard, report)
 
 
+def visible_gpus() -> list[str]:
+    """The CUDA devices this process sees, as ``CUDA_VISIBLE_DEVICES`` entries: the ones that
+    variable lists, if set (a worker must name GPU 3, not 0, under ``CUDA_VISIBLE_DEVICES=3,5``),
+    else 0..n-1; empty without CUDA."""
+    import torch
+
+    n = torch.cuda.device_count()
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        return [str(i) for i in range(n)]
+    return [i.strip() for i in listed.split(",")][:n]
+
+
+def use_one_gpu(gpus: list[str], counter) -> None:
+    """Worker initializer: the k-th worker started (k from the shared ``counter``) sees only
+    ``gpus[k % len(gpus)]``. It runs before the worker's first task, so before CUDA reads
+    ``CUDA_VISIBLE_DEVICES``."""
+    with counter.get_lock():
+        k = counter.value
+        counter.value += 1
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpus[k % len(gpus)]
+
+
 def _local(configs, out, cache, options, progress, tensorboard, report):
     n = len(configs)
     if options.workers <= 1:
@@ -140,8 +171,11 @@ def _local(configs, out, cache, options, progress, tensorboard, report):
         return outcomes
     threads = max(1, (os.cpu_count() or 1) // options.workers)
     results: dict[int, Outcome] = {}
-    with ProcessPoolExecutor(max_workers=options.workers,
-                             mp_context=get_context("spawn")) as pool:
+    context, gpus = get_context("spawn"), visible_gpus()
+    one_gpu = {"initializer": use_one_gpu,
+               "initargs": (gpus, context.Value("i", 0))} if gpus else {}
+    with ProcessPoolExecutor(max_workers=options.workers, mp_context=context,
+                             **one_gpu) as pool:
         futures = {pool.submit(execute, cfg, out, cache, False, tensorboard, threads): i
                    for i, cfg in enumerate(configs)}
         for k, fut in enumerate(as_completed(futures), 1):

@@ -2,6 +2,7 @@
 
     python -m benchmarks.perf [--backbones vit_micro,cait_micro,lavit_micro] [--strategies all]
                               [--batch 64] [--eval-batch 512] [--repeats 20] [--device cpu]
+                              [--keep-tokens 0.9] [--keep-weights 0.97]
                               [--out results]        (writes <out>/perf.md and <out>/perf.json)
 
 For every backbone, the **plain** reference is the timm backbone with a linear head in a plain
@@ -16,6 +17,18 @@ continual-learning method is active (HAT's gradient masks, LwF's distillation, .
   task's masks finished (bit-packed, folded into the weights once); for mask and gate strategies
   also of the per-task **compacted** model (``models.compact``), with its largest absolute
   difference to the masked dense output;
+- **masks**: a few synthetic steps do not move masks (every entry starts kept), so the mask
+  strategies are measured with masks drawn at the keep rates of trained ones (seeded, an exact
+  count per mask): MEAT's token masks keep ``keep_tokens`` = 90% of the patch tokens of every
+  layer (its drop-control loss targets lambda = 0.9), MEAT's FFN masks and Piggyback's weight
+  masks ``keep_weights`` = 97% of their weights (a few % dropped); HAT's gates are left as
+  trained (their N(0, 1) embeddings switch about half the units of a new task off). The draw is
+  set on the measured task's logits/scores before its training steps (kept entries at +2 gamma,
+  dropped at -2 gamma for MEAT's Gumbel logits, so a training sample differs from the draw
+  with probability sigmoid(-2 gamma) = 3e-4; Piggyback's scores at init and mirrored below the
+  threshold) and again after them, before they are binarized: the timed steps, the evaluation
+  and the compaction all see it. The table reports the kept fractions (tokens over every token
+  mask; weights over every masked or gated layer);
 - **peak memory**: on CUDA ``max_memory_allocated`` over the training steps; on CPU the growth
   of the measuring process's peak RSS over its size before the model was built (each
   measurement runs in a fresh process).
@@ -49,6 +62,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 MASK_STRATEGIES = ("meat", "piggyback", "hat")  # the targets of issue #8
 TRAIN_TARGET, EVAL_TARGET = 1.3, 1.05
+KEEP_TOKENS, KEEP_WEIGHTS = 0.9, 0.97  # kept fractions of drawn masks (module docstring)
+MASK_SEED = 0
 
 
 def rss_mib() -> float:
@@ -137,8 +152,14 @@ class Plain:
         self.y = torch.arange(args["batch"], device=self.device) % 10
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
 
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              enabled=self.args.get("precision") == "bf16")
+
     def step(self) -> None:
-        loss = nn.functional.cross_entropy(self.model(self.x), self.y)
+        with self.autocast():
+            logits = self.model(self.x)
+        loss = nn.functional.cross_entropy(logits.float(), self.y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -149,7 +170,8 @@ class Plain:
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.eval()(x)
+        with self.autocast():
+            return self.model.eval()(x)
 
 
 def eval_seconds(forwards: dict, repeats: int, warmup: int, device) -> dict[str, float]:
@@ -202,6 +224,79 @@ class IterationTimer(SupervisedPlugin):
         self.times.append(time.perf_counter() - self.start)
 
 
+def task_masks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """("tokens", token mask) of every attention layer and ("weights", weight mask) of every
+    masked layer of ``model``, in module order."""
+    from models.attention import AttentionHooks
+    from models.masked_linear import MaskedWeight
+
+    hooks = [("tokens", AttentionHooks, "token_mask"), ("weights", MaskedWeight, "weight_mask")]
+    return [(kind, getattr(m, attr)) for m in model.modules() for kind, cls, attr in hooks
+            if isinstance(m, cls) and getattr(m, attr, None) is not None]
+
+
+def kept_and_dropped_values(rule) -> tuple[float, float] | None:
+    """The trainable values of a kept and a dropped entry under a mask rule (module docstring);
+    None for a rule whose values are left as trained (HAT's gates)."""
+    from models.masks import GumbelRule, ThresholdRule
+
+    if isinstance(rule, GumbelRule):
+        return 2 * rule.gamma, -2 * rule.gamma
+    if isinstance(rule, ThresholdRule):
+        return rule.init, 2 * rule.threshold - rule.init
+    return None
+
+
+class DrawnMasks(SupervisedPlugin):
+    """Sets the training task's token and weight masks to seeded draws keeping ``keep_tokens``
+    and ``keep_weights`` of their entries (round(keep x n) per mask), before its training steps
+    and again after them (before the masks are binarized, so training moves nothing)."""
+
+    def __init__(self, keep_tokens: float, keep_weights: float, seed: int = MASK_SEED):
+        super().__init__()
+        self.keep = {"tokens": keep_tokens, "weights": keep_weights}
+        self.seed = seed
+
+    @torch.no_grad()
+    def draw(self, strategy) -> None:
+        task = str(strategy.experience.task_label)
+        g = torch.Generator().manual_seed(self.seed)
+        for kind, mask in task_masks(strategy.model):
+            values = kept_and_dropped_values(mask.rule)
+            if values is None or task not in mask.trainable:
+                continue
+            n = mask.trainable[task].numel()
+            dropped = torch.randperm(n, generator=g)[:n - round(self.keep[kind] * n)]
+            drawn = torch.full((n,), values[0])
+            drawn[dropped] = values[1]
+            mask.trainable[task].copy_(drawn.reshape(mask.shape))
+
+    def before_training_epoch(self, strategy, **kwargs):
+        self.draw(strategy)
+
+    def after_training_epoch(self, strategy, **kwargs):
+        self.draw(strategy)
+
+
+def kept_percent(model: nn.Module, task: int) -> dict[str, float]:
+    """% of the patch tokens kept by ``task``'s token masks, and of the weights kept by its
+    weight masks and output gates (a gate keeps or drops a whole row), over every masked layer."""
+    from models.masked_linear import MaskedWeight
+
+    tokens = [mask.binary(task) for kind, mask in task_masks(model) if kind == "tokens"]
+    weights = []
+    for layer in model.modules():
+        if isinstance(layer, MaskedWeight):
+            keep = torch.ones(layer.weight.shape, dtype=torch.bool, device=layer.weight.device)
+            if getattr(layer, "weight_mask", None) is not None:
+                keep &= layer.weight_mask.binary(task)
+            if getattr(layer, "output_gate", None) is not None:
+                keep &= layer.output_gate.binary(task).reshape(-1, *[1] * (keep.dim() - 1))
+            weights.append(keep.flatten())
+    return {f"kept_{kind}_pct": 100 * float(torch.cat(masks).float().mean())
+            for kind, masks in (("tokens", tokens), ("weights", weights)) if masks}
+
+
 def measure_strategy(backbone: str, name: str, args: dict) -> dict:
     """One strategy trained through Avalanche on two synthetic tasks, measured on the second,
     then the plain reference in the same process (evaluation interleaved with it)."""
@@ -219,8 +314,10 @@ def measure_strategy(backbone: str, name: str, args: dict) -> dict:
     mem.start()
     timer = IterationTimer(device)
     info = get_strategy(name)
+    drawn = DrawnMasks(args["keep_tokens"], args["keep_weights"])
     settings = TrainSettings(epochs=1, batch_size=args["batch"], eval_batch_size=args["eval_batch"],
-                             device=args["device"], head_init="random", plugins=[timer])
+                             device=args["device"], head_init="random", plugins=[timer, drawn],
+                             precision=args.get("precision", "fp32"))
     strategy = info.build(create_backbone(backbone), dict(info.hparams), settings)
     strategy.train(bench.train_stream[0])
     timer.times.clear()
@@ -235,17 +332,20 @@ def measure_strategy(backbone: str, name: str, args: dict) -> dict:
 
     @torch.inference_mode()
     def forward():
-        return model(xe, 1)
+        with strategy.autocast():
+            return model(xe, 1)
 
     forwards = {"plain": lambda: plain.forward(xe), "strategy": forward}
     counts = {}
     if name in MASK_STRATEGIES:
         compacted, counts = compact_for_task(model, 1)
+        counts.update(kept_percent(model, 1))
         head = model.heads["1"]
 
         @torch.inference_mode()
         def compact_forward():
-            return head(compacted(xe))
+            with strategy.autocast():
+                return head(compacted(xe))
 
         forwards["compacted"] = compact_forward
         counts["compact_max_abs_diff"] = float((compact_forward() - forward()).abs().max())
@@ -304,15 +404,18 @@ def markdown(rows: list[dict], overhead: dict | None, args: dict) -> str:
              "so drift between processes cancels; the `plain` row is the reference alone. "
              "Targets: "
              f"eval <= {EVAL_TARGET}x for {', '.join(MASK_STRATEGIES)}; train step <= "
-             f"{TRAIN_TARGET}x plain fine-tuning for the same. Timings on a shared machine are "
-             "noisy (a few %).", ""]
+             f"{TRAIN_TARGET}x plain fine-tuning for the same. Mask strategies run with masks "
+             f"drawn to keep {100 * args['keep_tokens']:g}% of the patch tokens and "
+             f"{100 * args['keep_weights']:g}% of the masked weights (seed {MASK_SEED}; HAT's "
+             "gates as trained): kept tokens and weights are the measured task's fractions. "
+             "Timings on a shared machine are noisy (a few %).", ""]
     for backbone in dict.fromkeys(r["backbone"] for r in rows):
         group = [r for r in rows if r["backbone"] == backbone]
         lines += [f"## {backbone}", "",
                   "| strategy | train step ms | x plain | eval img/s | x plain | peak MiB | "
-                  "compacted img/s | compacted speedup | max abs diff | FFN units removed | "
-                  "keys dropped | targets |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "kept tokens % | kept weights % | compacted img/s | compacted speedup | "
+                  "max abs diff | FFN units removed | keys dropped | targets |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in group:
             tr = r["train_step_ms"] / r["plain_train_step_ms"]
             ev = r["plain_eval_img_s"] / r["eval_img_s"]
@@ -321,6 +424,8 @@ def markdown(rows: list[dict], overhead: dict | None, args: dict) -> str:
                 verdict = {True: "met", False: "MISSED"}
                 target = (f"train {verdict[tr <= TRAIN_TARGET]}, "
                           f"eval {verdict[ev <= EVAL_TARGET]}")
+            kept = [f"{r[k]:.1f}" if k in r else "" for k in ("kept_tokens_pct",
+                                                                   "kept_weights_pct")]
             compact = ["", "", "", "", ""]
             if "compact_img_s" in r:
                 compact = [f"{r['compact_img_s']:.0f}",
@@ -329,7 +434,7 @@ def markdown(rows: list[dict], overhead: dict | None, args: dict) -> str:
                            str(r["keys_dropped"])]
             lines.append(f"| {r['strategy']} | {r['train_step_ms']:.1f} | {tr:.2f} | "
                          f"{r['eval_img_s']:.0f} | {ev:.2f} | {r['peak_mib']:.0f} | "
-                         + " | ".join(compact) + f" | {target} |")
+                         + " | ".join(kept + compact) + f" | {target} |")
         lines.append("")
     if overhead:
         o = overhead
@@ -350,6 +455,26 @@ def markdown(rows: list[dict], overhead: dict | None, args: dict) -> str:
     return "\n".join(lines)
 
 
+SECTIONS = ("strategies", "data")
+
+
+def write_section(path: Path, name: str, text: str) -> None:
+    """Replace section ``name`` of ``path`` (between ``<!-- name -->`` markers), keeping the
+    others: the strategy and the data-path measurements run separately."""
+    old = path.read_text() if path.is_file() else ""
+    parts = {}
+    for key in SECTIONS:
+        start, end = f"<!-- {key} -->", f"<!-- /{key} -->"
+        if start in old and end in old:
+            parts[key] = old[old.index(start) + len(start):old.index(end)].strip("\n")
+    if not parts and old.strip() and name != "strategies":
+        parts["strategies"] = old.strip("\n")  # a file from before the sections
+    parts[name] = text.strip("\n")
+    body = "\n\n".join(f"<!-- {k} -->\n{parts[k]}\n<!-- /{k} -->" for k in SECTIONS if k in parts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(body + "\n")
+
+
 def main(argv=None) -> int:
     from strategies import STRATEGIES
 
@@ -362,17 +487,39 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--eval-repeats", type=int, default=40,
                    help="timed evaluation forwards (interleaved with the plain reference)")
+    p.add_argument("--keep-tokens", type=float, default=KEEP_TOKENS,
+                   help="fraction of patch tokens the drawn MEAT token masks keep per layer")
+    p.add_argument("--keep-weights", type=float, default=KEEP_WEIGHTS,
+                   help="fraction of weights the drawn MEAT FFN and Piggyback masks keep")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, default=ROOT / "results")
     p.add_argument("--cache", type=Path, default=ROOT / ".cache" / "pretrained")
     p.add_argument("--no-overhead", action="store_true", help="skip the runner-overhead run")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--data", action="store_true",
+                   help="measure the data path instead (benchmarks/dataperf.py): decoding on "
+                        "every access vs the image cache; writes its section of perf.md")
+    p.add_argument("--data-images", type=int, default=48,
+                   help="--data: generated images per dataset")
     args = p.parse_args(argv)
+    if args.data:
+        from benchmarks import dataperf
+
+        rows = dataperf.measure(args.data_images)
+        text = dataperf.markdown(rows, dataperf.projection(rows))
+        write_section(args.out / "perf.md", "data", text)
+        (args.out / "perf_data.json").write_text(json.dumps(rows, indent=1))
+        print(text)
+        return 0
+    if not (0 < args.keep_tokens <= 1 and 0 < args.keep_weights <= 1):
+        p.error("--keep-tokens and --keep-weights must be in (0, 1]")
     names = list(STRATEGIES) if args.strategies == "all" else args.strategies.split(",")
     device = torch.device(args.device)
     opts = {"device": args.device, "batch": args.batch, "eval_batch": args.eval_batch,
             "repeats": args.repeats, "eval_repeats": args.eval_repeats, "warmup": args.warmup,
-            "threads": args.threads,
+            "threads": args.threads, "keep_tokens": args.keep_tokens,
+            "keep_weights": args.keep_weights, "precision": args.precision,
             "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
                             else f"CPU ({torch.get_num_threads()} threads available)")}
     jobs = [(b, s, opts) for b in args.backbones.split(",") for s in ["plain", *names]]
@@ -385,7 +532,7 @@ def main(argv=None) -> int:
     overhead = None if args.no_overhead else runner_overhead(args.cache)
     args.out.mkdir(parents=True, exist_ok=True)
     text = markdown(rows, overhead, opts)
-    (args.out / "perf.md").write_text(text)
+    write_section(args.out / "perf.md", "strategies", text)
     (args.out / "perf.json").write_text(json.dumps({"settings": opts, "rows": rows,
                                                     "runner_overhead": overhead}, indent=1))
     print(text)

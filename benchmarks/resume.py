@@ -11,7 +11,9 @@
   RNG states of torch, numpy and ``random``. Model and plugin states are pickled together, so a
   plugin that points at a module of the model still points at the same module after loading.
   A run resumed from it continues exactly as if it had never stopped (same accuracy matrix on
-  CPU; tested by SIGKILL in ``tests/test_sweeps.py``).
+  CPU; tested by SIGKILL in ``tests/test_sweeps.py``). It is loaded on the CPU, whatever device
+  wrote it: ``torch.set_rng_state`` takes only CPU tensors, and a CPU-only machine can read a GPU
+  run's state; :func:`restore` then moves model and plugin states to the strategy's device.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from avalanche.training.plugins import EvaluationPlugin
+from torch import nn
 
 RESUME_FILE = "resume.pt"
 LOCK_FILE = ".lock"
@@ -91,28 +94,52 @@ def save_resume(folder: Path, strategy, runner_plugins, progress: dict) -> None:
     os.replace(tmp, path)
 
 
-def load_resume(folder: Path, device: str) -> dict | None:
-    """The saved state, or None if there is none or it cannot be read (then the run starts
-    over)."""
+def load_resume(folder: Path) -> dict | None:
+    """The saved state, on the CPU, or None if there is none or it cannot be read (then the run
+    starts over)."""
     path = Path(folder) / RESUME_FILE
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location=device, weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception:  # a checkpoint that does not load is no checkpoint
         return None
     return state if isinstance(state, dict) and state.get("format") == FORMAT else None
 
 
+def move_to(value, device, seen: set | None = None) -> None:
+    """Move every module and tensor reachable from ``value`` (through dicts, lists, tuples,
+    sets and objects' attributes) to ``device``, in place: a plugin's reference to a module or
+    tensor it shares with the model (or with another plugin) stays shared."""
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return
+    seen.add(id(value))
+    if isinstance(value, nn.Module):
+        value.to(device)
+    elif isinstance(value, torch.Tensor):
+        value.data = value.data.to(device)
+    elif isinstance(value, dict):
+        for v in value.values():
+            move_to(v, device, seen)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for v in value:
+            move_to(v, device, seen)
+    elif hasattr(value, "__dict__") and not isinstance(value, type):
+        move_to(vars(value), device, seen)
+
+
 def restore(strategy, runner_plugins, state: dict) -> dict:
-    """Put a saved state into a freshly built strategy (same config) and return the runner's
-    progress. Call right before training the next task: the RNG states are restored too."""
+    """Put a saved state (as loaded, on the CPU) into a freshly built strategy (same config),
+    move model and plugin states to the strategy's device, and return the runner's progress.
+    Call right before training the next task: the RNG states are restored too."""
     plugins = strategy_plugins(strategy, runner_plugins)
     if len(plugins) != len(state["plugins"]):
         raise RuntimeError("resume state does not match the strategy's plugins")
     strategy.model = state["model"]
     for plugin, saved in zip(plugins, state["plugins"], strict=True):
         plugin.__dict__.update(saved)
+    move_to([strategy.model, *plugins], strategy.device)
     set_rng_state(state["rng"])
     return state["progress"]
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from avalanche.core import SupervisedPlugin
 from tqdm import tqdm
 
+from benchmarks.inputs import NONE, InputPipeline
 from benchmarks.resume import clear_resume, file_lock, load_resume, restore, run_lock, save_resume
 from benchmarks.streams import Stream, build_stream
 from models.attention import set_dropkey
@@ -45,22 +46,31 @@ def seed_everything(seed: int) -> None:
 
 
 class EvalCounter(SupervisedPlugin):
-    """Correct predictions, sample count and summed loss per evaluated experience."""
+    """Correct predictions, sample count and summed loss per evaluated experience. The sums
+    stay on the device during the experience and are read once at its end: no device sync
+    per batch."""
 
     def __init__(self):
         super().__init__()
         self.counts: dict[int, list] = {}
+        self._sum: list = [0, 0, 0.0]  # correct, samples, loss (float64) of this experience
 
     def before_eval(self, strategy, **kwargs):
         self.counts = {}
 
+    def before_eval_exp(self, strategy, **kwargs):
+        self._sum = [0, 0, 0.0]
+
     def after_eval_iteration(self, strategy, **kwargs):
-        j = strategy.experience.current_experience
         out, y = strategy.mb_output, strategy.mb_y
-        c = self.counts.setdefault(j, [0, 0, 0.0])
-        c[0] += int((out.argmax(1) == y).sum())
-        c[1] += len(y)
-        c[2] += float(F.cross_entropy(out, y, reduction="sum"))
+        s = self._sum
+        s[0] = s[0] + (out.argmax(1) == y).sum()
+        s[1] += len(y)
+        s[2] = s[2] + F.cross_entropy(out, y, reduction="sum").double()
+
+    def after_eval_exp(self, strategy, **kwargs):
+        correct, n, loss = self._sum
+        self.counts[strategy.experience.current_experience] = [int(correct), n, float(loss)]
 
 
 class StepTimer(SupervisedPlugin):
@@ -156,24 +166,48 @@ def packed_shapes(model, task: int) -> dict[str, list[int]]:
 
 
 class ProgressBar(SupervisedPlugin):
-    """A tqdm bar per training task (on a terminal; silent in logs)."""
+    """A tqdm bar per training task (on a terminal; silent in logs), showing the mean loss of
+    the last finished epoch: the per-step losses are summed on the device and read once per
+    epoch, not synced every step."""
 
     def __init__(self, label: str):
         super().__init__()
         self.label = label
         self.bar = None
+        self._loss, self._n = 0.0, 0
 
     def before_training_exp(self, strategy, **kwargs):
         total = strategy.train_epochs * len(strategy.dataloader)
         self.bar = tqdm(total=total, desc=f"{self.label} task {strategy.experience.task_label}",
                         leave=False, file=sys.stderr, disable=None)
 
+    def before_training_epoch(self, strategy, **kwargs):
+        self._loss, self._n = 0.0, 0
+
     def after_training_iteration(self, strategy, **kwargs):
         self.bar.update(1)
-        self.bar.set_postfix(loss=f"{float(strategy.loss):.3f}", refresh=False)
+        n = len(strategy.mb_y)
+        self._loss, self._n = self._loss + strategy.loss.detach() * n, self._n + n
+
+    def after_training_epoch(self, strategy, **kwargs):
+        self.bar.set_postfix(loss=f"{float(self._loss) / max(self._n, 1):.3f}")
 
     def after_training_exp(self, strategy, **kwargs):
         self.bar.close()
+
+
+def set_tf32(config: dict) -> None:
+    """TF32 matmuls and convolutions on CUDA as the config says (on by default: fp32 runs then
+    use the tensor cores; bf16 autocast is unaffected)."""
+    if str(config["device"]).startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = bool(config.get("tf32", True))
+        torch.backends.cudnn.allow_tf32 = bool(config.get("tf32", True))
+
+
+def loader_workers(device: str) -> int:
+    """DataLoader worker processes: none on the CPU (the training threads need the cores; the
+    bundled data and the image cache are in memory), 4 to feed a GPU."""
+    return 4 if str(device).startswith("cuda") else 0
 
 
 def prepare_backbone(config: dict, stream: Stream, cache_dir: Path):
@@ -240,8 +274,11 @@ def _run(config: dict, folder: Path, cache_dir: Path, progress: bool, tensorboar
         wall = time.perf_counter()
         torch.set_flush_denormal(False)  # the process default, whatever an earlier run set
         seed_everything(config["seed"])
+        set_tf32(config)
+        preprocess = config.get("preprocess", NONE)
         stream = build_stream(config["stream"], config["seed"], data_root=config.get("data_root"),
-                              val_fraction=config["val_fraction"])
+                              val_fraction=config["val_fraction"], preprocess=preprocess,
+                              cache_dir=cache_dir / "images")
         if "tuning" in config:  # a tuning trial: the first tasks, evaluated on validation data
             stream = stream.validation_only(config["tuning"]["tasks"])
         t0 = time.perf_counter()
@@ -253,8 +290,10 @@ def _run(config: dict, folder: Path, cache_dir: Path, progress: bool, tensorboar
         R = [[None] * T for _ in range(T)]
         record["acc_matrix"] = R
         bench = stream.to_benchmark()
-        torch.save({"images": [task.test[0][0].clone() for task in stream.tasks]},  # not views
-                   folder / "examples.pt")
+        inputs = InputPipeline(preprocess, stream.image_shape[-1])
+        torch.save({"images": [inputs.view(task.test[0][0]).cpu().clone()
+                               for task in stream.tasks]},
+                   folder / "examples.pt")  # copies on the CPU: not views, readable anywhere
         counter, probe = EvalCounter(), ProbeHeadPlugin(bench, config["head_init"],
                                                         cache_dir=cache_dir / "probes")
         log, timer = TrainLog(tensorboard_writer(folder) if tensorboard else None), StepTimer()
@@ -263,11 +302,13 @@ def _run(config: dict, folder: Path, cache_dir: Path, progress: bool, tensorboar
         settings = TrainSettings(epochs=config["epochs"], batch_size=config["batch_size"],
                                  eval_batch_size=config["eval_batch_size"],
                                  device=config["device"], head_init=config["head_init"],
-                                 plugins=runner_plugins)
+                                 plugins=runner_plugins,
+                                 precision=config.get("precision", "fp32"), inputs=inputs,
+                                 loader_workers=loader_workers(config["device"]))
         seed_everything(config["seed"])
         strategy = info.build(backbone, dict(hp), settings)
         per_task_items, file_bytes, start = [], [], 0
-        saved = load_resume(folder, config["device"])
+        saved = load_resume(folder)
         if saved is not None:
             done = restore(strategy, runner_plugins, saved)
             record, rows, log.rows = done["record"], done["rows"], done["log_rows"]

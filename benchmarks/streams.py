@@ -214,17 +214,20 @@ PAPER_STREAM = "meat-paper6"
 
 
 def paper_stream(seed: int, val_fraction: float, data_root: str | None,
-                 img_size: int = 224) -> Stream:
+                 img_size: int = 224, preprocess: dict | None = None,
+                 cache_dir: str | Path | None = None) -> Stream:
     """The MEAT paper's new tasks in its order — CUB-200-2011, Stanford Cars, FGVC-Aircraft,
     CIFAR-100, Sketches, WikiArt — each a task over all its classes, read from
     ``data_root/<name>`` (layouts in ``benchmarks.datasets``), RGB at ``img_size``. The base is
-    ImageNet: give its pre-trained checkpoint (``--pretrained``)."""
+    ImageNet: give its pre-trained checkpoint (``--pretrained``). ``preprocess`` and
+    ``cache_dir``: see :func:`benchmarks.datasets.local_source`."""
     if data_root is None:
         raise DataError(f"stream {PAPER_STREAM!r} reads {', '.join(PAPER_TASKS)} from "
                         "DATA_ROOT/<name>: give --data-root PATH")
     tasks = []
     for name in PAPER_TASKS:
-        source = local_source(name, Path(data_root).expanduser() / name, img_size)
+        source = local_source(name, Path(data_root).expanduser() / name, img_size, preprocess,
+                              cache_dir)
         tasks.append(make_task(name, source, range(len(source.class_names)), seed,
                                val_fraction))
     return Stream(PAPER_STREAM, seed, tasks, None, (3, img_size, img_size))
@@ -248,12 +251,19 @@ def build_stream(
     data_root: str | None = None,
     val_fraction: float = 0.1,
     img_size: int | None = None,
+    preprocess: dict | None = None,
+    cache_dir: str | Path | None = None,
 ) -> Stream:
-    """Build a stream by name; raises :class:`DataError` with the valid names if unknown."""
+    """Build a stream by name; raises :class:`DataError` with the valid names if unknown.
+
+    Local datasets go through the storage part of ``preprocess`` and, with ``cache_dir`` and an
+    image size, the decode-once image cache (:func:`benchmarks.datasets.local_source`); the
+    bundled streams keep their in-memory tensors."""
     if name in FIXED_STREAMS:
         return FIXED_STREAMS[name](seed, val_fraction)
     if name == PAPER_STREAM:
-        return paper_stream(seed, val_fraction, data_root, img_size or 224)
+        return paper_stream(seed, val_fraction, data_root, img_size or 224, preprocess,
+                            cache_dir)
     m = SPLIT_RE.match(name)
     if not m or m["dataset"] not in (*BUNDLED_SPLITS, *LOCAL_DATASETS):
         raise DataError(f"unknown stream {name!r}; valid: {stream_names_help()}")
@@ -263,7 +273,8 @@ def build_stream(
     elif dataset == "digits":
         source, base_src = sklearn_digits(seed, size=28), mnist5k(seed)
     else:
-        source, base_src = local_source(dataset, data_root, img_size), None
+        source = local_source(dataset, data_root, img_size, preprocess, cache_dir)
+        base_src = None
     tasks = class_split(source, n_tasks, seed, val_fraction)
     base = None
     if base_src is not None:

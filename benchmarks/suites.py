@@ -12,7 +12,9 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks.inputs import PreprocessError, resolve_preprocess
 from models.attention import dropkey_rates
+from models.factory import pretrained_normalization
 from strategies import STRATEGIES
 from strategies.registry import resolve_hparams
 
@@ -38,6 +40,9 @@ DEFAULTS = {
     "pretrained": None,
     "hparams": {},
     "hparams_from": "paper",
+    "preprocess": "none",
+    "precision": "fp32",
+    "tf32": True,
 }
 
 
@@ -120,8 +125,24 @@ def hparams_source(tuned: dict, user: dict) -> str:
             (True, True): "tuned+user"}[(bool(tuned), bool(user))]
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def resolved_preprocess(suite: dict) -> dict:
+    """The suite's preprocessing with ``auto`` normalization resolved for its backbone: the
+    timm ``pretrained_cfg`` mean/std when the run starts from a checkpoint file."""
+    norm = pretrained_normalization(suite["backbone"]) if suite["pretrained"] else None
+    try:
+        return resolve_preprocess(suite["preprocess"], norm)
+    except PreprocessError as e:
+        raise SuiteError(str(e)) from e
+
+
 def _expand_stream(suite: dict) -> list[dict]:
     check_dropkey(suite)
+    if suite["precision"] not in PRECISIONS:
+        raise SuiteError(f"precision {suite['precision']!r} is not one of {', '.join(PRECISIONS)}")
+    preprocess = resolved_preprocess(suite)
     if suite["hparams_from"] not in HPARAMS_FROM:
         raise SuiteError(f"hparams {suite['hparams_from']!r} is not one of "
                          f"{', '.join(HPARAMS_FROM)}")
@@ -153,5 +174,7 @@ def _expand_stream(suite: dict) -> list[dict]:
                 "val_fraction": float(suite["val_fraction"]), "device": suite["device"],
                 "data_root": suite["data_root"], "pretrained": suite["pretrained"],
                 "hparams": hp, "hparams_source": hparams_source(tuned, user),
+                "preprocess": preprocess, "precision": suite["precision"],
+                "tf32": bool(suite["tf32"]),
             })
     return configs

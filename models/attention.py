@@ -12,19 +12,35 @@ forward. The hooks:
 
       Psi_ij = m_j exp(A_ij) / sum_s m_s exp(A_is)
 
-  In training (float mask carrying straight-through gradients) this multiplicative form is
-  computed with the row max subtracted, in fp32 (an additive log m would give NaN gradients at
-  m = 0). At evaluation (boolean mask, the same for every query) ViT/DeiT attention and CaiT's
-  class attention select the kept keys and values once per task and run the fused
-  ``scaled_dot_product_attention`` unmasked on them — exactly the masked softmax, at plain cost
-  or less; CaiT's talking heads and LaViT use a boolean key mask. ``keep_diagonal`` (MEAT's
-  official code): every token always attends to itself, m_ij = max(m_j, [i == j]) (masked, not
-  selected).
+  In training the mask is float (hard samples carrying straight-through gradients; an additive
+  log m would give NaN gradients at m = 0). Where it is the same for every query (ViT/DeiT
+  attention, CaiT's class attention; not ``keep_diagonal``), the per-key identity
+
+      O_i = sum_j m_j e^{A_ij} v_j / sum_j m_j e^{A_ij} = [P (m * V)]_i / [P m]_i,  P = softmax(A)
+
+  runs it as ONE fused ``scaled_dot_product_attention`` with the mask appended to the values
+  as an extra channel, V' = [m * V, m] (:func:`key_masked_attention`): exact output and, by
+  autograd through the kernel, exact gradients to q, k, v and m, without the fp32 (B, H, N, N)
+  tensors of the explicit form (two kept for backward per layer, more in flight: several GiB at
+  DeiT-S batch 256); backward keeps O(N d) per row instead. P runs over masked keys too,
+  which cancel in the ratio; as in the explicit form (its row max includes them) kept weights
+  underflow only if a masked logit exceeds every kept one by ~87. The division is done in fp32,
+  so under bf16 autocast both sums keep the kernel's fp32 accumulation up to one bf16 rounding
+  each. Elsewhere (DropKey in self-attention and ``keep_diagonal``: the keep depends on the
+  query; attention dropout, see :meth:`AttentionHooks.attend`; CaiT's talking heads and LaViT,
+  which mix or reuse the probabilities) the multiplicative form is computed explicitly, with
+  the row max subtracted, in fp32. At evaluation (boolean mask, the same for every query)
+  ViT/DeiT attention and CaiT's class attention select the kept keys and values once per task
+  and run the fused ``scaled_dot_product_attention`` unmasked on them — exactly the masked
+  softmax, at plain cost or less; CaiT's talking heads and LaViT use a boolean key mask.
+  ``keep_diagonal`` (MEAT's official code): every token always attends to itself,
+  m_ij = max(m_j, [i == j]) (masked, not selected).
 - **DropKey** (``dropkey_rate`` p; Li et al., CVPR 2023): in training only, every
   (sample, head, query, key) logit is dropped with probability p before the softmax, without
-  rescaling. Dropping is a keep mask in the same multiplicative softmax, so it composes with
-  token masks (their product) and is exact in half precision (no -1e12 constants); a row whose
-  keys are all dropped gives a zero output rather than NaN. :func:`set_dropkey` sets the
+  rescaling. Dropping is a keep mask in the same multiplicative softmax (fused in CaiT's class
+  attention, whose one query makes any keep per-key), so it composes with token masks (their
+  product) and is exact in half precision (no -1e12 constants); a row whose keys are all
+  dropped gives a zero output rather than NaN. :func:`set_dropkey` sets the
   layer-wise schedule.
 
 CaiT's talking-heads attention mixes heads by a linear map after the softmax, with a bias, which
@@ -58,6 +74,22 @@ def multiplicative_masked_softmax(logits: torch.Tensor, keep: torch.Tensor) -> t
     a = logits.float()
     e = torch.exp(a - a.amax(dim=-1, keepdim=True).detach()) * keep.float()
     return (e / e.sum(dim=-1, keepdim=True).clamp_min(1e-12)).to(logits.dtype)
+
+
+def key_masked_attention(q, k, v, keep: torch.Tensor, scale: float) -> torch.Tensor:
+    """softmax(q k^T * scale) v with key j weighted by keep m_j, the same for every query
+    (``keep`` broadcasts as (..., 1, N)), in one fused call: [P (m * V), P m] from the values
+    [m * V, m], then their ratio in fp32 (module docstring). q, k and the values are zero-padded
+    to the next multiple of 8 above the head dim: the fused kernels take one head dim for all
+    three (CPU) and multiples of 8 (CUDA). A row with nothing kept is zero."""
+    d = v.shape[-1]
+    width = (d + 8) // 8 * 8
+    m = keep.to(v.dtype).transpose(-2, -1).expand(*v.shape[:-1], 1)
+    # [v, 1] * m: the product's backward keeps [v, 1], not the whole qkv output v is a view of
+    values = F.pad(torch.cat([v, torch.ones_like(m)], dim=-1) * m, (0, width - d - 1))
+    out = F.scaled_dot_product_attention(F.pad(q, (0, width - d)), F.pad(k, (0, width - d)),
+                                         values, scale=scale)
+    return (out[..., :d].float() / out[..., d:d + 1].float().clamp_min(1e-12)).to(out.dtype)
 
 
 class AttentionHooks:
@@ -133,14 +165,21 @@ class AttentionHooks:
         return drop if keep is None else keep.to(torch.float32) * drop
 
     def attend(self, q, k, v, keep: torch.Tensor | None) -> torch.Tensor:
-        """softmax(q k^T * scale) v with keys kept by ``keep``: the fused kernel unless a float
-        keep (training masks) needs the multiplicative form. At evaluation only the selected
-        keys enter (:meth:`key_selection`)."""
+        """softmax(q k^T * scale) v with keys kept by ``keep``, through the fused kernel: plain
+        or with a boolean mask at evaluation (only the selected keys enter,
+        :meth:`key_selection`), by :func:`key_masked_attention` for a keep that is the same for
+        every query (training token masks). The explicit multiplicative softmax remains for a
+        query-dependent keep (DropKey, ``keep_diagonal``) and for attention dropout in training:
+        the kernel's dropout would hit the mask channel too, renormalizing over the surviving
+        keys instead of dropping attention weights (no strategy here uses attention dropout)."""
         kept = self.key_selection(k.shape[-2], k.device)
         if kept is not None:
             k, v = k.index_select(-2, kept), v.index_select(-2, kept)
         if keep is None or keep.dtype == torch.bool and not self.training:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+        dropout = self.training and self.attn_drop.p > 0
+        if keep.shape[-2] == 1 and not dropout:
+            return key_masked_attention(q, k, v, keep, self.scale)
         attn = multiplicative_masked_softmax((q * self.scale) @ k.transpose(-2, -1), keep)
         return self.attn_drop(attn) @ v
 

@@ -140,6 +140,15 @@ def create_backbone(
     return model
 
 
+def pretrained_normalization(name: str) -> tuple[tuple, tuple] | None:
+    """(mean, std) that a timm model's pretrained weights expect (its ``pretrained_cfg``); None
+    for the suite's own configs, which are pre-trained here on raw [0, 1] inputs."""
+    if name in NAMED_CONFIGS:
+        return None
+    cfg = timm.models.get_pretrained_cfg(name)
+    return (tuple(cfg.mean), tuple(cfg.std)) if cfg is not None else None
+
+
 def load_checkpoint(model: nn.Module, path: str | Path) -> None:
     """Load a local checkpoint (timm file or ours) into a features-only model.
 
@@ -166,10 +175,13 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> None:
 
 
 def save_checkpoint(state_dict: dict, path: str | Path, **meta) -> None:
-    """Save a state_dict (plus metadata) atomically, loadable by :func:`load_checkpoint`."""
+    """Save a state_dict (plus metadata) atomically, loadable by :func:`load_checkpoint`.
+    Tensors are saved detached and on the CPU, so a GPU run's files load on a CPU-only machine
+    (``torch.load`` otherwise restores them to the device that saved them)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
+    state_dict = {k: v.detach().cpu() for k, v in state_dict.items()}
     torch.save({"state_dict": state_dict, "meta": meta}, tmp)
     tmp.replace(path)
 

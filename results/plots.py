@@ -174,7 +174,8 @@ def token_mask_figure(run_dir: Path, record: dict, out: Path, name: str) -> list
     masks = token_masks(run_dir, len(record["acc_matrix"]))
     if not masks or not masks[-1]:
         return []
-    examples = torch.load(run_dir / "examples.pt", weights_only=True)["images"]
+    examples = torch.load(run_dir / "examples.pt", map_location="cpu",
+                          weights_only=True)["images"]
     last = len(masks) - 1
     layers = masks[last]
     fig, axes = plt.subplots(1, len(layers) + 1, figsize=(2.2 * (len(layers) + 1), 2.6),
@@ -216,7 +217,7 @@ def token_masks(run_dir: Path, n_tasks: int) -> list[dict[str, torch.Tensor]]:
         path = run_dir / "tasks" / f"task_{t}.pt"
         if not path.exists():
             break
-        saved = torch.load(path, weights_only=True)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
         shapes = saved.get("meta", {}).get("packed_shapes", {})
         layers = {}
         for key, packed in saved["state_dict"].items():

@@ -43,7 +43,8 @@ def publish(run_dirs: list[Path], dest: Path) -> list[Path]:
                 shutil.copy2(src / name, dst / name)
         if any(token_masks(src, len(rec["tasks"]))) and (src / "examples.pt").exists():
             shutil.copytree(src / "tasks", dst / "tasks")
-            images = torch.load(src / "examples.pt", weights_only=True)["images"]
+            images = torch.load(src / "examples.pt", map_location="cpu",
+                                weights_only=True)["images"]
             torch.save({"images": [x.clone() for x in images]}, dst / "examples.pt")
     return write_report(find_records([runs]), report)
 

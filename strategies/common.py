@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import torch
 from avalanche.core import SupervisedPlugin
+from avalanche.models.utils import is_multi_task_module
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 from torch import nn
@@ -25,6 +26,7 @@ from strategies.registry import TrainSettings
 ParamGroups = Callable[[nn.Module], list[dict]]
 
 OPTIMIZERS = ("adamw", "sgd")
+PRECISIONS = ("fp32", "bf16")
 
 
 def build_optimizer(name: str, groups: list[dict], weight_decay: float, momentum: float):
@@ -64,7 +66,13 @@ class ContinualTemplate(SupervisedTemplate):
         self.momentum = momentum
         self.cosine = cosine
         self.scheduler = None
+        if settings.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {settings.precision!r}")
+        self.precision = settings.precision
+        self.inputs = settings.inputs
+        self.loader_workers = settings.loader_workers
         self._eval_loaders: dict = {}
+        self._task_of: tuple = (None, None)  # (experience, its single task label or None)
         placeholder = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.0)
         super().__init__(
             model=model,
@@ -94,6 +102,25 @@ class ContinualTemplate(SupervisedTemplate):
             if self.cosine else None
         )
 
+    def autocast(self):
+        """bf16 autocast on the run's device for ``precision="bf16"`` (a disabled context for
+        fp32): matmuls and attention in bf16; parameters (masks, gates, scores included),
+        gradients and optimizer state stay fp32, and no loss scaling is needed."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              enabled=self.precision == "bf16")
+
+    def _unpack_minibatch(self) -> None:
+        """Move the batch to the device, then turn its images into model inputs there
+        (``settings.inputs``: uint8 -> float, augmentation in training, normalization)."""
+        super()._unpack_minibatch()
+        if self.inputs is not None:
+            self.mbatch[0] = self.inputs(self.mbatch[0], self.is_training)
+
+    def make_train_dataloader(self, **kwargs) -> None:
+        kwargs.setdefault("num_workers", self.loader_workers)
+        kwargs.setdefault("persistent_workers", self.loader_workers > 0)
+        super().make_train_dataloader(**kwargs)
+
     def make_eval_dataloader(self, **kwargs) -> None:
         """One evaluation loader per experience, built on its first evaluation and reused: the
         runner evaluates every earlier task after every task."""
@@ -101,6 +128,7 @@ class ContinualTemplate(SupervisedTemplate):
         stream = exp.origin_stream
         key = (id(stream.benchmark), stream.name, exp.current_experience)
         if key not in self._eval_loaders:
+            kwargs.setdefault("num_workers", self.loader_workers)
             super().make_eval_dataloader(**kwargs)
             self._eval_loaders[key] = self.dataloader
         self.dataloader = self._eval_loaders[key]
@@ -109,6 +137,28 @@ class ContinualTemplate(SupervisedTemplate):
         super().optimizer_step()
         if self.scheduler is not None:
             self.scheduler.step()
+
+    def forward(self):
+        """Avalanche's forward, except that in an experience of one task the model gets that
+        task's label as an ``int`` (``MultiTaskModule``'s fast path): a tensor of labels costs
+        a ``torch.unique`` and an ``.item()``, two device syncs, on every batch. Batches hold the
+        current experience's samples only (no strategy here mixes in other tasks' samples)."""
+        task = self._single_task()
+        with self.autocast():
+            if task is None or not is_multi_task_module(self.model):
+                out = super().forward()
+            else:
+                out = self.model(self.mb_x, task)
+        return out.float()  # losses (cross-entropy, distillation) in fp32
+
+    def _single_task(self) -> int | None:
+        """The current experience's task label if it has exactly one, else None; looked up once
+        per experience (some Avalanche experiences compute ``task_labels`` from their data)."""
+        if self._task_of[0] is not self.experience:
+            labels = getattr(self.experience, "task_labels", None)
+            task = int(labels[0]) if labels is not None and len(labels) == 1 else None
+            self._task_of = (self.experience, task)
+        return self._task_of[1]
 
 
 

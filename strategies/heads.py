@@ -6,7 +6,8 @@ the start of that task* (eval mode, ``torch.inference_mode``, large batches, onc
 a converged linear probe (``models.heads.fit_linear_probe``; C chosen on the task's validation
 split; memoized on disk across runs, as strategies on frozen features fit the same one), records
 the probe's test accuracy as the task's ``probe_acc`` reference and, with
-``head_init="probe"``, copies the probe (standardization folded in) into the new head.
+``head_init="probe"``, copies the probe (standardization folded in) into the new head. Features
+stay on the run's device, where the probe is fitted and its test accuracy computed.
 
 Which strategies start from the probe (``head_init: auto``): those on frozen features, where a
 few SGD epochs leave a head far from converged. Strategies that fine-tune the whole backbone
@@ -20,6 +21,7 @@ their low-variance directions and anchors the backbone there. Measured on mnist5
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -32,13 +34,19 @@ HEAD_INITS = ("probe", "random")
 
 
 @torch.inference_mode()
-def task_features(model, dataset: Dataset, task: int, device, batch_size: int = 1024):
-    """(features, labels) of a whole dataset through ``model.features(x, task)``."""
+def task_features(model, dataset: Dataset, task: int, device, batch_size: int = 1024,
+                  inputs=None, autocast=nullcontext):
+    """(features, labels) of a whole dataset through ``model.features(x, task)``, as float32
+    features and labels on ``device``. ``inputs(x, train=False)`` turns a batch on the device
+    into model inputs and ``autocast()`` gives the precision context, as for evaluation."""
     feats, labels = [], []
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        x, y = batch[0], batch[1]
-        feats.append(model.features(x.to(device), task).float().cpu())
-        labels.append(torch.as_tensor(y))
+        x, y = batch[0].to(device), batch[1]
+        if inputs is not None:
+            x = inputs(x, False)
+        with autocast():
+            feats.append(model.features(x, task).float())
+        labels.append(torch.as_tensor(y).to(device))
     return torch.cat(feats), torch.cat(labels)
 
 
@@ -76,9 +84,13 @@ class ProbeHeadPlugin(SupervisedPlugin):
         was_training = model.training
         model.eval()
         n_classes = model.heads[str(task)].out_features
-        tr = task_features(model, exp.dataset.eval(), task, device)
-        va = task_features(model, self.benchmark.valid_stream[i].dataset.eval(), task, device)
-        te = task_features(model, self.benchmark.test_stream[i].dataset.eval(), task, device)
+        as_eval = {"inputs": getattr(strategy, "inputs", None),
+                   "autocast": getattr(strategy, "autocast", nullcontext)}
+        tr = task_features(model, exp.dataset.eval(), task, device, **as_eval)
+        va = task_features(model, self.benchmark.valid_stream[i].dataset.eval(), task, device,
+                           **as_eval)
+        te = task_features(model, self.benchmark.test_stream[i].dataset.eval(), task, device,
+                           **as_eval)
         probe = fit_linear_probe(*tr, n_classes, *va, c_grid=self.c_grid,
                                  cache_dir=self.cache_dir)
         self.probes[i] = probe

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from torch import nn
+from torch import Tensor, nn
 
 from strategies.storage import StorageItem
 
@@ -27,6 +27,10 @@ class TrainSettings:
     device: str = "cpu"
     head_init: str = "probe"  # "probe" | "random"
     plugins: list = field(default_factory=list)  # runner plugins (counting, progress, probe)
+    precision: str = "fp32"  # "fp32" | "bf16" (autocast; parameters and optimizer stay fp32)
+    # batch (on the device), training? -> model input: conversion, augmentation, normalization
+    inputs: Callable[[Tensor, bool], Tensor] | None = None
+    loader_workers: int = 0  # DataLoader worker processes for training and evaluation
 
 
 Builder = Callable[[nn.Module, dict, TrainSettings], object]

@@ -43,6 +43,8 @@ def run_cli(*args, cwd=ROOT):
         (["--suite", "paper"], "give --pretrained FILE"),
         (["--suite", "smoke", "--dropkey", "1.5"], "must be a number in [0, 1)"),
         (["--suite", "smoke", "--dropkey-schedule", "cosine"], "invalid choice: 'cosine'"),
+        (["--suite", "smoke", "--executor", "slurm", "--gpus-per-run", "0.5"],
+         "--gpus-per-run 0.5: Slurm allocates whole GPUs per job"),
         ([], "required: --suite"),
     ],
 )

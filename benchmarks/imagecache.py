@@ -1,0 +1,193 @@
+"""Decode once: a dataset's images as one uint8 array on disk, shared by every run of a sweep.
+
+``cached(raw, name, split, transform, cache_dir)`` returns a :class:`CachedImages` dataset whose
+items are uint8 tensors (C, S, S) read from ``<cache_dir>/<name>-<split>-<key>/images.u8`` (a
+memory map), where ``raw[i]`` is ``(PIL image, label)`` and ``transform`` is the PIL part of the
+preprocessing (:func:`benchmarks.inputs.storage_transform`). Training, evaluation and probe
+features read the same array; conversion to float, augmentation and normalization happen on the
+run's device (:class:`benchmarks.inputs.InputPipeline`).
+
+- **Key**: sha256 of the dataset name, split, every file's path, size and mtime (or the bytes of
+  an in-memory array), the labels and the transform's ``repr`` (size, interpolation, crop) — a
+  changed file or preprocessing gets a new cache, never a stale one.
+- **Build**: all cores (``workers`` processes, each decoding a contiguous chunk straight into
+  the memory map), with a progress bar on a terminal, into a temporary folder renamed into place
+  when complete, under an exclusive file lock: concurrent runs wait for one build and share it.
+- **Check**: every open compares the array's size and sha256 with ``meta.json``; a partial or
+  corrupt cache is rebuilt (with a message), never used.
+
+Storing the transformed PIL image's bytes makes a cached item bit-identical to
+``ToTensor()(transform(image))`` after ``.float().div(255)`` (tested).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from benchmarks.datasets import targets_of
+
+FORMAT = 1
+MIN_PER_WORKER = 512  # smaller datasets decode in-process (starting workers costs more)
+IMAGES, META = "images.u8", "meta.json"
+
+
+class CachedImages(Dataset):
+    """uint8 images (N, C, S, S) memory-mapped from a built cache, plus integer labels."""
+
+    def __init__(self, folder: Path):
+        meta = json.loads((Path(folder) / META).read_text())
+        self.folder, self.shape = Path(folder), tuple(meta["shape"])
+        self.targets = [int(t) for t in meta["targets"]]
+        self.images = np.memmap(self.folder / IMAGES, dtype=np.uint8, mode="r",
+                                shape=self.shape)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getstate__(self) -> dict:  # worker processes reopen the map instead of copying it
+        return {k: v for k, v in self.__dict__.items() if k != "images"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.images = np.memmap(self.folder / IMAGES, dtype=np.uint8, mode="r",
+                                shape=self.shape)
+
+    def __getitem__(self, i: int):
+        return torch.from_numpy(np.array(self.images[i])), self.targets[i]
+
+
+def _sources(raw: Dataset) -> bytes:
+    """What identifies the raw images: files (path, size, mtime) or in-memory pixels."""
+    files = getattr(raw, "paths", None)
+    if files is None and hasattr(raw, "samples"):  # torchvision ImageFolder
+        files = [p for p, _ in raw.samples]
+    if files is not None:
+        h = hashlib.sha256()
+        for f in files:
+            st = os.stat(f)
+            h.update(f"{Path(f).resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        return h.digest()
+    data = getattr(raw, "data", None)  # torchvision CIFAR / SVHN / MNIST-style arrays
+    if data is None:
+        raise TypeError(f"cannot identify the images of a {type(raw).__name__} for caching")
+    data = data.numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
+    return hashlib.sha256(np.ascontiguousarray(data).tobytes()).digest()
+
+
+def cache_key(raw: Dataset, name: str, split: str, transform) -> str:
+    """sha256 (16 hex digits) of what the cached bytes depend on (module docstring)."""
+    h = hashlib.sha256(f"image-cache v{FORMAT}|{name}|{split}|{transform!r}|".encode())
+    h.update(_sources(raw))
+    h.update(json.dumps(targets_of(raw)).encode())
+    return h.hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -- building -----------------------------------------------------------------------------------
+_RAW = None  # the raw dataset and transform of a build worker (set once per process)
+
+
+def _init_worker(raw, transform) -> None:
+    global _RAW
+    _RAW = (raw, transform)
+
+
+def _decode(i: int, transform, raw) -> np.ndarray:
+    img, _ = raw[i]
+    arr = np.asarray(transform(img), dtype=np.uint8)
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def _decode_chunk(path: str, shape: tuple, start: int, stop: int) -> int:
+    raw, transform = _RAW
+    out = np.memmap(path, dtype=np.uint8, mode="r+", shape=shape)
+    for i in range(start, stop):
+        out[i] = _decode(i, transform, raw)
+    out.flush()
+    return stop - start
+
+
+def _build(raw: Dataset, transform, folder: Path, workers: int, label: str) -> None:
+    from tqdm import tqdm
+
+    tmp = folder.with_name(folder.name + ".building")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    first = _decode(0, transform, raw)
+    shape = (len(raw), *first.shape)
+    path = tmp / IMAGES
+    np.memmap(path, dtype=np.uint8, mode="w+", shape=shape).flush()
+    chunk = max(1, min(256, len(raw) // (4 * workers) or 1))
+    bounds = [(s, min(s + chunk, len(raw))) for s in range(0, len(raw), chunk)]
+    bar = tqdm(total=len(raw), desc=f"caching {label}", unit="img", file=sys.stderr,
+               disable=None)
+    if workers <= 1 or len(raw) < MIN_PER_WORKER * workers:
+        _init_worker(raw, transform)
+        for s, e in bounds:
+            bar.update(_decode_chunk(str(path), shape, s, e))
+    else:
+        # fork: workers need the decoders (PIL, numpy), not a fresh interpreter importing torch
+        with ProcessPoolExecutor(workers, mp_context=get_context("fork"),
+                                 initializer=_init_worker, initargs=(raw, transform)) as pool:
+            for n in pool.map(_decode_chunk, *zip(*[(str(path), shape, s, e)
+                                                    for s, e in bounds], strict=True)):
+                bar.update(n)
+    bar.close()
+    meta = {"format": FORMAT, "shape": list(shape), "targets": targets_of(raw),
+            "sha256": file_sha256(path), "transform": repr(transform), "label": label}
+    (tmp / META).write_text(json.dumps(meta))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def problem(folder: Path) -> str | None:
+    """Why the cache in ``folder`` cannot be used (None: complete and intact)."""
+    try:
+        meta = json.loads((folder / META).read_text())
+    except (OSError, ValueError):
+        return "no readable meta.json"
+    if meta.get("format") != FORMAT:
+        return f"format {meta.get('format')} != {FORMAT}"
+    path = folder / IMAGES
+    expected = int(np.prod(meta["shape"]))
+    if not path.is_file() or path.stat().st_size != expected:
+        return f"{IMAGES} is not {expected} bytes"
+    if file_sha256(path) != meta["sha256"]:
+        return f"{IMAGES} does not match its checksum"
+    return None
+
+
+def cached(raw: Dataset, name: str, split: str, transform, cache_dir: Path,
+           workers: int | None = None) -> CachedImages:
+    """The cached images of ``raw`` (built first if missing, partial or corrupt)."""
+    from benchmarks.resume import file_lock
+
+    key = cache_key(raw, name, split, transform)
+    folder = Path(cache_dir) / f"{name}-{split}-{key}"
+    with file_lock(Path(cache_dir) / f".{folder.name}.lock"):
+        if folder.exists():
+            why = problem(folder)
+            if why is None:
+                return CachedImages(folder)
+            print(f"image cache {folder} is unusable ({why}): rebuilding", file=sys.stderr,
+                  flush=True)
+        _build(raw, transform, folder, workers or os.cpu_count() or 1, f"{name} {split}")
+    return CachedImages(folder)

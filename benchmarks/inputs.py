@@ -1,0 +1,231 @@
+"""What an image goes through between its file and the backbone: preprocessing presets.
+
+A preprocessing is split in two at the image cache (:mod:`benchmarks.imagecache`):
+
+- **storage** (:func:`storage_transform`, PIL, once per image when the cache is built): either
+  ``squash`` — ``Resize((s, s))``, what the suite always did — or ``crop`` — shorter side to
+  ``round(img_size / crop_pct)``, then the centre square of that side (DeiT's evaluation resize,
+  kept square so a cache is one uint8 array).
+- **device** (:class:`InputPipeline`, on batches already on the run's device): uint8 -> float,
+  the training crop (``random_resized``: RandomResizedCrop(img_size, scale, ratio) with a
+  horizontal flip of probability ``hflip``, one affine ``grid_sample`` per batch) or the centre
+  ``img_size`` crop at evaluation, then ``(x - mean) / std``.
+
+Presets (any field can be overridden in a suite file, ``preprocess: {name: deit, hflip: 0}``):
+
+- ``none`` — exactly the suite's historical inputs: squash-resize, values in [0, 1], no
+  normalization, no augmentation (``x.float().div(255)`` is bit-identical to torchvision's
+  ``ToTensor``).
+- ``deit`` — the DeiT fine-tuning recipe the MEAT paper follows, geometric part: evaluation
+  resize to 256 (crop_pct 0.875, bicubic) and centre crop 224; training RandomResizedCrop(224,
+  scale (0.08, 1), ratio (3/4, 4/3), bicubic) and horizontal flip; ImageNet normalization.
+  The random crop is drawn from the stored centre square (the image's borders outside it are not
+  seen), and DeiT's heavier augmentations (RandAugment, mixup/cutmix, random erasing) are not
+  applied: they change the targets or need per-image PIL work, and every strategy here shares one
+  cross-entropy on hard labels.
+
+``mean``/``std`` ``auto`` resolve to the backbone's timm ``pretrained_cfg`` when the run starts
+from a checkpoint file of a timm model; the suite's own backbones and base pre-training here see
+raw [0, 1] inputs, so for them ``auto`` means no normalization. Base pre-training is never
+augmented.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+import torch
+import torch.nn.functional as F
+
+RESIZES = ("squash", "crop")
+TRAIN_CROPS = ("none", "random_resized")
+INTERPOLATIONS = ("bilinear", "bicubic")
+
+
+class PreprocessError(ValueError):
+    """A preprocessing setting is invalid."""
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """A resolved preprocessing (stored in every run config as a dict)."""
+
+    name: str = "none"
+    resize: str = "squash"
+    crop_pct: float = 1.0
+    interpolation: str = "bilinear"
+    train_crop: str = "none"
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: float = 0.0
+    mean: tuple[float, ...] | str | None = None  # "auto" until resolved
+    std: tuple[float, ...] | str | None = None
+
+    def to_config(self) -> dict:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    def storage_size(self, img_size: int) -> int:
+        """Side of the stored square image."""
+        return img_size if self.resize == "squash" else round(img_size / self.crop_pct)
+
+
+PRESETS = {
+    "none": Preprocess(),
+    "deit": Preprocess(name="deit", resize="crop", crop_pct=0.875, interpolation="bicubic",
+                       train_crop="random_resized", hflip=0.5, mean="auto", std="auto"),
+}
+NONE = PRESETS["none"].to_config()
+
+
+def resolve_preprocess(value, normalization: tuple | None = None) -> dict:
+    """A preset name or a dict (``name`` = the preset it starts from, other keys override it) ->
+    the full config dict. ``normalization`` = (mean, std) that ``auto`` stands for (None: no
+    normalization). Raises :class:`PreprocessError` naming the bad field and the valid values."""
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict):
+        raise PreprocessError(f"preprocess must be a preset name ({', '.join(PRESETS)}) or a "
+                              f"mapping, got {value!r}")
+    name = value.get("name", "none")
+    if name not in PRESETS:
+        raise PreprocessError(f"unknown preprocess preset {name!r}; valid: {', '.join(PRESETS)}")
+    valid = {f.name for f in fields(Preprocess)}
+    unknown = sorted(set(value) - valid)
+    if unknown:
+        raise PreprocessError(f"unknown preprocess keys {unknown}; valid: {sorted(valid)}")
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+    p = replace(PRESETS[name], **overrides)
+    for key, choices in (("resize", RESIZES), ("train_crop", TRAIN_CROPS),
+                         ("interpolation", INTERPOLATIONS)):
+        if getattr(p, key) not in choices:
+            raise PreprocessError(f"preprocess {key} {getattr(p, key)!r} is not one of "
+                                  f"{', '.join(choices)}")
+    if not 0 < p.crop_pct <= 1 or not 0 <= p.hflip <= 1:
+        raise PreprocessError("preprocess crop_pct must be in (0, 1] and hflip in [0, 1]")
+    if p.mean == "auto" or p.std == "auto":
+        mean, std = normalization if normalization is not None else (None, None)
+        p = replace(p, mean=mean if p.mean == "auto" else p.mean,
+                    std=std if p.std == "auto" else p.std)
+    if (p.mean is None) != (p.std is None):
+        raise PreprocessError("preprocess mean and std are given together or not at all")
+    if p.mean is not None:
+        p = replace(p, mean=tuple(float(v) for v in p.mean), std=tuple(float(v) for v in p.std))
+    return p.to_config()
+
+
+def storage_transform(preprocess: dict, img_size: int):
+    """The PIL part: what the cache stores for every image (see the module docstring)."""
+    from torchvision import transforms as T
+
+    p = Preprocess(**preprocess)
+    if p.resize == "squash":  # torchvision's default (bilinear, antialiased): the suite's inputs
+        return T.Resize((img_size, img_size))
+    size = p.storage_size(img_size)
+    mode = T.InterpolationMode(p.interpolation)
+    return T.Compose([T.Resize(size, interpolation=mode), T.CenterCrop(size)])
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [0, 1] exactly as torchvision's ``ToTensor``; floats pass."""
+    return x.float().div(255) if x.dtype == torch.uint8 else x
+
+
+class InputPipeline:
+    """The device part: ``pipeline(x, train)`` for a batch ``x`` (uint8 in [0, 255] or float in
+    [0, 1], (B, C, S, S)) already on its device -> float (B, C, img_size, img_size)."""
+
+    def __init__(self, preprocess: dict, img_size: int):
+        self.p = Preprocess(**{k: tuple(v) if isinstance(v, list) else v
+                               for k, v in preprocess.items()})
+        self.img_size = img_size
+        self._norm: dict = {}
+
+    def __call__(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+        if train and (self.p.train_crop == "random_resized" or self.p.hflip > 0):
+            x = self.random_crop_flip(to_float(x))
+        else:
+            x = self.view(x)
+        if self.p.mean is not None:
+            mean, std = self.normalization(x)
+            x = (x - mean) / std
+        return x
+
+    def view(self, x: torch.Tensor) -> torch.Tensor:
+        """An image (or batch) as evaluation sees it, before normalization: float in [0, 1],
+        centre ``img_size`` crop (what figures show)."""
+        x = to_float(x)
+        return x if x.shape[-2:] == (self.img_size, self.img_size) else self.center_crop(x)
+
+    def normalization(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (x.device, x.shape[1])
+        if key not in self._norm:
+            mean = torch.tensor(self.p.mean, device=x.device).reshape(1, -1, 1, 1)
+            std = torch.tensor(self.p.std, device=x.device).reshape(1, -1, 1, 1)
+            if mean.shape[1] != x.shape[1]:
+                raise ValueError(f"normalization has {mean.shape[1]} channels, images "
+                                 f"{x.shape[1]}")
+            self._norm[key] = (mean, std)
+        return self._norm[key]
+
+    def center_crop(self, x: torch.Tensor) -> torch.Tensor:
+        """torchvision's CenterCrop offsets: round((S - size) / 2)."""
+        h, w, s = x.shape[-2], x.shape[-1], self.img_size
+        top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
+        return x[..., top:top + s, left:left + s]
+
+    def crop_boxes(self, n: int, h: int, w: int, device) -> torch.Tensor:
+        """(n, 4) boxes (top, left, height, width) drawn as torchvision's RandomResizedCrop
+        draws them: up to 10 tries of area ~ U(scale) x h w and log-ratio ~ U(log ratio) that
+        fit the image, else the whole image cut to the ratio range."""
+        tries = 10
+        p = self.p
+        area = h * w * torch.empty(n, tries, device=device).uniform_(*p.scale)
+        log_r = torch.empty(n, tries, device=device).uniform_(math.log(p.ratio[0]),
+                                                              math.log(p.ratio[1]))
+        r = torch.exp(log_r)
+        cw = torch.sqrt(area * r).round()
+        ch = torch.sqrt(area / r).round()
+        ok = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+        first = torch.where(ok.any(1), ok.float().argmax(1), -1)  # first fitting try
+        idx = first.clamp_min(0).unsqueeze(1)
+        cw, ch = cw.gather(1, idx).squeeze(1), ch.gather(1, idx).squeeze(1)
+        # fallback (torchvision's): the whole image, cut to the nearest allowed ratio
+        if w / h < p.ratio[0]:
+            fw, fh = w, round(w / p.ratio[0])
+        elif w / h > p.ratio[1]:
+            fw, fh = round(h * p.ratio[1]), h
+        else:
+            fw, fh = w, h
+        fell = first < 0
+        cw = torch.where(fell, torch.full_like(cw, fw), cw)
+        ch = torch.where(fell, torch.full_like(ch, fh), ch)
+        top = torch.floor(torch.rand(n, device=device) * (h - ch + 1))
+        left = torch.floor(torch.rand(n, device=device) * (w - cw + 1))
+        top = torch.where(fell, torch.floor((h - ch) / 2), top)
+        left = torch.where(fell, torch.floor((w - cw) / 2), left)
+        return torch.stack([top, left, ch, cw], dim=1)
+
+    def random_crop_flip(self, x: torch.Tensor) -> torch.Tensor:
+        """RandomResizedCrop (or the centre crop) plus a random horizontal flip, as one affine
+        ``grid_sample`` over the batch (align_corners=False pixel geometry)."""
+        n, _, h, w = x.shape
+        s = self.img_size
+        if self.p.train_crop == "random_resized":
+            top, left, ch, cw = self.crop_boxes(n, h, w, x.device).unbind(1)
+        else:
+            top = torch.full((n,), float(int(round((h - s) / 2.0))), device=x.device)
+            left = torch.full((n,), float(int(round((w - s) / 2.0))), device=x.device)
+            ch = cw = torch.full((n,), float(min(s, h)), device=x.device)
+        flip = torch.rand(n, device=x.device) < self.p.hflip
+        sign = 1.0 - 2.0 * flip.to(x.dtype)
+        theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+        theta[:, 0, 0] = cw / w * sign
+        theta[:, 0, 2] = (2 * left + cw) / w - 1
+        theta[:, 1, 1] = ch / h
+        theta[:, 1, 2] = (2 * top + ch) / h - 1
+        grid = F.affine_grid(theta, [n, x.shape[1], s, s], align_corners=False)
+        out = F.grid_sample(x, grid, mode=self.p.interpolation, padding_mode="border",
+                            align_corners=False)
+        return out.clamp_(0.0, 1.0)

@@ -1,0 +1,52 @@
+"""The paper-mini suite end to end: the six generated dataset layouts at 224x224, a locally saved
+DeiT-Ti checkpoint, the image cache, DeiT preprocessing, bf16 autocast on the CPU, every
+strategy, through the command line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import run_benchmark
+from benchmarks.streams import PAPER_TASKS
+from benchmarks.synthetic import write_paper_layouts, write_random_checkpoint
+from results.records import find_records
+from strategies import STRATEGIES
+
+
+@pytest.fixture(scope="module")
+def paper_mini(tmp_path_factory):
+    root = tmp_path_factory.mktemp("paper-mini")
+    data = write_paper_layouts(root / "data", classes=2, train=2, test=1)
+    ckpt = write_random_checkpoint(root / "deit_tiny.pth")
+    argv = ["--suite", "paper-mini", "--data-root", str(data), "--pretrained", str(ckpt),
+            "--out", str(root / "runs"), "--cache", str(root / "cache"), "--quiet"]
+    return root, run_benchmark.main(argv)
+
+
+def test_every_strategy_finishes_on_the_paper_pipeline(paper_mini):
+    root, code = paper_mini
+    assert code == 0
+    records = find_records([root / "runs"])
+    assert sorted(r["config"]["strategy"] for r in records) == sorted(STRATEGIES)
+    for r in records:
+        cfg = r["config"]
+        assert cfg["precision"] == "bf16" and cfg["preprocess"]["name"] == "deit"
+        assert cfg["preprocess"]["mean"] == [0.485, 0.456, 0.406]  # from timm's pretrained_cfg
+        assert [t["name"] for t in r["tasks"]] == list(PAPER_TASKS)
+        R = r["acc_matrix"]
+        if not r["forgets"]:  # earlier tasks' accuracy untouched by later tasks, in bf16 too
+            assert all(R[i][j] == R[j][j] for j in range(len(R)) for i in range(j, len(R)))
+        examples = torch.load(root / "runs" / r["run_id"] / "examples.pt")["images"]
+        assert all(x.shape == (3, 224, 224) and x.dtype == torch.float32 for x in examples)
+
+
+def test_images_are_decoded_once_into_the_cache(paper_mini):
+    root, _ = paper_mini
+    folders = sorted(p for p in (root / "cache" / "images").iterdir() if p.is_dir())
+    assert len(folders) == 2 * len(PAPER_TASKS)  # train and test of each dataset, shared
+    for folder in folders:
+        meta = json.loads((folder / "meta.json").read_text())
+        assert meta["shape"][1:] == [3, 256, 256]  # stored at 224 / 0.875, centre square
