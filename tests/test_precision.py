@@ -1,0 +1,59 @@
+"""bf16 autocast for every strategy: the computation runs in bf16, while parameters (masks,
+gates, scores included), gradients and optimizer state stay fp32 and losses are fp32."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from avalanche.core import SupervisedPlugin
+
+from benchmarks.perf import synthetic_stream
+from models.factory import create_backbone
+from strategies import STRATEGIES, get_strategy
+from strategies.registry import TrainSettings
+
+
+class Seen(SupervisedPlugin):
+    """dtypes of the model outputs and losses the strategy's training steps saw."""
+
+    def __init__(self):
+        super().__init__()
+        self.outputs, self.losses, self.finite = set(), set(), True
+
+    def after_training_iteration(self, strategy, **kwargs):
+        self.outputs.add(strategy.mb_output.dtype)
+        self.losses.add(strategy.loss.dtype)
+        self.finite &= bool(torch.isfinite(strategy.loss).all())
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_bf16_training_keeps_fp32_state(name):
+    bench = synthetic_stream((1, 28, 28), (16, 16), 8, n_classes=3).to_benchmark()
+    info = get_strategy(name)
+    seen = Seen()
+    settings = TrainSettings(epochs=1, batch_size=8, head_init="random", precision="bf16",
+                             plugins=[seen])
+    strategy = info.build(create_backbone("vit_nano"), dict(info.hparams), settings)
+    for exp in bench.train_stream:
+        strategy.train(exp)
+    assert seen.outputs == {torch.float32} and seen.losses == {torch.float32}
+    assert seen.finite
+    assert all(p.dtype == torch.float32 for p in strategy.model.parameters())
+    assert all(v.dtype in (torch.float32, torch.int64) or not v.is_floating_point()
+               for state in strategy.optimizer.state.values() for v in state.values()
+               if isinstance(v, torch.Tensor))
+    model = strategy.model.eval()
+    x = torch.rand(8, 1, 28, 28)
+    with torch.inference_mode():
+        full = model(x, 1)
+        with strategy.autocast():
+            half = model(x, 1)
+    assert half.dtype == torch.bfloat16  # autocast is on: the computation ran in bf16
+    assert torch.allclose(half.float(), full, atol=0.1 * full.abs().max().item() + 1e-3)
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="precision must be one of"):
+        get_strategy("finetune").build(create_backbone("vit_nano"),
+                                       dict(STRATEGIES["finetune"].hparams),
+                                       TrainSettings(precision="fp16"))
