@@ -18,7 +18,8 @@ Writes ``<out>/gpu.md`` (and ``gpu.json``) with:
    seeds) in GPU hours, from the measured throughputs and the paper run's image count
    (:func:`benchmarks.dataperf.paper_run_decodes`); labelled as a projection.
 
-It stops adding measurements when ``--budget-s`` is spent (what was measured is written). With
+The resume check and the agreement run first; throughput measurements stop when ``--budget-s``
+is spent (what was measured is written). With
 ``--device cpu`` and small settings it runs anywhere (the test suite runs it so, on a tiny
 backbone); numbers are only meaningful on the GPU.
 """
@@ -142,7 +143,7 @@ def markdown(env: dict, agree: list, throughput: list, resume: dict | None, proj
                      f"{r['batch'] / (r['train_step_ms'] / 1e3):.0f} | {r['eval_img_s']:.0f} | "
                      f"{r['peak_mib'] / 1024:.2f} |")
     lines += ["", "## SIGKILL and resume on this device", ""]
-    lines += [f"- {k}: {v}" for k, v in (resume or {"not run": "budget spent"}).items()]
+    lines += [f"- {k}: {v}" for k, v in (resume or {"not run": "--no-resume"}).items()]
     lines += ["", "## Projection (computed from the throughputs above, not measured)", "",
               "One paper run = 30 epochs over the six datasets' training images plus probe "
               "features and evaluations; the grid = 8 strategies x 2 backbones x 5 seeds.", "",
@@ -177,6 +178,10 @@ def main(argv=None) -> int:
             "keep_tokens": perf.KEEP_TOKENS, "keep_weights": perf.KEEP_WEIGHTS,
             "precision": args.precision}
     left = lambda: args.budget_s - (time.time() - start)  # noqa: E731
+    resume = None
+    if not args.no_resume:  # correctness first; throughputs fill the rest of the budget
+        with tempfile.TemporaryDirectory() as tmp:
+            resume = kill_and_resume(args.device, Path(tmp))
     agree = [agreement(backbones[0], n, opts) for n in names]
     throughput = []
     for backbone in backbones:
@@ -191,10 +196,6 @@ def main(argv=None) -> int:
             print(json.dumps(throughput[-1]), flush=True)
             if args.device.startswith("cuda"):
                 torch.cuda.empty_cache()
-    resume = None
-    if not args.no_resume and left() > 60:
-        with tempfile.TemporaryDirectory() as tmp:
-            resume = kill_and_resume(args.device, Path(tmp))
     device = (torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "CPU")
     env = {"device": device, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
            "seconds": time.time() - start, "batch": args.batch, "precision": args.precision}

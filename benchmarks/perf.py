@@ -2,8 +2,11 @@
 
     python -m benchmarks.perf [--backbones vit_micro,cait_micro,lavit_micro] [--strategies all]
                               [--batch 64] [--eval-batch 512] [--repeats 20] [--device cpu]
-                              [--keep-tokens 0.9] [--keep-weights 0.97]
+                              [--keep-tokens 0.9] [--keep-weights 0.97] [--precision fp32]
                               [--out results]        (writes <out>/perf.md and <out>/perf.json)
+    python -m benchmarks.perf --data [--data-images 48]   (the data path: benchmarks.dataperf)
+
+``results/perf.md`` has one section per mode; each run rewrites its own section.
 
 For every backbone, the **plain** reference is the timm backbone with a linear head in a plain
 PyTorch loop: a full fine-tuning step (forward, cross-entropy, backward, AdamW step) and a

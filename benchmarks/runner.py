@@ -11,6 +11,7 @@ task on disk and the next ``run_one`` of the same config continues after it.
 from __future__ import annotations
 
 import math
+import os
 import random
 import resource
 import sys
@@ -206,8 +207,11 @@ def set_tf32(config: dict) -> None:
 
 def loader_workers(device: str) -> int:
     """DataLoader worker processes: none on the CPU (the training threads need the cores; the
-    bundled data and the image cache are in memory), 4 to feed a GPU."""
-    return 4 if str(device).startswith("cuda") else 0
+    bundled data and the image cache are in memory); to feed a GPU, one per CPU this process
+    may use (a Slurm job's or Ray task's share), at most 8."""
+    if not str(device).startswith("cuda"):
+        return 0
+    return min(8, len(os.sched_getaffinity(0)))
 
 
 def prepare_backbone(config: dict, stream: Stream, cache_dir: Path):

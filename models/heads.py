@@ -155,7 +155,8 @@ def _fit_probe(train_feats, train_labels, n_classes, val_feats, val_labels, c_gr
     b = torch.zeros(len(present), dtype=z.dtype, device=device, requires_grad=True)
     best = None  # (val log-loss, C, coef, intercept, val acc)
     for c in sorted(c_grid) if has_val else [1.0]:
-        _minimize(w, b, z, y, c)  # warm-started from the previous C's solution
+        with cpu_threads(1 if device.type == "cpu" and z.numel() < SMALL_FIT else None):
+            _minimize(w, b, z, y, c)  # warm-started from the previous C's solution
         coef = z.new_zeros(n_classes, z.shape[1])
         intercept = z.new_zeros(n_classes)
         coef[present] = w.detach() - w.detach().mean(0)
@@ -170,6 +171,23 @@ def _fit_probe(train_feats, train_labels, n_classes, val_feats, val_labels, c_gr
     _, best_c, coef, intercept, best_val = best
     weight, bias = fold_standardization(coef, intercept, mean, std)
     return LinearProbe(weight, bias, best_c, best_val)
+
+
+SMALL_FIT = 1 << 20  # feature entries below which a CPU fit runs on one thread
+
+
+@contextmanager
+def cpu_threads(n: int | None):
+    """torch's CPU threads set to ``n`` inside the block (None: unchanged). The many tiny
+    operations of an L-BFGS fit on a small problem cost more in thread hand-offs than they gain
+    from a second thread (an order of magnitude on the tests' probe sizes)."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _minimize(w: torch.Tensor, b: torch.Tensor, z: torch.Tensor, y: torch.Tensor, c: float):

@@ -45,12 +45,15 @@ def run_cli(*args, cwd=ROOT):
         (["--suite", "smoke", "--dropkey-schedule", "cosine"], "invalid choice: 'cosine'"),
         (["--suite", "smoke", "--executor", "slurm", "--gpus-per-run", "0.5"],
          "--gpus-per-run 0.5: Slurm allocates whole GPUs per job"),
+        (["--suite", "smoke", "--precision", "fp16"], "invalid choice: 'fp16'"),
+        (["--suite", "smoke", "--preprocess", "imagenet"], "invalid choice: 'imagenet'"),
+        (["cache", "--suite", "paper"], "give --data-root PATH"),
         ([], "required: --suite"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, expect):
     out = tmp_path / "out"
-    commands = ("report", "storage", "backbones")
+    commands = ("report", "storage", "backbones", "cache")
     extra = ["--out", str(out)] if args and args[0] not in commands else []
     r = run_cli(*args, *extra)
     assert r.returncode == 2, r.stderr
@@ -109,3 +112,13 @@ def test_storage_command_table_and_csv():
     csv = run_cli("storage", "--backbone", "vit_nano", "--classes", "3,2", "--format", "csv")
     lines = csv.stdout.splitlines()
     assert lines[0].startswith("strategy,task,classes,bits,mib") and len(lines) == 1 + 2 * 8
+
+
+def test_bad_preprocess_in_a_suite_file_is_one_line(tmp_path):
+    suite = tmp_path / "mine.yaml"
+    suite.write_text("stream: mnist5k-split5\nbackbone: vit_nano\npreprocess: {name: deit, "
+                     "crop: 0.9}\n")
+    r = run_cli("--suite", str(suite), "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "unknown preprocess keys ['crop']" in r.stderr
+    assert not (tmp_path / "out").exists()
