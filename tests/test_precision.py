@@ -57,3 +57,19 @@ def test_unknown_precision_is_refused():
         get_strategy("finetune").build(create_backbone("vit_nano"),
                                        dict(STRATEGIES["finetune"].hparams),
                                        TrainSettings(precision="fp16"))
+
+
+@pytest.mark.parametrize("tf32", [True, False])
+def test_cuda_runs_set_tf32_as_configured(tf32):
+    from benchmarks.runner import set_tf32
+
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    before = (matmul.allow_tf32, cudnn.allow_tf32)
+    try:
+        matmul.allow_tf32 = cudnn.allow_tf32 = not tf32
+        set_tf32({"device": "cpu", "tf32": tf32})  # a CPU run leaves the flags alone
+        assert matmul.allow_tf32 is (not tf32)
+        set_tf32({"device": "cuda", "tf32": tf32})
+        assert matmul.allow_tf32 is tf32 and cudnn.allow_tf32 is tf32
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = before
