@@ -10,9 +10,10 @@ run's device (:class:`benchmarks.inputs.InputPipeline`).
 - **Key**: sha256 of the dataset name, split, every file's path, size and mtime (or the bytes of
   an in-memory array), the labels and the transform's ``repr`` (size, interpolation, crop) — a
   changed file or preprocessing gets a new cache, never a stale one.
-- **Build**: all cores (``workers`` processes, each decoding a contiguous chunk straight into
-  the memory map), with a progress bar on a terminal, into a temporary folder renamed into place
-  when complete, under an exclusive file lock: concurrent runs wait for one build and share it.
+- **Build**: every core this process may use (``workers`` processes, each decoding a contiguous
+  chunk straight into the memory map; small datasets in-process), with a progress bar on a
+  terminal, into a temporary folder renamed into place when complete, under an exclusive file
+  lock: concurrent runs wait for one build and share it.
 - **Check**: every open compares the array's size and sha256 with ``meta.json``; a partial or
   corrupt cache is rebuilt (with a message), never used.
 
@@ -189,5 +190,6 @@ def cached(raw: Dataset, name: str, split: str, transform, cache_dir: Path,
                 return CachedImages(folder)
             print(f"image cache {folder} is unusable ({why}): rebuilding", file=sys.stderr,
                   flush=True)
-        _build(raw, transform, folder, workers or os.cpu_count() or 1, f"{name} {split}")
+        _build(raw, transform, folder, workers or len(os.sched_getaffinity(0)),
+               f"{name} {split}")
     return CachedImages(folder)

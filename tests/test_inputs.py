@@ -177,3 +177,16 @@ def test_bad_preprocess_settings_name_the_valid_values():
         resolve_preprocess({"name": "deit", "interpolation": "nearest"})
     assert resolve_preprocess("deit", IMAGENET)["mean"] == list(IMAGENET[0])
     assert resolve_preprocess("deit")["mean"] is None  # auto without a checkpoint: none
+
+
+def test_a_build_over_worker_processes_stores_the_same_bytes(folder_root, tmp_path,
+                                                            monkeypatch):
+    raw = local_source("imagefolder", folder_root, img_size=None).train
+    raw.transform = None
+    one = imagecache.cached(raw, "imagefolder", "train", T.Resize((16, 16)), tmp_path / "a",
+                            workers=1)
+    monkeypatch.setattr(imagecache, "MIN_PER_WORKER", 1)  # this small set over 2 processes
+    two = imagecache.cached(raw, "imagefolder", "train", T.Resize((16, 16)), tmp_path / "b",
+                            workers=2)
+    assert (one.folder / imagecache.IMAGES).read_bytes() == \
+        (two.folder / imagecache.IMAGES).read_bytes()
