@@ -87,9 +87,11 @@ def run_parser(tune: bool = False) -> Parser:
         p.add_argument("--tune-tasks", type=positive_int, default=2,
                        help="tune on the first N tasks of the stream (default 2)")
     else:
-        p.add_argument("--hparams", choices=["paper", "tuned"],
-                       help="paper (default): the registered paper values; tuned: the values "
-                            "in tuned/<suite>.yaml from `run_benchmark.py tune`")
+        p.add_argument("--hparams", choices=["registered", "tuned"],
+                       help="registered (default): each strategy's registered values (their "
+                            "source, paper, paper+code, paper+suite or suite, is recorded with "
+                            "every run); tuned: the values in tuned/<suite>.yaml from "
+                            "`run_benchmark.py tune`")
     p.add_argument("--suite", required=True,
                    help="suite name (configs/<suite>.yaml) or the path of a suite YAML file")
     p.add_argument("--strategies", type=csv_list, help="comma list (default: the suite's)")
@@ -102,6 +104,8 @@ def run_parser(tune: bool = False) -> Parser:
                                         "pre-training")
     p.add_argument("--seeds", type=seed_list, help="comma list of integer seeds, e.g. 0,1,2")
     p.add_argument("--epochs", type=positive_int, help="epochs per task (>= 1)")
+    p.add_argument("--steps-per-task", type=positive_int,
+                   help="a task's budget in optimizer steps (>= 1) instead of epochs")
     p.add_argument("--base-epochs", type=positive_int, help="epochs of base pre-training")
     p.add_argument("--batch-size", type=positive_int, help="training mini-batch size")
     p.add_argument("--head-init", choices=["auto", "probe", "random"],
@@ -231,9 +235,9 @@ def build_configs(args) -> tuple[dict, list[dict]]:
 
     try:
         suite = load_suite(args.suite)
-        for key in ("strategies", "backbone", "stream", "seeds", "epochs", "base_epochs",
-                    "batch_size", "head_init", "dropkey", "dropkey_schedule", "data_root",
-                    "pretrained", "hparams", "precision", "preprocess"):
+        for key in ("strategies", "backbone", "stream", "seeds", "epochs", "steps_per_task",
+                    "base_epochs", "batch_size", "head_init", "dropkey", "dropkey_schedule",
+                    "data_root", "pretrained", "hparams", "precision", "preprocess"):
             value = getattr(args, key, None)
             if value is not None:
                 suite["hparams_from" if key == "hparams" else key] = value
@@ -386,7 +390,7 @@ def cmd_tune(argv: list[str]) -> int:
     """Tune every strategy of the suite on validation data; write tuned/<suite>.yaml."""
     args = run_parser(tune=True).parse_args(argv)
     options = executor_options(args)
-    args.hparams = "paper"  # trials search around the paper values, whatever the suite uses
+    args.hparams = "registered"  # trials search around the registered values
     suite, _ = build_configs(args)  # validates everything before any trial
     from benchmarks.suites import tuned_path
     from benchmarks.tuning import tune

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from avalanche.core import SupervisedPlugin
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from benchmarks.inputs import NONE, InputPipeline
@@ -30,14 +31,14 @@ from benchmarks.resume import clear_resume, file_lock, load_resume, restore, run
 from benchmarks.streams import Stream, build_stream
 from models.attention import set_dropkey
 from models.factory import create_backbone, resolve, save_checkpoint
-from models.masks import TaskMask
+from models.masks import TaskMask, mask_movement
 from models.pretrain import pretrained_checkpoint
 from results.metrics import accuracy_from_counts, all_metrics
 from results.records import RecordError, atomic_write_text, load_record, run_id, write_run
 from strategies import get_strategy
 from strategies.heads import ProbeHeadPlugin
 from strategies.registry import TrainSettings
-from strategies.storage import storage_summary
+from strategies.storage import param_count, shared_items, storage_summary
 
 
 def seed_everything(seed: int) -> None:
@@ -178,7 +179,7 @@ class ProgressBar(SupervisedPlugin):
         self._loss, self._n = 0.0, 0
 
     def before_training_exp(self, strategy, **kwargs):
-        total = strategy.train_epochs * len(strategy.dataloader)
+        total = strategy.task_steps()
         self.bar = tqdm(total=total, desc=f"{self.label} task {strategy.experience.task_label}",
                         leave=False, file=sys.stderr, disable=None)
 
@@ -195,6 +196,42 @@ class ProgressBar(SupervisedPlugin):
 
     def after_training_exp(self, strategy, **kwargs):
         self.bar.close()
+
+
+@torch.inference_mode()
+def train_accuracy(strategy, dataset, task: int) -> float:
+    """The trained model's accuracy on a task's training data (evaluation mode, no
+    augmentation). Next to the probe's (``probe_train_acc``) it shows whether the head
+    converged: a head far below the probe on its own training data underfits."""
+    model = strategy.model
+    was_training = model.training
+    model.eval()
+    correct, n = 0, 0
+    for x, y in DataLoader(dataset, batch_size=strategy.eval_mb_size):
+        x = x.to(strategy.device)
+        if strategy.inputs is not None:
+            x = strategy.inputs(x, False)
+        with strategy.autocast():
+            correct = correct + (model(x, task).argmax(1).cpu() == y).sum()
+        n += len(y)
+    model.train(was_training)
+    return int(correct) / n
+
+
+def static_mask_warnings(strategy: str, movement: dict, task: int, n_tasks: int) -> list[str]:
+    """One line per kind of mask that did not change at all in a task."""
+    return [f"warning: {strategy}, task {task + 1}/{n_tasks}: its {kind} masks did not change "
+            "from their initial state; the budget or learning rate is too small to test the "
+            "method" for kind, m in movement.items() if m["changed"] == 0]
+
+
+def random_backbone(config: dict, stream: Stream):
+    """A randomly initialized copy of the run's backbone (seeded by the run's seed, without
+    touching the run's random state): the reference of the pre-training gain."""
+    c, h, _ = stream.image_shape
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config["seed"])
+        return create_backbone(config["backbone"], img_size=h, in_chans=c)
 
 
 def set_tf32(config: dict) -> None:
@@ -269,7 +306,9 @@ def _run(config: dict, folder: Path, cache_dir: Path, progress: bool, tensorboar
     hp = config["hparams"]
     record = {"config": config, "run_id": folder.name, "forgets": info.forgets,
               "status": "running", "tasks": [],
-              "acc_matrix": [], "probe_acc": [], "metrics": {}, "storage": {},
+              "acc_matrix": [], "probe_acc": [], "probe_train_acc": [], "random_probe_acc": [],
+              "train_acc": [], "train_steps": [], "mask_movement": [], "metrics": {},
+              "storage": {},
               "timing": {"train_s": 0.0, "eval_s": 0.0, "pretrain_s": 0.0, "train_step_s": 0.0,
                          "eval_step_s": 0.0, "probe_s": 0.0, "wall_s": 0.0}, "base": None,
               "error": None}
@@ -298,17 +337,22 @@ def _run(config: dict, folder: Path, cache_dir: Path, progress: bool, tensorboar
         torch.save({"images": [inputs.view(task.test[0][0]).cpu().clone()
                                for task in stream.tasks]},
                    folder / "examples.pt")  # copies on the CPU: not views, readable anywhere
-        counter, probe = EvalCounter(), ProbeHeadPlugin(bench, config["head_init"],
-                                                        cache_dir=cache_dir / "probes")
+        counter = EvalCounter()
+        probe = ProbeHeadPlugin(bench, config["head_init"], cache_dir=cache_dir / "probes",
+                                reference=random_backbone(config, stream))
         log, timer = TrainLog(tensorboard_writer(folder) if tensorboard else None), StepTimer()
         runner_plugins = [probe, counter, log, timer] + (
             [ProgressBar(config["strategy"])] if progress else [])
-        settings = TrainSettings(epochs=config["epochs"], batch_size=config["batch_size"],
+        settings = TrainSettings(epochs=config["epochs"],
+                                 steps_per_task=config.get("steps_per_task"),
+                                 batch_size=config["batch_size"],
                                  eval_batch_size=config["eval_batch_size"],
                                  device=config["device"], head_init=config["head_init"],
                                  plugins=runner_plugins,
                                  precision=config.get("precision", "fp32"), inputs=inputs,
                                  loader_workers=loader_workers(config["device"]))
+        backbone_params = param_count(backbone)  # the base model, before the strategy adds to it
+        shared = shared_items(info, backbone, hp)
         seed_everything(config["seed"])
         strategy = info.build(backbone, dict(hp), settings)
         per_task_items, file_bytes, start = [], [], 0
@@ -317,7 +361,8 @@ def _run(config: dict, folder: Path, cache_dir: Path, progress: bool, tensorboar
             done = restore(strategy, runner_plugins, saved)
             record, rows, log.rows = done["record"], done["rows"], done["log_rows"]
             per_task_items, file_bytes, start = done["items"], done["file_bytes"], done["next"]
-            probe.probe_acc = dict(enumerate(record["probe_acc"]))
+            for name in ("probe_acc", "probe_train_acc", "random_probe_acc"):
+                setattr(probe, name, dict(enumerate(record[name])))
             R = record["acc_matrix"]
             print(f"{folder.name}: resuming at task {start} of {T}", file=sys.stderr, flush=True)
         for i, exp in enumerate(bench.train_stream):
@@ -326,6 +371,13 @@ def _run(config: dict, folder: Path, cache_dir: Path, progress: bool, tensorboar
             t = time.perf_counter()
             strategy.train(exp)
             record["timing"]["train_s"] += time.perf_counter() - t
+            record["train_steps"].append(strategy.steps_taken)
+            record["train_acc"].append(train_accuracy(strategy, stream.tasks[i].train,
+                                                      exp.task_label))
+            movement = mask_movement(strategy.model, exp.task_label)
+            record["mask_movement"].append(movement)
+            for line in static_mask_warnings(config["strategy"], movement, i, T):
+                print(f"{folder.name}: {line}", file=sys.stderr, flush=True)
             t = time.perf_counter()
             strategy.eval(bench.test_stream[: i + 1])
             record["timing"]["eval_s"] += time.perf_counter() - t
@@ -345,8 +397,9 @@ def _run(config: dict, folder: Path, cache_dir: Path, progress: bool, tensorboar
             save_checkpoint(strategy.model.task_state(exp.task_label), task_file,
                             packed_shapes=packed_shapes(strategy.model, exp.task_label))
             file_bytes.append(task_file.stat().st_size)
-            record["probe_acc"] = [probe.probe_acc.get(k) for k in range(T)]
-            record["storage"] = storage_summary(backbone, base_head, per_task_items)
+            for name in ("probe_acc", "probe_train_acc", "random_probe_acc"):
+                record[name] = [getattr(probe, name).get(k) for k in range(T)]
+            record["storage"] = storage_summary(backbone_params, base_head, per_task_items, shared)
             record["storage"]["per_task_file_bytes"] = file_bytes
             record["timing"]["peak_rss_mib"] = max(
                 record["timing"].get("peak_rss_mib", 0.0),

@@ -20,7 +20,7 @@ from strategies.registry import resolve_hparams
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 TUNED_DIR = CONFIG_DIR.parent / "tuned"
-HPARAMS_FROM = ("paper", "tuned")
+HPARAMS_FROM = ("registered", "tuned")
 
 DEFAULTS = {
     "stream": "mnist5k-domains",
@@ -28,6 +28,7 @@ DEFAULTS = {
     "strategies": "all",
     "seeds": [0],
     "epochs": 10,
+    "steps_per_task": None,
     "batch_size": 64,
     "eval_batch_size": 512,
     "base_epochs": 10,
@@ -39,7 +40,7 @@ DEFAULTS = {
     "data_root": None,
     "pretrained": None,
     "hparams": {},
-    "hparams_from": "paper",
+    "hparams_from": "registered",
     "preprocess": "none",
     "precision": "fp32",
     "tf32": True,
@@ -119,10 +120,20 @@ def tuned_hparams(suite_name: str) -> dict[str, dict]:
             if entry.get("chosen") is not None}
 
 
-def hparams_source(tuned: dict, user: dict) -> str:
-    """Where a run's hyperparameters come from: paper, tuned, user or tuned+user."""
-    return {(False, False): "paper", (True, False): "tuned", (False, True): "user",
-            (True, True): "tuned+user"}[(bool(tuned), bool(user))]
+def hparams_source(strategy: str, tuned: dict, user: dict) -> str:
+    """Where a run's hyperparameters come from: the registered values' label (paper,
+    paper+code, ...: ``strategies.registry.DEFAULT_SOURCES``), tuned, user or tuned+user."""
+    return {(False, False): STRATEGIES[strategy].defaults, (True, False): "tuned",
+            (False, True): "user", (True, True): "tuned+user"}[(bool(tuned), bool(user))]
+
+
+def steps_budget(value) -> int | None:
+    """``steps_per_task``: None (the budget is ``epochs``) or a positive number of steps."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SuiteError(f"steps_per_task must be a positive integer (or absent), got {value!r}")
+    return value
 
 
 PRECISIONS = ("fp32", "bf16")
@@ -165,6 +176,7 @@ def _expand_stream(suite: dict) -> list[dict]:
             configs.append({
                 "suite": suite["suite"], "stream": suite["stream"], "backbone": suite["backbone"],
                 "strategy": strategy, "seed": int(seed), "epochs": int(suite["epochs"]),
+                "steps_per_task": steps_budget(suite["steps_per_task"]),
                 "batch_size": int(suite["batch_size"]),
                 "eval_batch_size": int(suite["eval_batch_size"]),
                 "base_epochs": int(suite["base_epochs"]),
@@ -173,7 +185,7 @@ def _expand_stream(suite: dict) -> list[dict]:
                 "dropkey_schedule": suite["dropkey_schedule"],
                 "val_fraction": float(suite["val_fraction"]), "device": suite["device"],
                 "data_root": suite["data_root"], "pretrained": suite["pretrained"],
-                "hparams": hp, "hparams_source": hparams_source(tuned, user),
+                "hparams": hp, "hparams_source": hparams_source(strategy, tuned, user),
                 "preprocess": preprocess, "precision": suite["precision"],
                 "tf32": bool(suite["tf32"]),
             })

@@ -1,7 +1,7 @@
 """Per-strategy hyperparameters chosen on validation data, never on test (``run_benchmark.py
 tune``).
 
-Protocol. Every strategy gets the same trial budget: its paper defaults first, then distinct
+Protocol. Every strategy gets the same trial budget: its registered values first, then distinct
 draws (seeded) from the ``search_space`` it registers (a strategy with fewer combinations gets all
 of them). A trial is a run of the suite's first stream and backbone at its first seed, on the
 stream's first ``tasks`` tasks (default 2) with each task's validation split in place of its test
@@ -31,23 +31,23 @@ DEFAULT_TASKS = 2
 
 
 def trial_hparams(strategy: str, budget: int, seed: int = 0) -> list[dict]:
-    """The searched values of ``strategy``'s trials: the paper defaults, then up to
+    """The searched values of ``strategy``'s trials: the registered values, then up to
     ``budget - 1`` distinct draws from its search space, in a seeded order."""
     info = get_strategy(strategy)
     keys = sorted(info.search_space)
-    paper = {k: info.hparams[k] for k in keys}
+    registered = {k: info.hparams[k] for k in keys}
     grid = [dict(zip(keys, values, strict=True))
             for values in itertools.product(*(info.search_space[k] for k in keys))]
-    rest = [g for g in grid if g != paper]
+    rest = [g for g in grid if g != registered]
     random.Random(f"{strategy}:{seed}").shuffle(rest)
-    return [paper, *rest][:budget]
+    return [registered, *rest][:budget]
 
 
 def trial_configs(suite: dict, budget: int, tasks: int) -> list[dict]:
     """One run config per (strategy, trial) on the suite's first stream, backbone and seed."""
     first = {**suite, "stream": stream_list(suite["stream"])[0],
              "backbone": stream_list(suite["backbone"])[0], "seeds": suite["seeds"][:1],
-             "hparams_from": "paper"}
+             "hparams_from": "registered"}
     configs = []
     for base in expand(first):
         user = (suite.get("hparams") or {}).get(base["strategy"], {})

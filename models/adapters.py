@@ -1,11 +1,12 @@
-"""Per-task bottleneck adapters (Houlsby et al., 2019), after each block's MLP.
+"""Bottleneck adapters (Houlsby et al., 2019), after each block's MLP.
 
-For task t and block l: h -> h + W_up act(W_down h + b_down) + b_up applied to the MLP's output
-before it is added to the residual stream (Adapter-BERT places one after the FFN sub-layer).
-W_up and b_up start at zero, so a new adapter is the identity and the frozen backbone's output is
-unchanged until it learns. :class:`TaskAdapters` keeps one adapter per task (``task_<t>``) and is
-a task-conditioned module (``set_task``); it is attached to the MLP as a submodule and applied by a
-forward hook, so the backbone's own parameter names and code stay untouched.
+For block l: h -> h + W_up act(W_down h + b_down) + b_up applied to the MLP's output before it is
+added to the residual stream (Adapter-BERT places one after the FFN sub-layer). W_up and b_up
+start at zero, so a new adapter is the identity and the frozen backbone's output is unchanged
+until it learns. Per task (:class:`TaskAdapters`: one adapter per task, ``task_<t>``, a
+task-conditioned module with ``set_task``) or one :class:`Bottleneck` shared by all tasks (HAT
+gates its units per task). Either is attached to the MLP as a submodule and applied by a forward
+hook, so the backbone's own parameter names and code stay untouched.
 """
 
 from __future__ import annotations
@@ -50,12 +51,15 @@ class TaskAdapters(nn.Module):
         return self.per_task[key](h) if key in self.per_task else h
 
 
-def add_adapters(backbone: nn.Module, hidden: int) -> list[TaskAdapters]:
-    """Attach a :class:`TaskAdapters` after the MLP of every block (``block.mlp.adapters``)."""
+def add_adapters(backbone: nn.Module, hidden: int,
+                 per_task: bool = True) -> list[TaskAdapters] | list[Bottleneck]:
+    """Attach a :class:`TaskAdapters` (``per_task``) or one shared :class:`Bottleneck` after the
+    MLP of every block (``block.mlp.adapters``)."""
+    kind = TaskAdapters if per_task else Bottleneck
     out = []
     for block in anatomy.blocks(backbone):
         mlp = block.mlp
-        adapters = TaskAdapters(anatomy.ffn_pair(block)[1].out_features, hidden)
+        adapters = kind(anatomy.ffn_pair(block)[1].out_features, hidden)
         mlp.adapters = adapters
         mlp.register_forward_hook(apply_adapters)
         out.append(adapters)
@@ -66,3 +70,11 @@ def apply_adapters(mlp: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor
     """Forward hook of an MLP: its output through the current task's adapter (a named function,
     not a lambda, so the model pickles for resume checkpoints)."""
     return mlp.adapters(output)
+
+
+def adapter_params(backbone: nn.Module, hidden: int) -> int:
+    """Parameters of one bottleneck after every block's MLP (what :func:`add_adapters` adds per
+    task, or once when shared)."""
+    return sum(sum(p.numel() for p in Bottleneck(anatomy.ffn_pair(b)[1].out_features,
+                                                  hidden).parameters())
+               for b in anatomy.blocks(backbone))

@@ -17,6 +17,11 @@ Every rule gives: ``init(shape)`` (the new task's tensor), ``sample(tensor)`` (t
 float, differentiable) and ``binarize(tensor)`` (the deterministic boolean mask kept after the
 task and used at evaluation).
 
+Movement. When a task is finished its mask records how many entries differ from the mask its
+initial tensor gave and how many are kept (:func:`mask_movement` sums them per ``kind``): a
+method whose masks never left their initial state was not tested by the run, whatever its
+accuracy.
+
 Gumbel-softmax in its one-logit form. MEAT's two logits (t_keep, t_drop) with Gumbel noise keep an
 entry iff t_keep + g1 > t_drop + g2, i.e. iff d + (g1 - g2) > 0 with d = t_keep - t_drop and
 g1 - g2 ~ Logistic(0, 1); the soft sample softmax((t + g) / tau)_keep equals sigmoid((d + l) / tau).
@@ -136,10 +141,13 @@ class TaskMask(nn.Module):
     bit-packed bits (buffer ``packed_<t>``) once it is finished; ``rule`` turns one into the
     other (see the module docstring)."""
 
-    def __init__(self, shape: tuple[int, ...], rule=None):
+    def __init__(self, shape: tuple[int, ...], rule=None, kind: str = "mask"):
         super().__init__()
         self.shape = tuple(shape)
         self.rule = GumbelRule() if rule is None else rule
+        self.kind = kind  # what the mask acts on (token, ffn, weight, gate): reports group by it
+        self.movement: dict[int, dict[str, int]] = {}  # task -> entries, changed, kept
+        self._initial: dict[int, torch.Tensor] = {}  # task -> mask of its initial tensor
         self.trainable = nn.ParameterDict()  # str(task) -> tensor, only for tasks being trained
         self.task: int | None = None
         self.last_sample: torch.Tensor | None = None  # the training sample of the last forward
@@ -150,13 +158,21 @@ class TaskMask(nn.Module):
 
     def add_task(self, task: int, device: torch.device | str = "cpu") -> nn.Parameter:
         """Create the trainable tensor of a new task, initialized by the rule."""
-        self.trainable[str(task)] = nn.Parameter(self.rule.initial(self.shape).to(device))
+        initial = self.rule.initial(self.shape).to(device)
+        self._initial[task] = self.rule.binarize(initial)
+        self.trainable[str(task)] = nn.Parameter(initial)
         return self.trainable[str(task)]
 
     def finish_task(self, task: int) -> torch.Tensor:
         """Binarize the task's tensor, keep the bits packed, drop the float tensor."""
         value = self.trainable.pop(str(task))
-        packed = pack_bits(self.rule.binarize(value.detach())).to(value.device)
+        binary = self.rule.binarize(value.detach())
+        initial = self._initial.pop(task, None)
+        if initial is not None:
+            self.movement[task] = {"entries": binary.numel(),
+                                   "changed": int((binary != initial).sum()),
+                                   "kept": int(binary.sum())}
+        packed = pack_bits(binary).to(value.device)
         self.register_buffer(f"packed_{task}", packed)
         self._cache = None
         return packed
@@ -195,4 +211,19 @@ class TaskMask(nn.Module):
         return super().train(mode)
 
     def extra_repr(self) -> str:
-        return f"shape={self.shape}, rule={self.rule}"
+        return f"shape={self.shape}, rule={self.rule}, kind={self.kind}"
+
+
+def mask_movement(model: nn.Module, task: int) -> dict[str, dict[str, float]]:
+    """Per mask kind in ``model``, for a finished ``task``: ``entries``, ``changed`` (fraction of
+    entries whose bit differs from the task's initial mask) and ``kept`` (fraction set)."""
+    sums: dict[str, list[int]] = {}
+    for m in model.modules():
+        if isinstance(m, TaskMask) and task in m.movement:
+            acc = sums.setdefault(m.kind, [0, 0, 0])
+            mv = m.movement[task]
+            acc[0] += mv["entries"]
+            acc[1] += mv["changed"]
+            acc[2] += mv["kept"]
+    return {kind: {"entries": n, "changed": changed / n, "kept": kept / n}
+            for kind, (n, changed, kept) in sums.items()}

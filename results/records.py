@@ -37,7 +37,8 @@ STATUSES = ("running", "finished", "failed")
 NONE_PREPROCESS = {"name": "none", "resize": "squash", "crop_pct": 1.0, "interpolation": "bilinear",
                    "train_crop": "none", "scale": [0.08, 1.0], "ratio": [0.75, 4 / 3],
                    "hflip": 0.0, "mean": None, "std": None}
-ID_NEUTRAL = {"preprocess": NONE_PREPROCESS, "precision": "fp32", "tf32": True}
+ID_NEUTRAL = {"preprocess": NONE_PREPROCESS, "precision": "fp32", "tf32": True,
+              "steps_per_task": None}
 
 
 def run_id(config: dict) -> str:

@@ -7,8 +7,12 @@ import json
 import numpy as np
 import pandas as pd
 
+from results.stats import PairedDifference, paired_difference
+
 SUMMARY_COLUMNS = ("final_avg_acc", "avg_incremental_acc", "forgetting", "bwt", "above_probe",
+                   "probe_acc", "random_probe_acc", "pretrain_gain", "head_vs_probe_train",
                    "mib_per_task", "total_mib", "train_s")
+REFERENCE = "classifier"  # the summary's paired comparisons are against this strategy
 
 
 SAME_ARM_IGNORES = ("seed", "stream", "backbone", "suite", "device", "data_root",
@@ -53,13 +57,26 @@ def strategy_train_s(rec: dict) -> float:
     return rec["timing"]["train_s"] - rec["timing"].get("probe_s", 0.0)
 
 
+def task_mean(values) -> float:
+    """Mean over tasks of a per-task list; NaN if the record lacks it (an older record)."""
+    return float(np.mean(values)) if values and None not in values else np.nan
+
+
 def record_row(rec: dict) -> dict:
-    """One flat row per run: identity, metrics, storage and time."""
+    """One flat row per run: identity, metrics, the probe references, storage and time.
+
+    ``pretrain_gain`` = probe on the pre-trained features - probe on a randomly initialized
+    backbone (mean over tasks); ``head_vs_probe_train`` = the trained model's accuracy on the
+    tasks' training data - the probe's (negative: the head did not converge)."""
     cfg, m = rec["config"], rec["metrics"]
     probe = rec.get("probe_acc") or []
     final = rec["acc_matrix"][-1]
     above = (float(np.mean([a - p for a, p in zip(final, probe, strict=True)]))
              if probe and None not in probe else np.nan)
+    random_probe = task_mean(rec.get("random_probe_acc"))
+    train_acc, probe_train = rec.get("train_acc"), rec.get("probe_train_acc")
+    head_gap = (task_mean([a - p for a, p in zip(train_acc, probe_train, strict=True)])
+                if train_acc and probe_train and None not in probe_train else np.nan)
     per_task = rec["storage"]["per_task_mib"]
     return {
         "stream": cfg["stream"], "backbone": cfg["backbone"], "strategy": cfg["strategy"],
@@ -67,6 +84,8 @@ def record_row(rec: dict) -> dict:
         **{k: m[k] for k in ("final_avg_acc", "avg_incremental_acc",
                                                    "forgetting", "bwt")},
         "above_probe": above,
+        "probe_acc": task_mean(probe), "random_probe_acc": random_probe,
+        "pretrain_gain": task_mean(probe) - random_probe, "head_vs_probe_train": head_gap,
         "mib_per_task": float(np.mean(per_task)) if per_task else 0.0,
         "total_mib": rec["storage"]["total_mib"],
         "train_s": strategy_train_s(rec),
@@ -81,7 +100,9 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
 
 
 def summary(records: list[dict]) -> pd.DataFrame:
-    """Mean and std over seeds per (stream, backbone, strategy), with n = number of seeds."""
+    """Mean and std over seeds per (stream, backbone, strategy), with n = number of seeds; the
+    paired difference of final accuracy to the classifier (``vs_classifier`` with its 95%
+    interval, ``results.stats``; NaN where there is no classifier run); the mask movement."""
     df = runs_frame(records)
     keys = ["stream", "backbone", "strategy"]
     g = df.groupby(keys, sort=False)
@@ -90,7 +111,100 @@ def summary(records: list[dict]) -> pd.DataFrame:
     out = out.join(std, rsuffix="_std")
     out["n"] = g.size()
     out["hparams"] = g["hparams_source"].agg(lambda s: "/".join(dict.fromkeys(s)))
+    out = out.reset_index()
+    arms = by_arm(records)
+    diffs = [reference_difference(records, arms, tuple(r)) for r in out[keys].itertuples(
+        index=False)]
+    out["vs_classifier"] = [d.mean if d else np.nan for d in diffs]
+    out["vs_classifier_low"] = [d.low if d else np.nan for d in diffs]
+    out["vs_classifier_high"] = [d.high if d else np.nan for d in diffs]
+    out["masks_changed"] = [movement_label(arms[r.strategy], r.stream, r.backbone)
+                            for r in out.itertuples(index=False)]
+    return out
+
+
+def final_acc_by_seed(records: list[dict]) -> dict[int, float]:
+    return {r["config"]["seed"]: r["metrics"]["final_avg_acc"] for r in records}
+
+
+def paired_final_acc(a: list[dict], b: list[dict]) -> PairedDifference | None:
+    """Final average accuracy of ``a`` minus ``b`` over the seeds both have; None if none."""
+    fa, fb = final_acc_by_seed(a), final_acc_by_seed(b)
+    seeds = sorted(set(fa) & set(fb))
+    if not seeds:
+        return None
+    return paired_difference([fa[s] for s in seeds], [fb[s] for s in seeds])
+
+
+def reference_difference(records, arms, key) -> PairedDifference | None:
+    """The paired difference of the arm ``key`` = (stream, backbone, label) to the classifier
+    on the same stream and backbone."""
+    stream, backbone, label = key
+    where = [r for r in arms[label] if (r["config"]["stream"], r["config"]["backbone"])
+             == (stream, backbone)]
+    ref = [r for r in records if r["config"]["strategy"] == REFERENCE
+           and (r["config"]["stream"], r["config"]["backbone"]) == (stream, backbone)]
+    return paired_final_acc(where, ref) if ref else None
+
+
+def compare(records: list[dict], a: str, b: str) -> pd.DataFrame:
+    """Per (stream, backbone): final average accuracy of strategy ``a`` minus ``b``, paired by
+    seed, with its 95% interval and whether it separates them (``report --compare A,B``)."""
+    rows = []
+    for (stream, backbone), recs in group_records(records).items():
+        arms = by_arm(recs)
+        if a not in arms or b not in arms:
+            continue
+        d = paired_final_acc(arms[a], arms[b])
+        if d is None:
+            continue
+        rows.append({"stream": stream, "backbone": backbone, "comparison": f"{a} - {b}",
+                     "final acc difference % [95% CI]": d.format(), "seeds": d.n,
+                     "verdict": (f"{a} > {b}" if d.mean > 0 else f"{b} > {a}") if d.separable
+                     else "not separable"})
+    return pd.DataFrame(rows)
+
+
+def movement_rows(records: list[dict]) -> pd.DataFrame:
+    """Long format: per run, task and mask kind, the fraction of entries changed from the
+    task's initial mask and the fraction kept."""
+    rows = []
+    for label, r in zip(arm_labels(records), records, strict=True):
+        cfg = r["config"]
+        for task, kinds in enumerate(r.get("mask_movement") or []):
+            for kind, m in kinds.items():
+                rows.append({"stream": cfg["stream"], "backbone": cfg["backbone"],
+                             "strategy": label, "seed": cfg["seed"], "task": task,
+                             "kind": kind, "entries": m["entries"], "changed": m["changed"],
+                             "kept": m["kept"]})
+    return pd.DataFrame(rows)
+
+
+def movement_table(records: list[dict]) -> pd.DataFrame:
+    """Per (stream, backbone, strategy, task, kind): % of mask entries changed from their
+    initial state and % kept, means over seeds, and on how many seeds nothing changed."""
+    df = movement_rows(records)
+    if df.empty:
+        return df
+    g = df.groupby(["stream", "backbone", "strategy", "task", "kind"], sort=False)
+    out = pd.DataFrame({"changed %": 100 * g["changed"].mean(), "kept %": 100 * g["kept"].mean(),
+                        "static seeds": g["changed"].agg(lambda c: int((c == 0).sum())),
+                        "seeds": g.size()})
     return out.reset_index()
+
+
+def movement_label(records: list[dict], stream: str, backbone: str) -> str:
+    """"token 9.1, ffn 0.0!": mean % of entries changed per mask kind over tasks and seeds;
+    "!" where some task of some seed changed nothing (the method was not tested there)."""
+    df = movement_rows([r for r in records
+                        if (r["config"]["stream"], r["config"]["backbone"]) == (stream, backbone)])
+    if df.empty:
+        return ""
+    parts = []
+    for kind, rows in df.groupby("kind", sort=False):
+        mark = "!" if (rows["changed"] == 0).any() else ""
+        parts.append(f"{kind} {100 * rows['changed'].mean():.1f}{mark}")
+    return ", ".join(parts)
 
 
 def format_summary(df: pd.DataFrame) -> str:
@@ -113,6 +227,14 @@ def readable_summary(df: pd.DataFrame) -> pd.DataFrame:
             "forgetting %": pm(r, "forgetting", 100, 1),
             "BWT %": pm(r, "bwt", 100, 1),
             "vs probe %": pm(r, "above_probe", 100, 1),
+            f"vs {REFERENCE} % [95% CI]": PairedDifference(
+                r["vs_classifier"], r["vs_classifier_low"], r["vs_classifier_high"],
+                int(r["n"])).format() if not np.isnan(r["vs_classifier"]) else "--",
+            "probe %": pm(r, "probe_acc", 100, 1),
+            "random-init probe %": pm(r, "random_probe_acc", 100, 1),
+            "pre-train gain %": pm(r, "pretrain_gain", 100, 1),
+            "train acc - probe's %": pm(r, "head_vs_probe_train", 100, 1),
+            "masks changed %": r["masks_changed"] or "--",
             "MiB/task": f"{r['mib_per_task']:.4f}",
             "total MiB": f"{r['total_mib']:.3f}",
             "train s": pm(r, "train_s", 1, 0),
@@ -140,23 +262,30 @@ def per_task_table(records: list[dict]) -> pd.DataFrame:
     a ``probe_acc`` column first: the converged linear probe of each task, averaged over the runs
     of strategies that cannot forget — each of their tasks starts from the pre-trained features
     (a forgetting strategy's probe reads the features its earlier tasks left; its own probe is
-    in its record and in the summary's "vs probe").
+    in its record and in the summary's "vs probe"); then ``random_init_probe_acc``, the same
+    probe on a randomly initialized backbone, and ``pretrain_gain``, their difference.
 
     Means over seeds; one stream and backbone expected (call once per group).
     """
     names = [t["name"] for t in records[0]["tasks"]]
     cols = {}
-    probe = []
+    probe, random_probe = [], []
     for strat, recs in by_arm(records).items():
         finals = np.array([r["acc_matrix"][-1] for r in recs], dtype=float).mean(0)
         mib = np.mean([r["storage"]["total_mib"] for r in recs])
         cols[strat] = [*(100 * finals), 100 * finals.mean(), mib]
         probe.extend(r["probe_acc"] for r in recs
                      if r.get("probe_acc") and not r.get("forgets", True))
+        random_probe.extend(r["random_probe_acc"] for r in recs if r.get("random_probe_acc"))
     df = pd.DataFrame(cols, index=[*names, "average", "storage MiB"])
-    if probe:
-        p = 100 * np.array(probe, dtype=float).mean(0)
-        df.insert(0, "probe_acc", [*p, p.mean(), np.nan])
+    references = [("probe_acc", probe)]
+    if random_probe and probe:
+        references += [("random_init_probe_acc", random_probe)]
+    for i, (name, runs) in enumerate(references):
+        p = 100 * np.array(runs, dtype=float).mean(0)
+        df.insert(i, name, [*p, p.mean(), np.nan])
+    if len(references) == 2:
+        df.insert(2, "pretrain_gain", df["probe_acc"] - df["random_init_probe_acc"])
     return df
 
 

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 from avalanche.core import SupervisedPlugin
 
-from models import anatomy
-from models.adapters import Bottleneck, TaskAdapters, add_adapters
+from models.adapters import TaskAdapters, adapter_params, add_adapters
 from models.multitask import MultiTaskViT
 from strategies.common import ContinualTemplate
 from strategies.registry import register_strategy
-from strategies.storage import FP32, StorageItem, head_items, param_count
+from strategies.storage import FP32, StorageItem, head_items
 
 
 class AdapterPlugin(SupervisedPlugin):
@@ -47,15 +46,15 @@ class AdapterPlugin(SupervisedPlugin):
 
 def adapter_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
     """One fp32 bottleneck per block + the fp32 head."""
-    entries = sum(param_count(Bottleneck(anatomy.ffn_pair(b)[1].out_features, hp["hidden"]))
-                  for b in anatomy.blocks(backbone))
-    return [StorageItem("adapters", entries, FP32), *head_items(backbone.num_features, n_classes)]
+    return [StorageItem("adapters", adapter_params(backbone, hp["hidden"]), FP32),
+            *head_items(backbone.num_features, n_classes)]
 
 
 @register_strategy(
     "adapter",
-    hparams={"lr": 1e-3, "head_lr": 1e-3, "hidden": 64},
+    hparams={"lr": 1e-3, "head_lr": 1e-3, "hidden": 64, "schedule": "cosine"},
     search_space={"lr": [3e-4, 1e-3, 3e-3, 1e-2], "head_lr": [3e-4, 1e-3, 3e-3]},
+    defaults="suite",
     storage=adapter_storage,
     trains="per-task bottleneck adapters after every MLP + the new head",
     keeps="fp32 adapters + head",
@@ -72,4 +71,4 @@ def build_adapter(backbone, hp, settings):
                 {"params": list(m.heads.parameters()), "lr": hp["head_lr"]}]
 
     return ContinualTemplate(model=model, param_groups=groups, settings=settings,
-                             plugins=[plugin])
+                             plugins=[plugin], schedule=hp["schedule"])

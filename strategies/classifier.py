@@ -18,8 +18,9 @@ from strategies.storage import head_only_storage
 
 @register_strategy(
     "classifier",
-    hparams={"head_lr": 1e-3},
+    hparams={"head_lr": 1e-3, "schedule": "cosine"},
     search_space={"head_lr": [1e-3]},  # the head is the converged probe: nothing to tune
+    defaults="suite",
     storage=head_only_storage,
     trains="only the new head (converged probe)",
     keeps="head only",
@@ -29,9 +30,9 @@ from strategies.storage import head_only_storage
 def build_classifier(backbone, hp, settings):
     backbone.requires_grad_(False)
     if settings.head_init == "probe":
-        settings = dataclasses.replace(settings, epochs=0)
+        settings = dataclasses.replace(settings, epochs=0, steps_per_task=None)
     return ContinualTemplate(
         model=MultiTaskViT(backbone),
         param_groups=lambda m: [{"params": list(m.heads.parameters()), "lr": hp["head_lr"]}],
-        settings=settings,
+        settings=settings, schedule=hp["schedule"],
     )

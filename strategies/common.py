@@ -3,8 +3,14 @@
 Avalanche's own optimizer handling keeps one optimizer for the whole stream and supports a single
 parameter group. Strategies here need separate learning rates (new head vs. masks vs. backbone)
 and a fresh optimizer for every task, as in the papers, so :class:`ContinualTemplate` builds the
-optimizer (and its cosine schedule over the task's iterations) from ``param_groups(model)`` at the
-start of every training experience — after Avalanche's model adaptation has added the new head.
+optimizer (and its schedule over the task's steps, ``strategies.schedules``) from
+``param_groups(model)`` at the start of every training experience — after Avalanche's model
+adaptation has added the new head.
+
+A task's budget is ``epochs`` passes over its data, or exactly ``steps_per_task`` optimizer steps
+(as many passes as needed, the last one cut short): a budget in steps means the same amount of
+training whatever a task's size, as the papers' rates assume. ``steps_taken`` holds the steps of
+the last task trained.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from torch import nn
 
 from models.losses import auxiliary_loss, loss_sources
 from strategies.registry import TrainSettings
+from strategies.schedules import SCHEDULES, lr_factor
 
 ParamGroups = Callable[[nn.Module], list[dict]]
 
@@ -42,30 +49,30 @@ def silent_evaluator() -> EvaluationPlugin:
         return EvaluationPlugin(loggers=[])
 
 
-def cosine_factor(step: int, total: int) -> float:
-    """Cosine decay from 1 to 0 over ``total`` steps: 0.5 (1 + cos(pi step / total))."""
-    return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
-
-
 class ContinualTemplate(SupervisedTemplate):
-    """``SupervisedTemplate`` that rebuilds its optimizer (AdamW, or SGD with ``momentum``) and a
-    cosine schedule for every training experience.
+    """``SupervisedTemplate`` that rebuilds its optimizer (AdamW, or SGD with ``momentum``) and its
+    learning-rate ``schedule`` (``strategies.schedules.SCHEDULES``) for every training experience.
 
-    ``param_groups(model)`` returns torch parameter groups (each with its ``lr``); parameters that
-    do not require gradients are dropped, so frozen tensors get no optimizer state.
+    ``param_groups(model)`` returns torch parameter groups (each with its ``lr``, optionally its
+    own ``weight_decay``); parameters that do not require gradients are dropped, so frozen
+    tensors get no optimizer state.
     """
 
     def __init__(self, *, model: nn.Module, param_groups: ParamGroups, settings: TrainSettings,
                  plugins=(), optimizer: str = "adamw", weight_decay: float = 0.0,
-                 momentum: float = 0.9, cosine: bool = True):
+                 momentum: float = 0.9, schedule: str = "cosine"):
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         self.param_groups = param_groups
         self.optimizer_name = optimizer
         self.weight_decay = weight_decay
         self.momentum = momentum
-        self.cosine = cosine
+        self.schedule = schedule
         self.scheduler = None
+        self.steps_per_task = settings.steps_per_task
+        self.steps_taken = 0
         if settings.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {settings.precision!r}")
         self.precision = settings.precision
@@ -96,11 +103,15 @@ class ContinualTemplate(SupervisedTemplate):
             groups = [{"params": [nn.Parameter(torch.zeros(1))], "lr": 0.0}]
         self.optimizer = build_optimizer(self.optimizer_name, groups, self.weight_decay,
                                          self.momentum)
-        total = self.train_epochs * len(self.dataloader) if self.is_training else 1
-        self.scheduler = (
-            torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: cosine_factor(s, total))
-            if self.cosine else None
-        )
+        total = self.task_steps() if self.is_training else 1
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(self.schedule, s, total))
+
+    def task_steps(self) -> int:
+        """Optimizer steps of the current training task (its budget)."""
+        if self.steps_per_task is not None:
+            return self.steps_per_task
+        return self.train_epochs * len(self.dataloader)
 
     def autocast(self):
         """bf16 autocast on the run's device for ``precision="bf16"`` (a disabled context for
@@ -117,9 +128,14 @@ class ContinualTemplate(SupervisedTemplate):
             self.mbatch[0] = self.inputs(self.mbatch[0], self.is_training)
 
     def make_train_dataloader(self, **kwargs) -> None:
+        """The task's loader; with a budget in steps, as many epochs as it takes to make them."""
         kwargs.setdefault("num_workers", self.loader_workers)
         kwargs.setdefault("persistent_workers", self.loader_workers > 0)
         super().make_train_dataloader(**kwargs)
+        self.steps_taken = 0
+        self._stop_training = False
+        if self.steps_per_task is not None:
+            self.train_epochs = math.ceil(self.steps_per_task / max(len(self.dataloader), 1))
 
     def make_eval_dataloader(self, **kwargs) -> None:
         """One evaluation loader per experience, built on its first evaluation and reused: the
@@ -135,8 +151,10 @@ class ContinualTemplate(SupervisedTemplate):
 
     def optimizer_step(self) -> None:
         super().optimizer_step()
-        if self.scheduler is not None:
-            self.scheduler.step()
+        self.scheduler.step()
+        self.steps_taken += 1
+        if self.steps_per_task is not None and self.steps_taken >= self.steps_per_task:
+            self.stop_training()  # Avalanche ends the epoch before the next batch
 
     def forward(self):
         """Avalanche's forward, except that in an experience of one task the model gets that

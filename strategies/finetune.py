@@ -11,7 +11,8 @@ from strategies.common import ContinualTemplate
 from strategies.registry import register_strategy
 from strategies.storage import head_only_storage
 
-FINE_TUNING_HPARAMS = {"optimizer": "adamw", "lr": 5e-4, "head_lr": 1e-3, "weight_decay": 0.0}
+FINE_TUNING_HPARAMS = {"optimizer": "adamw", "lr": 5e-4, "head_lr": 1e-3, "weight_decay": 0.0,
+                       "schedule": "cosine"}
 FINE_TUNING_SPACE = {"lr": [1e-4, 3e-4, 5e-4, 1e-3], "head_lr": [1e-3, 3e-3]}
 
 
@@ -26,13 +27,14 @@ def fine_tuning(model, hp: dict, settings, plugins=()) -> ContinualTemplate:
 
     return ContinualTemplate(model=model, param_groups=groups, settings=settings,
                              plugins=plugins, optimizer=hp["optimizer"],
-                             weight_decay=hp["weight_decay"])
+                             weight_decay=hp["weight_decay"], schedule=hp["schedule"])
 
 
 @register_strategy(
     "finetune",
     hparams=FINE_TUNING_HPARAMS,
     search_space=FINE_TUNING_SPACE,
+    defaults="suite",
     storage=head_only_storage,
     trains="whole backbone + the new head",
     keeps="head only",

@@ -1,14 +1,26 @@
-"""HAT — Hard Attention to the Task (Serrà et al., ICML 2018), on a ViT.
+"""HAT — Hard Attention to the Task (Serrà et al., ICML 2018), on a frozen or trained ViT.
 
-Gated units (one gate per output unit, per task): the output units of the projection Linears
-of every block — on a timm ViT block, ``attn.qkv`` (3 x dim: the query, key and value
-channels), ``attn.proj`` (dim), ``mlp.fc1`` (hidden) and ``mlp.fc2`` (dim); CaiT's
-class-attention blocks have separate ``q``, ``k``, ``v`` Linears, gated alike (LaViT's
-less-attention layers: ``v`` only). CaiT's talking-heads mixing maps (``proj_l``, ``proj_w``:
-heads -> heads), LaViT's N x N score transforms and LayerScale factors are not gated: they are
-shared weights like the LayerNorms (below). A gate multiplies
-the unit's output (weight row and bias): a = sigmoid(s e_t) with per-task embeddings
-e_t ~ N(0, 1) (``models.masks.SigmoidGateRule`` through the shared masked linear).
+Which units are gated (``units``):
+
+- ``"adapters"`` (default; the published port to pre-trained transformers: B-CL/CTR on BERT,
+  Ke et al. 2021, and TPL on DeiT, Lin et al. 2024): the backbone is frozen and one residual
+  bottleneck adapter after every block's MLP (``models.adapters``, ``hidden`` units, zero-
+  initialized up-projection, so the model starts as the pre-trained one) is *shared* by all
+  tasks; HAT gates the adapters' bottleneck units (``down``) and output units (``up``, which
+  reads the bottleneck units) per task. A unit an earlier task uses keeps its weights (gradient
+  masks below); a unit a task gates off adds exactly nothing to the residual stream. The
+  adapters after the attention sub-layer that TPL also has, and its per-task LayerNorms, are
+  left out (LayerNorms stay frozen).
+- ``"backbone"`` (the suite's own port, no published precedent): the output units of the block
+  Linears themselves — on a timm ViT block ``attn.qkv`` (3 x dim: query, key and value
+  channels), ``attn.proj``, ``mlp.fc1`` and ``mlp.fc2``; CaiT's class-attention blocks have
+  separate ``q``, ``k``, ``v`` Linears, gated alike (LaViT's less-attention layers: ``v`` only).
+  CaiT's talking-heads maps, LaViT's score transforms and LayerScale factors are shared and not
+  gated. With N(0, 1) embeddings about half of every pre-trained unit is off from the first
+  step, so each task starts from a damaged copy of the pre-trained features.
+
+A gate multiplies the unit's output (weight row and bias): a = sigmoid(s e_t) with per-task
+embeddings e_t ~ N(0, 1) (``models.masks.SigmoidGateRule`` through the shared masked linear).
 
 - s is annealed per batch b = 0..B-1 of every epoch: s = 1/s_max + (s_max - 1/s_max) b / (B - 1),
   s_max = 400; evaluation uses binary gates [e_t > 0] (the s -> infinity limit), kept bit-packed.
@@ -16,25 +28,30 @@ e_t ~ N(0, 1) (``models.masks.SigmoidGateRule`` through the shared masked linear
   a_<t is the cumulative gate of earlier tasks (element-wise max of their binary gates; 0 for the
   first task).
 - Weight-gradient masking: the gradient of weight W_ji (input unit i -> output unit j) is
-  multiplied by 1 - min(a_<t,i, a_<t,j), the bias gradient by 1 - a_<t,j. Input units: for
-  ``proj`` the value channels of ``qkv`` (attention output channel c is a mix of value channel c),
-  for ``fc2`` the units of ``fc1``; ``qkv`` and ``fc1`` read the LayerNorm-ed residual stream,
-  which is not gated, so only their output gate counts (as HAT's first layer, which reads pixels).
+  multiplied by 1 - min(a_<t,i, a_<t,j), the bias gradient by 1 - a_<t,j. Input units: an
+  adapter's ``up`` reads its ``down`` units; ``proj`` the value channels of ``qkv`` (attention
+  output channel c is a mix of value channel c), ``fc2`` the units of ``fc1``; ``down``, ``qkv``
+  and ``fc1`` read the LayerNorm-ed residual stream, which is not gated, so only their output
+  gate counts (as HAT's first layer, which reads pixels).
 - Embedding gradients are multiplied by s_max / s * (cosh(s e) + 1) / (cosh(e) + 1) (s e clamped
   to +-50 in the cosh, as the official code does, against overflow), and e is clamped to
   [-6, 6] after every step.
-- Everything else in the backbone (patch projection, class token, position embedding,
-  LayerNorms) is shared and ungated: it trains with the first task and is frozen from the second
-  on (``shared="first_task"``, HAT's own setting, where all weights learn the first task), or is
-  frozen from the start (``shared="frozen"``). Either way earlier tasks' outputs never change:
-  their units' weights are frozen by the gradient mask, and units they gate off contribute
-  exact zeros.
+- With ``units="backbone"``, the rest of the backbone (patch projection, class token, position
+  embedding, LayerNorms) is shared and ungated: it trains with the first task and is frozen from
+  the second on (``shared="first_task"``, HAT's own setting, where all weights learn the first
+  task), or is frozen from the start (``shared="frozen"``). With adapters all of the backbone is
+  frozen. Either way earlier tasks' outputs never change: their units' weights are frozen by the
+  gradient mask, and units they gate off contribute exact zeros.
 
-Heads start random (``head_init: auto``): HAT trains the block weights, and a probe fitted to the
-features under the new task's random initial gates describes features that training replaces.
-
-Optimizer: the paper's plain SGD at lr 0.05 (momentum 0, no weight decay — decay would move
-protected weights), with the suite's cosine decay over each task.
+Optimizer. The paper trains with plain SGD at lr 0.05 (``optimizer="sgd"``, ``lr=0.05``,
+``schedule="constant"``; its decay on a validation plateau is not used). Registered instead:
+AdamW (no weight decay — decay would move protected weights) with cosine decay, the usual
+optimizer of adapter training on transformers. Heads start from the converged probe on the task's
+starting features (``head_init: auto``, as for the other strategies on frozen features): a random
+head trained by SGD for a few hundred steps stays far from converged (training accuracy near
+test accuracy, well below the probe's), while a probe head's large weights (standardization
+folded in) make SGD steps on the features explode. The record's ``train_acc`` next to
+``probe_train_acc`` shows whether the head converged.
 """
 
 from __future__ import annotations
@@ -44,16 +61,18 @@ from dataclasses import dataclass
 import torch
 
 from models import anatomy
+from models.adapters import adapter_params, add_adapters
 from models.masked_linear import make_masked
 from models.masks import SigmoidGateRule, TaskMask
 from models.multitask import MultiTaskViT
 from strategies.common import ContinualTemplate
 from strategies.masking import TaskMaskPlugin
 from strategies.registry import register_strategy
-from strategies.storage import StorageItem, head_items
+from strategies.storage import FP32, StorageItem, head_items
 
 COSH_CLAMP = 50.0
 SHARED_POLICIES = ("first_task", "frozen")
+GATED_UNITS = ("adapters", "backbone")
 
 
 @dataclass
@@ -63,6 +82,15 @@ class GatedLayer:
 
     linear: torch.nn.Linear
     source: tuple[int, slice] | None
+
+
+def adapter_layers(adapters) -> list[GatedLayer]:
+    """Each shared bottleneck's ``down`` (reading the ungated residual stream) and ``up``
+    (reading ``down``'s units)."""
+    layers: list[GatedLayer] = []
+    for a in adapters:
+        layers += [GatedLayer(a.down, None), GatedLayer(a.up, (len(layers), slice(None)))]
+    return layers
 
 
 def gated_layers(backbone) -> list[GatedLayer]:
@@ -108,13 +136,17 @@ def embedding_compensation(e: torch.Tensor, s: float, s_max: float) -> torch.Ten
 class HATPlugin(TaskMaskPlugin):
     """HAT as an Avalanche plugin on a ``MultiTaskViT`` (see the module docstring)."""
 
-    def __init__(self, *, s_max: float = 400.0, c: float = 0.75, clamp: float = 6.0,
-                 shared: str = "first_task"):
+    def __init__(self, *, units: str = "adapters", hidden: int = 64, s_max: float = 400.0,
+                 c: float = 0.75, clamp: float = 6.0, shared: str = "first_task"):
         super().__init__()
         if shared not in SHARED_POLICIES:
             raise ValueError(f"shared must be one of {SHARED_POLICIES}, got {shared!r}")
+        if units not in GATED_UNITS:
+            raise ValueError(f"units must be one of {GATED_UNITS}, got {units!r}")
         self.rule = SigmoidGateRule(s_max=s_max)
-        self.c, self.clamp, self.shared = c, clamp, shared
+        self.units, self.hidden = units, hidden
+        self.c, self.clamp = c, clamp
+        self.shared = "frozen" if units == "adapters" else shared
         self.layers: list[GatedLayer] = []
         self.cumulative: list[torch.Tensor] = []  # a_<t per layer, over its output units
 
@@ -124,9 +156,14 @@ class HATPlugin(TaskMaskPlugin):
 
     def install(self, model: MultiTaskViT) -> None:
         device = next(model.backbone.parameters()).device
-        self.layers = gated_layers(model.backbone)
+        if self.units == "adapters":
+            adapters = [a.to(device) for a in add_adapters(model.backbone, self.hidden,
+                                                            per_task=False)]
+            self.layers = adapter_layers(adapters)
+        else:
+            self.layers = gated_layers(model.backbone)
         for layer in self.layers:
-            gate = TaskMask((layer.linear.out_features,), self.rule).to(device)
+            gate = TaskMask((layer.linear.out_features,), self.rule, kind="gate").to(device)
             make_masked(layer.linear).output_gate = gate
             self.masks.append(gate)
 
@@ -191,25 +228,41 @@ class HATPlugin(TaskMaskPlugin):
 
 
 def hat_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
-    units = sum(layer.linear.out_features for layer in gated_layers(backbone))
+    """Per task: 1 bit per gated unit + the fp32 head."""
+    if hp["units"] == "adapters":
+        units = sum(anatomy.ffn_pair(b)[1].out_features + hp["hidden"]
+                    for b in anatomy.blocks(backbone))
+    else:
+        units = sum(layer.linear.out_features for layer in gated_layers(backbone))
     return [StorageItem("unit gates", units, 1), *head_items(backbone.num_features, n_classes)]
+
+
+def hat_shared_storage(backbone, hp: dict) -> list[StorageItem]:
+    """With ``units="adapters"``: the fp32 adapters, shared by all tasks."""
+    if hp["units"] != "adapters":
+        return []
+    return [StorageItem("shared adapters", adapter_params(backbone, hp["hidden"]), FP32)]
 
 
 @register_strategy(
     "hat",
-    hparams={"lr": 0.05, "head_lr": 0.05, "optimizer": "sgd", "momentum": 0.0, "s_max": 400.0,
+    hparams={"units": "adapters", "hidden": 64, "optimizer": "adamw", "lr": 1e-3,
+             "head_lr": 1e-3, "momentum": 0.0, "schedule": "cosine", "s_max": 400.0,
              "c": 0.75, "clamp": 6.0, "shared": "first_task"},
-    search_space={"lr": [0.01, 0.05, 0.1], "head_lr": [0.01, 0.05, 0.1], "c": [0.25, 0.75, 1.5],
-                  "s_max": [100.0, 400.0]},
+    defaults="paper+suite",
+    search_space={"units": ["adapters", "backbone"], "lr": [3e-4, 1e-3, 3e-3],
+                  "head_lr": [3e-4, 1e-3, 3e-3], "c": [0.25, 0.75, 1.5], "s_max": [100.0, 400.0]},
     storage=hat_storage,
-    trains="block Linear weights under gradient masks + per-task unit-gate embeddings + head",
-    keeps="1 bit per gated unit (qkv, proj, fc1, fc2 outputs) + head",
-    head_init="random",
+    shared_storage=hat_shared_storage,
+    trains="shared adapters (or the block Linears) under gradient masks + per-task unit-gate "
+           "embeddings + head",
+    keeps="1 bit per gated unit (adapter units; or qkv, proj, fc1, fc2 outputs) + head",
     forgets=False,
     paper="Serrà et al., ICML 2018",
 )
 def build_hat(backbone, hp, settings):
-    plugin = HATPlugin(s_max=hp["s_max"], c=hp["c"], clamp=hp["clamp"], shared=hp["shared"])
+    plugin = HATPlugin(units=hp["units"], hidden=hp["hidden"], s_max=hp["s_max"], c=hp["c"],
+                       clamp=hp["clamp"], shared=hp["shared"])
     model = MultiTaskViT(backbone)
     plugin.ensure_installed(model)
 
@@ -221,4 +274,4 @@ def build_hat(backbone, hp, settings):
 
     return ContinualTemplate(model=model, param_groups=groups, settings=settings,
                              plugins=[plugin], optimizer=hp["optimizer"],
-                             momentum=hp["momentum"])
+                             momentum=hp["momentum"], schedule=hp["schedule"])

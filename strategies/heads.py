@@ -9,6 +9,12 @@ the probe's test accuracy as the task's ``probe_acc`` reference and, with
 ``head_init="probe"``, copies the probe (standardization folded in) into the new head. Features
 stay on the run's device, where the probe is fitted and its test accuracy computed.
 
+Two more references per task: the probe's accuracy on the task's training data
+(``probe_train_acc``: a head that ends its task well below it did not converge), and, given a
+``reference`` backbone (a randomly initialized copy of the run's architecture), the same probe on
+that backbone's features (``random_probe_acc``): the probe minus it is how much the task gains
+from pre-training.
+
 Which strategies start from the probe (``head_init: auto``): those on frozen features, where a
 few SGD epochs leave a head far from converged. Strategies that fine-tune the whole backbone
 (finetune, individual) start from a random head: a probe fitted to the frozen features leans on
@@ -34,18 +40,19 @@ HEAD_INITS = ("probe", "random")
 
 
 @torch.inference_mode()
-def task_features(model, dataset: Dataset, task: int, device, batch_size: int = 1024,
+def task_features(features, dataset: Dataset, device, batch_size: int = 1024,
                   inputs=None, autocast=nullcontext):
-    """(features, labels) of a whole dataset through ``model.features(x, task)``, as float32
-    features and labels on ``device``. ``inputs(x, train=False)`` turns a batch on the device
-    into model inputs and ``autocast()`` gives the precision context, as for evaluation."""
+    """(features, labels) of a whole dataset through ``features(x)`` (e.g. a multi-task model's
+    ``features(x, task)``), as float32 features and labels on ``device``. ``inputs(x,
+    train=False)`` turns a batch on the device into model inputs and ``autocast()`` gives the
+    precision context, as for evaluation."""
     feats, labels = [], []
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         x, y = batch[0].to(device), batch[1]
         if inputs is not None:
             x = inputs(x, False)
         with autocast():
-            feats.append(model.features(x, task).float())
+            feats.append(features(x).float())
         labels.append(torch.as_tensor(y).to(device))
     return torch.cat(feats), torch.cat(labels)
 
@@ -59,7 +66,7 @@ class ProbeHeadPlugin(SupervisedPlugin):
     """
 
     def __init__(self, benchmark, head_init: str = "probe", c_grid=C_GRID,
-                 cache_dir: Path | None = None):
+                 cache_dir: Path | None = None, reference: torch.nn.Module | None = None):
         super().__init__()
         if head_init not in HEAD_INITS:
             raise ValueError(f"head_init must be one of {HEAD_INITS}, got {head_init!r}")
@@ -67,7 +74,10 @@ class ProbeHeadPlugin(SupervisedPlugin):
         self.head_init = head_init
         self.c_grid = tuple(c_grid)
         self.cache_dir = cache_dir  # fitted probes, shared between runs (None: no cache)
+        self.reference = reference  # a randomly initialized backbone, or None
         self.probe_acc: dict[int, float] = {}
+        self.probe_train_acc: dict[int, float] = {}
+        self.random_probe_acc: dict[int, float] = {}
         self.probes: dict[int, LinearProbe] = {}
         self.seconds = 0.0  # spent computing features and fitting probes
 
@@ -86,16 +96,25 @@ class ProbeHeadPlugin(SupervisedPlugin):
         n_classes = model.heads[str(task)].out_features
         as_eval = {"inputs": getattr(strategy, "inputs", None),
                    "autocast": getattr(strategy, "autocast", nullcontext)}
-        tr = task_features(model, exp.dataset.eval(), task, device, **as_eval)
-        va = task_features(model, self.benchmark.valid_stream[i].dataset.eval(), task, device,
-                           **as_eval)
-        te = task_features(model, self.benchmark.test_stream[i].dataset.eval(), task, device,
-                           **as_eval)
-        probe = fit_linear_probe(*tr, n_classes, *va, c_grid=self.c_grid,
-                                 cache_dir=self.cache_dir)
+        datasets = (exp.dataset.eval(), self.benchmark.valid_stream[i].dataset.eval(),
+                    self.benchmark.test_stream[i].dataset.eval())
+        probe, (tr, _, te) = self.fit(lambda x: model.features(x, task), datasets, n_classes,
+                                      device, as_eval)
         self.probes[i] = probe
         self.probe_acc[i] = probe.accuracy(*te)
+        self.probe_train_acc[i] = probe.accuracy(*tr)
+        if self.reference is not None and i not in self.random_probe_acc:
+            self.reference.to(device).eval()
+            reference, (_, _, te) = self.fit(self.reference, datasets, n_classes, device,
+                                             as_eval)
+            self.random_probe_acc[i] = reference.accuracy(*te)
         if self.head_init == "probe":
             probe.copy_into(model.heads[str(task)])
         model.train(was_training)
         self.seconds += time.perf_counter() - start
+
+    def fit(self, features, datasets, n_classes: int, device, as_eval: dict):
+        """The probe on ``features`` of (train, validation, test) and those features."""
+        tr, va, te = (task_features(features, d, device, **as_eval) for d in datasets)
+        return fit_linear_probe(*tr, n_classes, *va, c_grid=self.c_grid,
+                                cache_dir=self.cache_dir), (tr, va, te)

@@ -21,6 +21,7 @@ def individual_storage(backbone, n_classes, hp):
     "individual",
     hparams=FINE_TUNING_HPARAMS,
     search_space=FINE_TUNING_SPACE,
+    defaults="suite",
     storage=individual_storage,
     trains="a fresh copy of the pre-trained backbone + head, per task",
     keeps="full fp32 backbone + head",

@@ -21,6 +21,7 @@ from strategies.storage import head_only_storage
     "lwf",
     hparams={**FINE_TUNING_HPARAMS, "alpha": 1.0, "temperature": 2.0},
     search_space={**FINE_TUNING_SPACE, "alpha": [0.5, 1.0, 2.0], "temperature": [1.0, 2.0]},
+    defaults="paper+suite",
     storage=head_only_storage,
     trains="whole backbone + the new head, with distillation on the earlier heads",
     keeps="head only",

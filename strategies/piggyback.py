@@ -9,9 +9,10 @@ to s (``models.masks.ThresholdRule``). Masked layers: every Linear inside the tr
 projection). Biases, LayerNorms, embeddings and heads are not masked. After a task its masks are
 kept bit-packed: 1 bit per masked weight, plus the head.
 
-Optimizer: the paper's Adam at 1e-4 for masks and heads (AdamW with no weight decay); the paper
-decays it x0.1 every 15 of 30 epochs, the suite's shared cosine decay over the task is used
-instead (one schedule for every strategy).
+Optimizer: the paper's Adam at 1e-4 for masks and heads (AdamW with no weight decay), x0.1 from
+the middle of the task on (the paper: at epoch 15 of 30; ``schedule="step"``, any schedule of
+``strategies.schedules`` can be chosen). A score must travel init - threshold = 5e-3 before its
+weight is masked: at 1e-4 per Adam step, at least 50 steps of consistent sign at the full rate.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class PiggybackPlugin(TaskMaskPlugin):
         backbone.requires_grad_(False)
         device = next(backbone.parameters()).device
         for layer in masked_layers(backbone, self.patch_embed):
-            mask = TaskMask(tuple(layer.weight.shape), self.rule).to(device)
+            mask = TaskMask(tuple(layer.weight.shape), self.rule, kind="weight").to(device)
             make_masked(layer).weight_mask = mask
             self.masks.append(mask)
 
@@ -60,8 +61,9 @@ def piggyback_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
 
 @register_strategy(
     "piggyback",
-    hparams={"mask_lr": 1e-4, "head_lr": 1e-4, "init": 1e-2, "threshold": 5e-3,
-             "patch_embed": False},
+    hparams={"mask_lr": 1e-4, "head_lr": 1e-4, "schedule": "step", "init": 1e-2,
+             "threshold": 5e-3, "patch_embed": False},
+    defaults="paper",
     search_space={"mask_lr": [1e-4, 1e-3, 1e-2, 1e-1], "head_lr": [1e-4, 1e-3, 3e-3]},
     storage=piggyback_storage,
     trains="per-task real-valued scores of every block Linear weight, thresholded to a binary "
@@ -79,4 +81,4 @@ def build_piggyback(backbone, hp, settings):
         model=model,
         param_groups=lambda m: [{"params": plugin.trainable(), "lr": hp["mask_lr"]},
                                 {"params": list(m.heads.parameters()), "lr": hp["head_lr"]}],
-        settings=settings, plugins=[plugin])
+        settings=settings, plugins=[plugin], schedule=hp["schedule"])

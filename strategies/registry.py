@@ -22,6 +22,7 @@ class TrainSettings:
     """What the runner decides for every strategy alike."""
 
     epochs: int = 1
+    steps_per_task: int | None = None  # a budget in optimizer steps instead of epochs
     batch_size: int = 64
     eval_batch_size: int = 512
     device: str = "cpu"
@@ -35,6 +36,12 @@ class TrainSettings:
 
 Builder = Callable[[nn.Module, dict, TrainSettings], object]
 StorageFn = Callable[[nn.Module, int, dict], list[StorageItem]]
+SharedStorageFn = Callable[[nn.Module, dict], list[StorageItem]]
+
+# Labels of registered hyperparameter values: "paper" only where every value is the paper's
+# (through its own rate rule and schedule); "paper+code" adds values from the official code;
+# "paper+suite" adds the suite's own where the paper gives none; "suite": the suite's own.
+DEFAULT_SOURCES = ("paper", "paper+code", "paper+suite", "suite")
 
 
 @dataclass
@@ -49,6 +56,8 @@ class StrategyInfo:
     paper: str
     head_init: str  # what --head-init auto resolves to for this strategy
     search_space: dict  # {hparam: candidate values} for `run_benchmark.py tune`
+    defaults: str  # where the registered values come from: a label of DEFAULT_SOURCES
+    shared_storage: SharedStorageFn | None  # what it keeps once for all tasks (None: nothing)
 
 
 STRATEGIES: dict[str, StrategyInfo] = {}
@@ -63,27 +72,34 @@ def register_strategy(
     keeps: str,
     forgets: bool,
     paper: str,
+    defaults: str,
     head_init: str = "probe",
     search_space: dict | None = None,
+    shared_storage: SharedStorageFn | None = None,
 ) -> Callable[[Builder], Builder]:
     """Register ``build(backbone, hparams, settings) -> SupervisedTemplate`` under ``name``.
 
-    ``head_init`` is the strategy's default for new heads ("probe": start from the converged
-    linear probe; "random"), used when the run asks for ``head_init: auto``. ``search_space``
-    maps hyperparameters to the values ``tune`` may try (``benchmarks.tuning``); the paper
-    defaults are always tried first.
+    ``defaults`` says where the registered ``hparams`` come from (:data:`DEFAULT_SOURCES`); it is
+    the ``hparams_source`` of runs that use them. ``head_init`` is the strategy's default for new
+    heads ("probe": start from the converged linear probe; "random"), used when the run asks for
+    ``head_init: auto``. ``search_space`` maps hyperparameters to the values ``tune`` may try
+    (``benchmarks.tuning``); the registered defaults are always tried first.
+    ``shared_storage(backbone, hparams)``: what the strategy adds once for all tasks (e.g.
+    adapters shared by every task), counted beside the base model in the storage bill.
     """
     space = {k: list(v) for k, v in (search_space or {}).items()}
     unknown = set(space) - set(hparams)
     if unknown:
         raise ValueError(f"search space of {name!r} names unknown hyperparameters {unknown}")
+    if defaults not in DEFAULT_SOURCES:
+        raise ValueError(f"defaults of {name!r} must be one of {DEFAULT_SOURCES}")
 
     def deco(build: Builder) -> Builder:
         if name in STRATEGIES:
             raise ValueError(f"strategy {name!r} registered twice")
         STRATEGIES[name] = StrategyInfo(
-            name, build, dict(hparams), storage, trains, keeps, forgets, paper, head_init, space
-        )
+            name, build, dict(hparams), storage, trains, keeps, forgets, paper, head_init, space,
+            defaults, shared_storage)
         return build
 
     return deco

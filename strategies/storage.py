@@ -3,7 +3,9 @@
 Counted as the MEAT paper counts model size: the base model in fp32 (with its original head)
 plus, per task, everything the strategy keeps for that task — its head in fp32, binary masks or
 gates at 1 bit per entry, float per-task parameters at 32 bits, a full fp32 backbone copy for
-``individual``. MiB = 2**20 bytes. Three views per task:
+``individual`` — plus what it keeps once for all tasks (``shared``: e.g. HAT's shared adapters).
+The base model is the pre-trained backbone as it was before the strategy added anything to it.
+MiB = 2**20 bytes. Three views per task:
 
 - ``bits``: the theoretical count (sum of entries x bits per entry);
 - ``packed_bytes``: each item stored on its own, bit-packed (ceil(bits / 8) per item);
@@ -65,17 +67,23 @@ def task_bill(items: Sequence[StorageItem]) -> dict:
 
 
 def storage_summary(
-    backbone: nn.Module, base_head_params: int, per_task: Sequence[Sequence[StorageItem]]
+    backbone_params: int, base_head_params: int, per_task: Sequence[Sequence[StorageItem]],
+    shared: Sequence[StorageItem] = (),
 ) -> dict:
-    """The run's bill: base model + per-task items, totals in bits and MiB, % of the backbone."""
-    backbone_bits = param_count(backbone) * FP32
+    """The run's bill: base model (``backbone_params`` of the pre-trained backbone + its head) +
+    shared items + per-task items; totals in bits and MiB, per task % of the backbone."""
+    backbone_bits = backbone_params * FP32
     base_bits = backbone_bits + base_head_params * FP32
+    shared_bill = task_bill(shared)
     bills = [task_bill(items) for items in per_task]
     per_task_bits = [b["bits"] for b in bills]
-    total_bits = base_bits + sum(per_task_bits)
+    total_bits = base_bits + shared_bill["bits"] + sum(per_task_bits)
     return {
         "base_bits": base_bits,
         "base_mib": base_bits / 8 / MIB,
+        "shared_bits": shared_bill["bits"],
+        "shared_mib": shared_bill["mib"],
+        "shared_items": shared_bill["items"],
         "per_task_bits": per_task_bits,
         "per_task_mib": [b / 8 / MIB for b in per_task_bits],
         "per_task_packed_bytes": [b["packed_bytes"] for b in bills],
@@ -91,6 +99,12 @@ def strategy_bill(info, backbone: nn.Module, classes: Sequence[int], base_head_p
     """The bill of a registered strategy (``strategies.registry.StrategyInfo``) after the base
     model and one task per entry of ``classes``, computed without training."""
     hp = info.hparams if hparams is None else hparams
-    summary = storage_summary(backbone, base_head_params,
-                              [info.storage(backbone, n, hp) for n in classes])
+    summary = storage_summary(param_count(backbone), base_head_params,
+                              [info.storage(backbone, n, hp) for n in classes],
+                              shared_items(info, backbone, hp))
     return {**summary, "forgets": info.forgets, "keeps": info.keeps}
+
+
+def shared_items(info, backbone: nn.Module, hp: dict) -> list[StorageItem]:
+    """What a registered strategy keeps once for all tasks (none for most)."""
+    return [] if info.shared_storage is None else info.shared_storage(backbone, hp)

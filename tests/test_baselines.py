@@ -195,3 +195,44 @@ def test_fresh_adapters_leave_the_frozen_backbone_output_unchanged():
             torch.nn.init.normal_(a.per_task["task_0"].up.weight)
         assert not torch.allclose(model.features(x, 0), plain)
     assert all(not p.requires_grad for n, p in backbone.named_parameters() if "adapters" not in n)
+
+
+def test_hat_on_the_backbone_units_keeps_earlier_outputs_bit_identical():
+    """The suite's own port (gates on the pre-trained units) is forgetting-free too."""
+    from benchmarks.streams import build_stream
+
+    torch.manual_seed(0)
+    bench = build_stream("mnist5k-split5", seed=0).to_benchmark()
+    settings = TrainSettings(epochs=1, batch_size=64, head_init="random")
+    hp = resolve_hparams("hat", {"units": "backbone", "optimizer": "sgd", "lr": 0.05})
+    strategy = get_strategy("hat").build(create_backbone("vit_nano"), hp, settings)
+    model, x = strategy.model, torch.randn(8, 1, 28, 28)
+    strategy.train(bench.train_stream[0])
+    model.eval()
+    with torch.inference_mode():
+        out0 = model(x, 0).clone()
+    strategy.train(bench.train_stream[1])
+    model.eval()
+    with torch.inference_mode():
+        assert torch.equal(model(x, 0), out0)
+
+
+def test_mask_movement_counts_entries_changed_from_the_initial_mask_per_kind():
+    from models.masks import mask_movement
+
+    model = torch.nn.Module()
+    model.a = TaskMask((10,), ThresholdRule(init=1e-2, threshold=5e-3), kind="weight")
+    model.b = TaskMask((6,), ThresholdRule(init=1e-2, threshold=5e-3), kind="weight")
+    model.g = TaskMask((4,), SigmoidGateRule(), kind="gate")
+    for m in (model.a, model.b, model.g):
+        m.add_task(0)
+    initial_gates = model.g.binary(0).clone()
+    with torch.no_grad():
+        model.a.trainable["0"][:3] = 0.0  # 3 of 10 scores below the threshold
+        model.g.trainable["0"].copy_(torch.where(initial_gates, -1.0, 1.0))  # all 4 flip
+    for m in (model.a, model.b, model.g):
+        m.finish_task(0)
+    mv = mask_movement(model, 0)
+    assert mv["weight"] == {"entries": 16, "changed": 3 / 16, "kept": 13 / 16}
+    assert mv["gate"]["changed"] == 1.0 and mv["gate"]["entries"] == 4
+    assert mask_movement(model, 1) == {}

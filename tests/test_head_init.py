@@ -26,7 +26,8 @@ class FirstStepHead(SupervisedPlugin):
         model, i = strategy.model, strategy.experience.current_experience
         was = model.training
         model.eval()
-        f, y = task_features(model, self.bench.valid_stream[i].dataset.eval(), i, "cpu")
+        f, y = task_features(lambda x: model.features(x, i),
+                             self.bench.valid_stream[i].dataset.eval(), "cpu")
         with torch.no_grad():
             self.snapshot = (model.heads[str(i)](f).argmax(1), f, y,
                              model.heads[str(i)].weight.detach().clone())

@@ -5,8 +5,10 @@ import pandas as pd
 import pytest
 
 from results.report import write_report, write_tables
+from results.stats import paired_difference
 from results.tables import (
     arm_labels,
+    compare,
     per_task_table,
     readable_summary,
     summary,
@@ -72,9 +74,11 @@ def test_summary_columns_and_values_match_the_records():
     recs = [_record("finetune", 0, A, total_mib=2.0, train_s=12.0),
             _record("meat", 0, C, total_mib=3.0, train_s=7.0, probe_s=3.0)]
     table = readable_summary(summary(recs))
-    assert list(table.columns) == ["stream", "backbone", "strategy", "final acc %",
-                                   "avg inc acc %", "forgetting %", "BWT %", "vs probe %",
-                                   "MiB/task", "total MiB", "train s", "n", "hparams"]
+    assert list(table.columns) == [
+        "stream", "backbone", "strategy", "final acc %", "avg inc acc %", "forgetting %", "BWT %",
+        "vs probe %", "vs classifier % [95% CI]", "probe %", "random-init probe %",
+        "pre-train gain %", "train acc - probe's %", "masks changed %", "MiB/task", "total MiB",
+        "train s", "n", "hparams"]
     for rec, (_, row) in zip(recs, table.iterrows(), strict=True):
         m = rec["metrics"]
         assert row["strategy"] == rec["config"]["strategy"]
@@ -86,6 +90,8 @@ def test_summary_columns_and_values_match_the_records():
         t = rec["timing"]
         assert row["train s"] == f"{t['train_s'] - t['probe_s']:.0f}"  # the cached probe fit apart
         assert row["hparams"] == "paper"
+        assert row["vs classifier % [95% CI]"] == "--"  # no classifier run to pair with
+        assert row["masks changed %"] == "--"  # no mask movement in these records
 
 
 def test_per_task_table_rows_are_tasks_average_and_storage():
@@ -130,3 +136,29 @@ def test_write_report_files(tmp_path):
     assert (tmp_path / "again" / "summary.csv").read_text() == (
         tmp_path / "summary.csv").read_text()
     assert len([p for p in tables if p.parent.name == "acc_matrix"]) == 4
+
+
+def _final(acc):
+    return [[acc, None], [acc, acc]]
+
+
+def test_summary_pairs_every_strategy_with_the_classifier_by_seed():
+    # meat beats the classifier by 0.05, 0.10, 0.15 on seeds 0, 1, 2; unpaired seed 3 ignored
+    recs = [_record("classifier", s, _final(0.7 + 0.1 * s)) for s in range(3)]
+    recs += [_record("meat", s, _final(0.75 + 0.15 * s)) for s in range(4)]
+    df = summary(recs).set_index("strategy")
+    d = paired_difference([0.75, 0.9, 1.05], [0.7, 0.8, 0.9])
+    assert df.loc["meat", "vs_classifier"] == pytest.approx(d.mean)
+    assert df.loc["meat", "vs_classifier_low"] == pytest.approx(d.low)
+    assert df.loc["classifier", "vs_classifier"] == 0.0
+
+
+def test_compare_names_the_winner_only_when_separable():
+    recs = [_record("a", s, _final(0.8 + 0.01 * s)) for s in range(3)]
+    recs += [_record("b", s, _final(0.7 + 0.01 * s)) for s in range(3)]
+    recs += [_record("c", s, _final(0.7 + 0.05 * s)) for s in range(3)]
+    row = compare(recs, "a", "b").iloc[0]
+    assert row["verdict"] == "a > b" and row["seeds"] == 3
+    assert row["final acc difference % [95% CI]"].startswith("+10.0")
+    assert compare(recs, "a", "c").iloc[0]["verdict"] == "not separable"
+    assert compare(recs, "a", "nope").empty

@@ -6,7 +6,7 @@ import pytest
 from models.factory import create_backbone
 from strategies import get_strategy
 from strategies.registry import resolve_hparams
-from strategies.storage import MIB, StorageItem, storage_summary, task_bill
+from strategies.storage import MIB, StorageItem, param_count, storage_summary, task_bill
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_packed_bytes_round_up_per_item_and_summary_totals(nano):
     items = [StorageItem("mask", 9, 1), StorageItem("head", 2, 32)]
     bill = task_bill(items)
     assert bill["bits"] == 9 + 64 and bill["packed_bytes"] == 2 + 8
-    s = storage_summary(nano, base_head_params=5 * 65, per_task=[items, items])
+    s = storage_summary(param_count(nano), base_head_params=5 * 65, per_task=[items, items])
     n = sum(p.numel() for p in nano.parameters())
     assert s["base_bits"] == 32 * (n + 5 * 65)
     assert s["per_task_bits"] == [73, 73]
@@ -66,8 +66,28 @@ def test_piggyback_one_bit_per_block_linear_weight(nano):
     assert items[0].total_bits == 2 * per_block + 49 * d  # + the 7x7 patch projection
 
 
-def test_hat_one_bit_per_gated_unit(nano):
-    assert _bits("hat", nano) == {"unit gates": 2 * (3 * 64 + 64 + 256 + 64), "head": 3 * 65 * 32}
+def test_hat_one_bit_per_gated_unit_and_shared_adapters_once(nano):
+    # default: gates on each block's shared adapter, 64 bottleneck + 64 output units
+    assert _bits("hat", nano) == {"unit gates": 2 * (64 + 64), "head": 3 * 65 * 32}
+    info, hp = get_strategy("hat"), resolve_hparams("hat")
+    shared = info.shared_storage(nano, hp)
+    per_block = (64 * 64 + 64) + (64 * 64 + 64)
+    assert [(i.name, i.total_bits) for i in shared] == [("shared adapters", 32 * 2 * per_block)]
+    own = resolve_hparams("hat", {"units": "backbone"})
+    bits = {i.name: i.total_bits for i in info.storage(nano, 3, own)}
+    assert bits == {"unit gates": 2 * (3 * 64 + 64 + 256 + 64), "head": 3 * 65 * 32}
+    assert info.shared_storage(nano, own) == []
+
+
+def test_shared_items_count_once_and_the_base_is_the_untouched_backbone(nano):
+    from strategies.storage import strategy_bill
+
+    hp = resolve_hparams("hat")
+    bill = strategy_bill(get_strategy("hat"), nano, [3, 3], base_head_params=0, hparams=hp)
+    n = sum(p.numel() for p in nano.parameters())
+    shared = 32 * 2 * ((64 * 64 + 64) * 2)
+    assert bill["base_bits"] == 32 * n and bill["shared_bits"] == shared
+    assert bill["total_bits"] == 32 * n + shared + 2 * (2 * 128 + 3 * 65 * 32)
 
 
 def test_adapter_keeps_fp32_bottlenecks(nano):

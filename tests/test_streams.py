@@ -75,3 +75,25 @@ def test_patch_shuffle_is_a_permutation_of_patches():
     py = {tuple(y[0, 0, r:r + 7, c:c + 7].flatten().tolist()) for r in range(0, 28, 7)
           for c in range(0, 28, 7)}
     assert px == py
+
+
+def test_nuisance_stream_is_deterministic_ten_class_and_keeps_base_out_of_tests():
+    a = build_stream("mnist5k-nuisance5", seed=0)
+    b = build_stream("mnist5k-nuisance5", seed=0)
+    assert a.base is not None and a.base.name == "upright 0-9" and a.image_shape == (1, 28, 28)
+    assert len(a.tasks) == 5 and len({t.name for t in a.tasks}) == 5
+    base_train = a.base.train.images.flatten(1)
+    for ta, tb in zip(a.tasks, b.tasks, strict=True):
+        assert ta.classes == [str(d) for d in range(10)]
+        for part in ("train", "val", "test"):
+            pa, pb = getattr(ta, part), getattr(tb, part)
+            assert torch.equal(pa.images, pb.images) and pa.targets == pb.targets
+            assert sorted(set(pa.targets)) == list(range(10))
+            assert pa.images.min() >= 0 and pa.images.max() <= 1
+        assert (len(ta.train), len(ta.val), len(ta.test)) == (720, 80, 1000)
+        # no base training image is a task test image
+        assert torch.cdist(ta.test.images.flatten(1), base_train).min() > 0
+    # nor is one the clean digit behind the task test images (the upright test split)
+    assert torch.cdist(a.base.test.images.flatten(1), base_train).min() > 0
+    c = build_stream("mnist5k-nuisance5", seed=1)
+    assert not torch.equal(a.tasks[0].test.images, c.tasks[0].test.images)

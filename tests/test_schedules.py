@@ -1,0 +1,91 @@
+"""Learning-rate rules, schedules and budgets in steps (strategies.schedules, the template)."""
+
+import math
+
+import pytest
+import torch
+from avalanche.core import SupervisedPlugin
+
+from models.factory import create_backbone
+from strategies import get_strategy
+from strategies.registry import TrainSettings, resolve_hparams
+from strategies.schedules import (
+    SCHEDULES,
+    linear_scaled,
+    lr_factor,
+    lr_travel,
+    one_logit_lr,
+)
+
+
+def test_one_logit_step_equals_the_two_logit_difference_step_under_adam():
+    """Same gradients dL/dd at every step: AdamW on (t_keep, t_drop) at lr and AdamW on d at
+    one_logit_lr(lr) give the same d = t_keep - t_drop after every step."""
+    lr, steps = 0.025, 40
+    t_keep = torch.full((50,), 4.0, requires_grad=True)
+    t_drop = torch.full((50,), -4.0, requires_grad=True)
+    d = torch.full((50,), 8.0, requires_grad=True)
+    two = torch.optim.AdamW([t_keep, t_drop], lr=lr, weight_decay=0.0)
+    one = torch.optim.AdamW([d], lr=one_logit_lr(lr), weight_decay=0.0)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        grad_d = torch.randn(50, generator=g) + 0.5  # a biased gradient: logits travel
+        t_keep.grad, t_drop.grad, d.grad = grad_d.clone(), -grad_d.clone(), grad_d.clone()
+        two.step()
+        one.step()
+        assert torch.allclose(t_keep - t_drop, d, atol=1e-5)
+    assert (d.detach() - 8.0).abs().max() > 0.5  # they did move
+
+
+def test_linear_scaling_rule():
+    assert linear_scaled(0.1, 256) == pytest.approx(0.025)  # the paper's masks at batch 256
+    assert linear_scaled(5e-4, 64) == pytest.approx(3.125e-5)
+    assert linear_scaled(1e-4, 64, "none") == 1e-4
+    with pytest.raises(ValueError, match="lr scaling"):
+        linear_scaled(1.0, 64, "sqrt")
+
+
+def test_schedule_factors():
+    total = 12
+    assert lr_factor("cosine", 0, total) == 1.0
+    assert lr_factor("cosine", total // 2, total) == pytest.approx(0.5)
+    assert lr_factor("constant", 7, total) == 1.0
+    step = [lr_factor("step", s, total) for s in range(total)]
+    assert step == [1.0] * 6 + [0.1] * 6
+    warm = [lr_factor("warmup_cosine", s, total) for s in range(total)]
+    assert warm[0] == pytest.approx(0.5) and warm[1] == 1.0  # 2 warm-up steps of 12
+    assert all(a >= b for a, b in zip(warm[1:], warm[2:], strict=False))  # then decays
+    assert lr_travel("constant", total) == total
+    assert lr_travel("cosine", 1000) == pytest.approx(500, abs=1)
+    with pytest.raises(ValueError, match="schedule"):
+        lr_factor("linear", 0, total)
+    assert set(SCHEDULES) == {"cosine", "warmup_cosine", "step", "constant"}
+
+
+@pytest.mark.parametrize("steps", [3, 7])
+def test_a_budget_in_steps_takes_exactly_that_many_steps(steps):
+    """mnist5k-split5's first task has 12 batches of 64: 3 steps cut the first epoch, 7 too; the
+    scheduler is built over the budget, so the last step uses the last factor."""
+    from benchmarks.streams import build_stream
+
+    bench = build_stream("mnist5k-split5", seed=0).to_benchmark()
+    settings = TrainSettings(epochs=50, steps_per_task=steps, batch_size=64, head_init="random")
+    strategy = get_strategy("finetune").build(create_backbone("vit_nano"),
+                                              resolve_hparams("finetune"), settings)
+    seen, batches = [], []
+
+    class Watch(SupervisedPlugin):
+        def before_training_epoch(self, strategy, **kwargs):
+            batches.append(len(strategy.dataloader))
+
+        def after_training_iteration(self, strategy, **kwargs):
+            seen.append(strategy.optimizer.param_groups[0]["lr"])
+
+    strategy.plugins.append(Watch())
+    for exp in bench.train_stream[:2]:
+        seen.clear()
+        strategy.train(exp)
+        assert strategy.steps_taken == steps == len(seen)
+        assert strategy.train_epochs == math.ceil(steps / batches[-1]) == 1
+    lr = resolve_hparams("finetune")["lr"]
+    assert seen == pytest.approx([lr * lr_factor("cosine", s, steps) for s in range(1, steps + 1)])
