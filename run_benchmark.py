@@ -171,7 +171,17 @@ def report_parser() -> Parser:
                            "run folders.")
     p.add_argument("run_dirs", nargs="+", help="run folders or folders of run folders")
     p.add_argument("--out", help="output folder (default: <first RUN_DIR>/report)")
+    p.add_argument("--compare", type=strategy_pair, metavar="A,B",
+                   help="print only the paired difference of strategies A and B (final average "
+                        "accuracy, same seeds, 95%% interval) per stream and backbone")
     return p
+
+
+def strategy_pair(value: str) -> tuple[str, str]:
+    names = csv_list(value)
+    if len(names) != 2 or names[0] == names[1]:
+        raise argparse.ArgumentTypeError(f"give two different strategies as A,B, got {value!r}")
+    return names[0], names[1]
 
 
 def dropkey_ratio(value: str) -> float:
@@ -339,7 +349,21 @@ def cmd_report(argv: list[str]) -> int:
         raise UsageError(str(e)) from e
     if not records:
         raise UsageError(f"no finished run records under {', '.join(args.run_dirs)}")
+    if args.compare:
+        return print_comparison(records, *args.compare)
     print_report(records, Path(args.out) if args.out else Path(args.run_dirs[0]) / "report")
+    return 0
+
+
+def print_comparison(records: list[dict], a: str, b: str) -> int:
+    from results.tables import by_arm, compare
+
+    table = compare(records, a, b)
+    if table.empty:
+        found = sorted(set(by_arm(records)))
+        raise UsageError(f"--compare {a},{b}: no stream and backbone with finished runs of both "
+                         f"on common seeds; strategies found: {', '.join(found)}")
+    print(table.to_string(index=False))
     return 0
 
 

@@ -8,6 +8,8 @@
   numeric means and stds);
 - ``hparams.{md,tex,csv}``: every strategy's hyperparameter values and their source (paper,
   tuned, user);
+- ``masks.{md,tex,csv}``: per mask strategy, task and mask kind, the % of entries changed from
+  their initial state and the % kept (means over seeds), and on how many seeds nothing changed;
 - ``per_task_<stream>_<backbone>.{md,tex,csv}``: the paper-style table — final accuracy per
   task (rows: tasks, then average, then total storage in MiB; columns: strategies);
 - ``acc_matrices.md`` and ``acc_matrix/<run_id>.csv``: every run's accuracy matrix;
@@ -25,6 +27,7 @@ from results.tables import (
     acc_matrix_frame,
     group_records,
     hparams_table,
+    movement_table,
     per_task_table,
     readable_summary,
     safe_name,
@@ -57,6 +60,9 @@ def write_tables(records: list[dict], out: Path) -> list[Path]:
     stats = summary(records)
     paths = write_frame(readable_summary(stats), out, "summary", index=False, csv_df=stats)
     paths += write_frame(hparams_table(records), out, "hparams", index=False)
+    masks = movement_table(records)
+    if not masks.empty:
+        paths += write_frame(masks, out, "masks", index=False)
     for (stream, backbone), recs in group_records(records).items():
         table = per_task_table(recs)
         table.index.name = f"{backbone} / {stream}"

@@ -44,14 +44,16 @@ embeddings e_t ~ N(0, 1) (``models.masks.SigmoidGateRule`` through the shared ma
   gradient mask, and units they gate off contribute exact zeros.
 
 Optimizer. The paper trains with plain SGD at lr 0.05 (``optimizer="sgd"``, ``lr=0.05``,
-``schedule="constant"``; its decay on a validation plateau is not used). Registered instead:
-AdamW (no weight decay — decay would move protected weights) with cosine decay, the usual
-optimizer of adapter training on transformers. Heads start from the converged probe on the task's
+``schedule="constant"``; its decay on a validation plateau is not used). Registered instead: AdamW
+(no weight decay — decay would move protected weights) with cosine decay, the usual optimizer of
+adapter training on transformers, with its own rate for the gate embeddings (``gate_lr``): Adam's
+steps are about lr whatever the compensated gradient, so at the weights' rate an embedding started
+from N(0, 1) could not cross 0 within a task. Heads start from the converged probe on the task's
 starting features (``head_init: auto``, as for the other strategies on frozen features): a random
-head trained by SGD for a few hundred steps stays far from converged (training accuracy near
-test accuracy, well below the probe's), while a probe head's large weights (standardization
-folded in) make SGD steps on the features explode. The record's ``train_acc`` next to
-``probe_train_acc`` shows whether the head converged.
+head trained by SGD for a few hundred steps stays far from converged (training accuracy near test
+accuracy, well below the probe's), while a probe head's large weights (standardization folded in)
+make SGD steps on the features explode. The record's ``train_acc`` next to ``probe_train_acc`` shows
+whether the head converged.
 """
 
 from __future__ import annotations
@@ -247,11 +249,13 @@ def hat_shared_storage(backbone, hp: dict) -> list[StorageItem]:
 @register_strategy(
     "hat",
     hparams={"units": "adapters", "hidden": 64, "optimizer": "adamw", "lr": 1e-3,
-             "head_lr": 1e-3, "momentum": 0.0, "schedule": "cosine", "s_max": 400.0,
+             "gate_lr": 0.05, "head_lr": 1e-3, "momentum": 0.0, "schedule": "cosine",
+             "s_max": 400.0,
              "c": 0.75, "clamp": 6.0, "shared": "first_task"},
     defaults="paper+suite",
     search_space={"units": ["adapters", "backbone"], "lr": [3e-4, 1e-3, 3e-3],
-                  "head_lr": [3e-4, 1e-3, 3e-3], "c": [0.25, 0.75, 1.5], "s_max": [100.0, 400.0]},
+                  "gate_lr": [0.01, 0.05, 0.2], "head_lr": [3e-4, 1e-3, 3e-3],
+                  "c": [0.25, 0.75, 1.5], "s_max": [100.0, 400.0]},
     storage=hat_storage,
     shared_storage=hat_shared_storage,
     trains="shared adapters (or the block Linears) under gradient masks + per-task unit-gate "
@@ -267,9 +271,10 @@ def build_hat(backbone, hp, settings):
     plugin.ensure_installed(model)
 
     def groups(m):
-        heads = list(m.heads.parameters())
-        skip = {id(p) for p in heads}
+        heads, gates = list(m.heads.parameters()), plugin.trainable()
+        skip = {id(p) for p in heads + gates}
         return [{"params": [p for p in m.parameters() if id(p) not in skip], "lr": hp["lr"]},
+                {"params": gates, "lr": hp["gate_lr"]},
                 {"params": heads, "lr": hp["head_lr"]}]
 
     return ContinualTemplate(model=model, param_groups=groups, settings=settings,

@@ -1,11 +1,16 @@
 """Every CLI error path: one line on stderr naming the problem and the valid choices, exit 2,
 nothing written."""
 
+import contextlib
+import io
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+
+import run_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -13,6 +18,18 @@ ROOT = Path(__file__).resolve().parent.parent
 def run_cli(*args, cwd=ROOT):
     return subprocess.run([sys.executable, str(ROOT / "run_benchmark.py"), *args],
                           capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def run_main(*args):
+    """``run_benchmark.main(args)`` in this process (the error paths end before any training),
+    with its exit code and output, as ``run_cli`` gives them without a new interpreter."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = run_benchmark.main(list(args))
+        except SystemExit as e:  # argparse errors
+            code = e.code
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 @pytest.mark.parametrize(
@@ -33,6 +50,8 @@ def run_cli(*args, cwd=ROOT):
         (["--suite", "smoke", "--backbone", "deit_tiny_patch16_224"], "does not divide"),
         (["--suite", "smoke", "--pretrained", "/no/such.pt"], "checkpoint file not found"),
         (["report", "/no/such/run"], "run folder not found"),
+        (["report", str(ROOT), "--compare", "meat"], "give two different strategies as A,B"),
+        (["--suite", "smoke", "--steps-per-task", "0"], "must be an integer >= 1"),
         (["storage", "--backbone", "vit_nano", "--classes", "3,x"], "expected class counts"),
         (["storage", "--backbone", "vit_nano", "--classes", "0"], "expected class counts"),
         (["storage", "--backbone", "nope", "--classes", "3"], "unknown backbone 'nope'"),
@@ -55,7 +74,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, expect)
     out = tmp_path / "out"
     commands = ("report", "storage", "backbones", "cache")
     extra = ["--out", str(out)] if args and args[0] not in commands else []
-    r = run_cli(*args, *extra)
+    r = run_main(*args, *extra)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
@@ -66,7 +85,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, expect)
 
 
 def test_unknown_flag_lists_valid_flags():
-    r = run_cli("--suite", "smoke", "--epoch", "3x")
+    r = run_main("--suite", "smoke", "--epoch", "3x")
     assert r.returncode == 2
     assert "--epochs" in r.stderr and "--strategies" in r.stderr
 
@@ -80,7 +99,7 @@ def test_help_documents_every_flag():
 
 
 def test_report_on_empty_folder_is_an_error(tmp_path):
-    r = run_cli("report", str(tmp_path))
+    r = run_main("report", str(tmp_path))
     assert r.returncode == 2 and "no finished run records" in r.stderr
 
 
@@ -90,7 +109,7 @@ def test_storage_command_json_matches_the_accounting_module():
     from models.factory import create_backbone
     from strategies import STRATEGIES
 
-    res = run_cli("storage", "--backbone", "vit_nano", "--classes", "3,2", "--base-classes", "5",
+    res = run_main("storage", "--backbone", "vit_nano", "--classes", "3,2", "--base-classes", "5",
                   "--format", "json")
     assert res.returncode == 0, res.stderr
     bills = json.loads(res.stdout)
@@ -107,9 +126,9 @@ def test_storage_command_json_matches_the_accounting_module():
 
 
 def test_storage_command_table_and_csv():
-    table = run_cli("storage", "--backbone", "vit_nano", "--classes", "3,2")
+    table = run_main("storage", "--backbone", "vit_nano", "--classes", "3,2")
     assert table.returncode == 0 and "can forget" in table.stdout and "piggyback" in table.stdout
-    csv = run_cli("storage", "--backbone", "vit_nano", "--classes", "3,2", "--format", "csv")
+    csv = run_main("storage", "--backbone", "vit_nano", "--classes", "3,2", "--format", "csv")
     lines = csv.stdout.splitlines()
     assert lines[0].startswith("strategy,task,classes,bits,mib") and len(lines) == 1 + 2 * 8
 
@@ -118,7 +137,7 @@ def test_bad_preprocess_in_a_suite_file_is_one_line(tmp_path):
     suite = tmp_path / "mine.yaml"
     suite.write_text("stream: mnist5k-split5\nbackbone: vit_nano\npreprocess: {name: deit, "
                      "crop: 0.9}\n")
-    r = run_cli("--suite", str(suite), "--out", str(tmp_path / "out"))
+    r = run_main("--suite", str(suite), "--out", str(tmp_path / "out"))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "unknown preprocess keys ['crop']" in r.stderr
     assert not (tmp_path / "out").exists()

@@ -13,7 +13,8 @@ from test_local_datasets import _labels, _pickle, _pixels, skip_md5  # noqa: F40
 
 from benchmarks.datasets import DataError, local_source
 from benchmarks.streams import PAPER_TASKS, build_stream
-from benchmarks.suites import load_suite
+from benchmarks.suites import expand, load_suite
+from strategies import get_strategy
 
 N_CLASSES, TRAIN, TEST = 3, 5, 2
 
@@ -153,6 +154,15 @@ def test_paper_suite_config():
     suite = load_suite("paper")
     assert suite["stream"] == "meat-paper6" and suite["epochs"] == 30
     assert suite["batch_size"] == 256
-    hp = suite["hparams"]["meat"]  # the paper's lr = base x batch / 1024
-    assert hp["head_lr"] == pytest.approx(5e-4 * 256 / 1024)
-    assert hp["token_mask_lr"] == hp["ffn_mask_lr"] == pytest.approx(0.1 * 256 / 1024)
+    meat = next(c for c in expand(suite) if c["strategy"] == "meat")
+    assert meat["hparams_source"] == "paper+code"  # no override: the registered values
+    from models.factory import create_backbone
+    from strategies.registry import TrainSettings
+
+    strategy = get_strategy("meat").build(create_backbone("vit_nano"), meat["hparams"],
+                                          TrainSettings(batch_size=suite["batch_size"]))
+    token, ffn, head = strategy.param_groups(strategy.model)
+    # the paper: lr = base x batch / 1024, masks 0.1 (two logits: x2 for one), heads 5e-4
+    assert token["lr"] == ffn["lr"] == pytest.approx(2 * 0.1 * 256 / 1024)
+    assert head["lr"] == pytest.approx(5e-4 * 256 / 1024) and head["weight_decay"] == 0.05
+    assert strategy.schedule == "warmup_cosine"

@@ -11,7 +11,7 @@ from results.records import find_records
 from strategies import STRATEGIES
 
 ROOT = Path(__file__).resolve().parent.parent
-MASK_STRATEGIES = {"meat", "piggyback", "hat"}
+MASK_KINDS = {"meat": {"token", "ffn"}, "piggyback": {"weight"}, "hat": {"gate"}}
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +21,11 @@ def smoke(tmp_path_factory, cache_dir):
                         "--out", str(out), "--cache", str(cache_dir), "--quiet"],
                        capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
-    return out, r.stdout
+    return out, r.stdout, r.stderr
 
 
 def test_every_strategy_finishes_with_a_full_record(smoke):
-    out, stdout = smoke
+    out, stdout, _ = smoke
     records = {r["config"]["strategy"]: r for r in find_records([out])}
     assert set(records) == set(STRATEGIES)
     for name, rec in records.items():
@@ -33,7 +33,12 @@ def test_every_strategy_finishes_with_a_full_record(smoke):
         assert T >= 3
         for i in range(T):
             assert all(rec["acc_matrix"][i][j] is not None for j in range(i + 1)), name
-        assert all(p is not None for p in rec["probe_acc"]), name
+        for key in ("probe_acc", "probe_train_acc", "random_probe_acc", "train_acc"):
+            assert len(rec[key]) == T and all(0 <= p <= 1 for p in rec[key]), (name, key)
+        assert len(rec["train_steps"]) == T and all(s > 0 for s in rec["train_steps"]) or (
+            name == "classifier" and rec["train_steps"] == [0] * T)  # the probe is the head
+        kinds = {k for m in rec["mask_movement"] for k in m}
+        assert kinds == MASK_KINDS.get(name, set()), name
         assert len(rec["storage"]["per_task_bits"]) == T
         assert rec["config"]["head_init"] == STRATEGIES[name].head_init  # auto resolved
         rows = (Path(rec["_folder"]) / "rows.csv").read_text().splitlines()
@@ -46,14 +51,14 @@ def test_every_strategy_finishes_with_a_full_record(smoke):
 
 
 def test_classifier_is_the_converged_probe(smoke):
-    out, _ = smoke
+    out, _, _ = smoke
     rec = next(r for r in find_records([out]) if r["config"]["strategy"] == "classifier")
     for j, p in enumerate(rec["probe_acc"]):
         assert abs(rec["acc_matrix"][-1][j] - p) <= 0.01
 
 
 def test_strategies_that_cannot_forget_keep_earlier_accuracy_bit_identical(smoke):
-    out, _ = smoke
+    out, _, _ = smoke
     for rec in find_records([out]):
         if STRATEGIES[rec["config"]["strategy"]].forgets:
             continue
@@ -64,7 +69,7 @@ def test_strategies_that_cannot_forget_keep_earlier_accuracy_bit_identical(smoke
 
 
 def test_record_files_are_valid_json_with_config(smoke):
-    out, _ = smoke
+    out, _, _ = smoke
     for f in out.glob("*/record.json"):
         rec = json.loads(f.read_text())
         assert rec["status"] == "finished" and rec["error"] is None
@@ -72,7 +77,7 @@ def test_record_files_are_valid_json_with_config(smoke):
 
 
 def test_the_benchmark_writes_its_report_tables_and_figures(smoke):
-    out, stdout = smoke
+    out, stdout, _ = smoke
     report = out / "report"
     for name in ("summary", "per_task_mnist5k-split5_vit_micro"):
         for ext in ("md", "tex", "csv"):
@@ -93,7 +98,7 @@ def test_the_benchmark_writes_its_report_tables_and_figures(smoke):
 
 
 def test_report_command_rebuilds_the_same_tables(smoke, tmp_path):
-    out, _ = smoke
+    out, _, _ = smoke
     r = subprocess.run([sys.executable, str(ROOT / "run_benchmark.py"), "report", str(out),
                         "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -113,3 +118,15 @@ def test_tensorboard_and_dropkey_flags(tmp_path, cache_dir):
     assert rec["metrics"]["forgetting"] == 0.0  # DropKey is off at evaluation
     events = list((Path(rec["_folder"]) / "tensorboard").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
+
+
+def test_masks_that_never_moved_are_warned_about_and_marked(smoke):
+    """MEAT at its registered (paper) rates for 1 epoch: its logits, started at 8, travel far
+    less than 8, so no mask bit can change; the run says so and the summary marks it."""
+    out, stdout, stderr = smoke
+    rec = next(r for r in find_records([out]) if r["config"]["strategy"] == "meat")
+    assert all(m[k]["changed"] == 0 for m in rec["mask_movement"] for k in m)
+    T = len(rec["tasks"])
+    for kind in ("token", "ffn"):
+        assert f"meat, task {T}/{T}: its {kind} masks did not change" in stderr
+    assert "token 0.0!, ffn 0.0!" in stdout
