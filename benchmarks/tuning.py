@@ -6,8 +6,11 @@ draws (seeded) from the ``search_space`` it registers (a strategy with fewer com
 of them). A trial is a run of the suite's first stream and backbone at its first seed, on the
 stream's first ``tasks`` tasks (default 2) with each task's validation split in place of its test
 split (``Stream.validation_only``); its score is the final average validation accuracy over those
-tasks. So no trial reads test data and no later task leaks into the choice. The best trial (ties:
-the earlier) and every trial's score are written to ``tuned/<suite>.yaml``; runs with
+tasks. So no trial reads test data and no later task leaks into the choice. A trial in which some
+kind of mask never left its initial state on some task (``mask_movement``) did not test the
+method — MEAT with inert FFN masks is MEAT without them — so it is chosen only if every trial of
+the strategy was like that. The best eligible trial (ties: the earlier) and every trial's score
+and movement are written to ``tuned/<suite>.yaml``; runs with
 ``--hparams tuned`` use the chosen values (``hparams_source: tuned`` in their config). Trials run
 through the sweep executors like any run.
 """
@@ -58,23 +61,41 @@ def trial_configs(suite: dict, budget: int, tasks: int) -> list[dict]:
     return configs
 
 
+def masks_moved(record: dict) -> bool:
+    """Every kind of mask changed on every task of the run (true without masks)."""
+    return all(m["changed"] > 0 for task in record.get("mask_movement", [])
+               for m in task.values())
+
+
+def trial_entry(config: dict, record: dict | None) -> dict:
+    """A trial as ``tuned/<suite>.yaml`` lists it: searched values, score, whether masks moved."""
+    if record is None:
+        return {"hparams": config["tuning"]["searched"], "val_acc": None, "masks_moved": None}
+    return {"hparams": config["tuning"]["searched"], "val_acc": record["metrics"]["final_avg_acc"],
+            "masks_moved": masks_moved(record)}
+
+
 def tune(suite: dict, out: Path, cache: Path, options: ExecutorOptions | None = None,
          budget: int = DEFAULT_BUDGET, tasks: int = DEFAULT_TASKS,
          tuned_file: Path | None = None) -> dict:
     """Run every trial, choose per strategy, write ``tuned/<suite>.yaml``; return its content."""
     configs = trial_configs(suite, budget, tasks)
     run_all(configs, out, cache, options or ExecutorOptions())
-    scores = {r["run_id"]: r["metrics"]["final_avg_acc"] for r in find_records([out])}
+    records = {r["run_id"]: r for r in find_records([out])}
     result = {"protocol": {"suite": suite["suite"], "stream": configs[0]["stream"],
                            "backbone": configs[0]["backbone"], "seed": configs[0]["seed"],
-                           "epochs": configs[0]["epochs"], "tasks": tasks, "budget": budget,
-                           "score": "final average accuracy on the tasks' validation splits"},
+                           "epochs": configs[0]["epochs"],
+                           "steps_per_task": configs[0]["steps_per_task"], "tasks": tasks,
+                           "budget": budget,
+                           "score": "final average accuracy on the tasks' validation splits",
+                           "eligible": "every kind of mask changed on every task"},
               "strategies": {}}
     for strategy in dict.fromkeys(c["strategy"] for c in configs):
-        trials = [{"hparams": c["tuning"]["searched"], "val_acc": scores.get(run_id(c))}
-                  for c in configs if c["strategy"] == strategy]
+        trials = [trial_entry(c, records.get(run_id(c))) for c in configs
+                  if c["strategy"] == strategy]
         done = [t for t in trials if t["val_acc"] is not None]
-        best = max(done, key=lambda t: t["val_acc"]) if done else None  # first of equals
+        eligible = [t for t in done if t["masks_moved"]] or done
+        best = max(eligible, key=lambda t: t["val_acc"]) if eligible else None  # first of equals
         result["strategies"][strategy] = {
             "chosen": dict(best["hparams"]) if best else None,  # a copy: no YAML alias
             "val_acc": best["val_acc"] if best else None, "trials": trials}

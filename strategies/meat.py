@@ -25,7 +25,6 @@ batch 256) a logit starting at 2 gamma = 8 can cross 0; at a small budget it can
 reports (``models.masks.mask_movement``).
 """
 
-
 from __future__ import annotations
 
 import torch
