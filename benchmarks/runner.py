@@ -260,8 +260,10 @@ def prepare_backbone(config: dict, stream: Stream, cache_dir: Path):
     ckpt, base_meta, base_head = config.get("pretrained"), None, 0
     if ckpt is None and stream.base is not None:
         recipe = {"epochs": config["base_epochs"], "batch_size": config["batch_size"]}
-        # concurrent runs (workers, Ray, Slurm) wait for one pre-training, then share it
-        with file_lock(Path(cache_dir) / f".{config['backbone']}.lock"):
+        # concurrent runs (workers, Ray, Slurm) wait for one pre-training, then share it; runs
+        # of other seeds or streams pre-train at the same time
+        lock = f".{config['backbone']}-{stream.name}-seed{config['seed']}.lock"  # names: [a-z0-9-]
+        with file_lock(Path(cache_dir) / lock):
             ckpt, base_meta = pretrained_checkpoint(
                 config["backbone"], kwargs, f"{stream.name}:{stream.base.name}",
                 stream.base.train, stream.base.test, stream.base.n_classes, config["seed"],
@@ -362,7 +364,7 @@ def _run(config: dict, folder: Path, cache_dir: Path, progress: bool, tensorboar
             record, rows, log.rows = done["record"], done["rows"], done["log_rows"]
             per_task_items, file_bytes, start = done["items"], done["file_bytes"], done["next"]
             for name in ("probe_acc", "probe_train_acc", "random_probe_acc"):
-                setattr(probe, name, dict(enumerate(record[name])))
+                setattr(probe, name, {k: v for k, v in enumerate(record[name]) if v is not None})
             R = record["acc_matrix"]
             print(f"{folder.name}: resuming at task {start} of {T}", file=sys.stderr, flush=True)
         for i, exp in enumerate(bench.train_stream):

@@ -75,6 +75,14 @@ def trial_entry(config: dict, record: dict | None) -> dict:
             "masks_moved": masks_moved(record)}
 
 
+def choose(trials: list[dict]) -> dict | None:
+    """The best finished trial (ties: the earlier) among those whose masks moved, or among all
+    finished ones if none did; None if none finished."""
+    done = [t for t in trials if t["val_acc"] is not None]
+    eligible = [t for t in done if t["masks_moved"]] or done
+    return max(eligible, key=lambda t: t["val_acc"]) if eligible else None
+
+
 def tune(suite: dict, out: Path, cache: Path, options: ExecutorOptions | None = None,
          budget: int = DEFAULT_BUDGET, tasks: int = DEFAULT_TASKS,
          tuned_file: Path | None = None) -> dict:
@@ -93,9 +101,7 @@ def tune(suite: dict, out: Path, cache: Path, options: ExecutorOptions | None = 
     for strategy in dict.fromkeys(c["strategy"] for c in configs):
         trials = [trial_entry(c, records.get(run_id(c))) for c in configs
                   if c["strategy"] == strategy]
-        done = [t for t in trials if t["val_acc"] is not None]
-        eligible = [t for t in done if t["masks_moved"]] or done
-        best = max(eligible, key=lambda t: t["val_acc"]) if eligible else None  # first of equals
+        best = choose(trials)
         result["strategies"][strategy] = {
             "chosen": dict(best["hparams"]) if best else None,  # a copy: no YAML alias
             "val_acc": best["val_acc"] if best else None, "trials": trials}

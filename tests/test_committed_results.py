@@ -9,6 +9,7 @@ from results.records import find_records, run_id
 from results.report import write_tables
 
 DATA = Path(__file__).resolve().parent.parent / "results" / "data"
+HEAD_MARGIN = 0.02  # 2 points of training accuracy below the probe
 
 
 def test_committed_records_are_the_standard_suite():
@@ -27,3 +28,35 @@ def test_committed_tables_regenerate_from_committed_records(tmp_path):
     assert rebuilt == on_disk
     for rel in sorted(rebuilt):
         assert (tmp_path / rel).read_text() == (committed / rel).read_text(), rel
+
+
+def test_committed_results_test_the_methods_they_name():
+    """At the standard budget every mask strategy's masks moved on every task of every run
+    (MEAT's token and FFN masks, Piggyback's scores, HAT's gates), and HAT's heads converged:
+    on the tasks' training data the trained model is within HEAD_MARGIN of the converged probe."""
+    records = find_records([DATA / "runs"])
+    kinds = {"meat": {"token", "ffn"}, "piggyback": {"weight"}, "hat": {"gate"}}
+    for r in records:
+        name = r["config"]["strategy"]
+        for task in r["mask_movement"]:
+            assert set(task) == kinds.get(name, set())
+            assert all(m["changed"] > 0 for m in task.values()), (name, r["run_id"])
+        if name == "hat":
+            gaps = [a - p for a, p in zip(r["train_acc"], r["probe_train_acc"], strict=True)]
+            assert sum(gaps) / len(gaps) >= -HEAD_MARGIN, r["run_id"]
+
+
+def test_the_standard_stream_needs_pre_training():
+    """mnist5k-nuisance5: the probe on pre-trained features beats the probe on a randomly
+    initialized backbone by >= 10 points on average, and one fine-tuned copy per task beats the
+    pre-trained probe by >= 5 points (means over tasks and seeds, per backbone)."""
+    records = find_records([DATA / "runs"])
+    for backbone in {r["config"]["backbone"] for r in records}:
+        mine = [r for r in records if r["config"]["backbone"] == backbone]
+        classifier = [r for r in mine if r["config"]["strategy"] == "classifier"]
+        gain = [sum(p - q for p, q in zip(r["probe_acc"], r["random_probe_acc"], strict=True))
+                / len(r["probe_acc"]) for r in classifier]
+        assert sum(gain) / len(gain) >= 0.10, backbone
+        individual = [r["metrics"]["final_avg_acc"] - sum(r["probe_acc"]) / len(r["probe_acc"])
+                      for r in mine if r["config"]["strategy"] == "individual"]
+        assert sum(individual) / len(individual) >= 0.05, backbone

@@ -95,6 +95,9 @@ def test_ctrl_c_then_resume_is_exact_for_stateful_strategies(strategy, tmp_path,
     assert load_record(folder)["acc_matrix"][2][0] is None  # stopped after task 1
     resumed = run_one(config, tmp_path / "int", cache_dir, progress=False)
     assert resumed["acc_matrix"] == reference["acc_matrix"]
+    for key in ("probe_acc", "probe_train_acc", "random_probe_acc", "train_acc", "train_steps",
+                "mask_movement"):
+        assert resumed[key] == reference[key], key
     assert matrix_and_rows(folder) == matrix_and_rows(tmp_path / "ref" / run_id(config))
 
 

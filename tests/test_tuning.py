@@ -3,17 +3,16 @@ touches test data, the same budget for every strategy, tuned values that reach t
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from test_cli import run_main
 from torch.utils.data import Dataset
 
 from benchmarks.streams import build_stream
 from benchmarks.suites import SuiteError, expand, load_suite
-from benchmarks.tuning import trial_hparams, tune
+from benchmarks.tuning import choose, trial_hparams, tune
 from strategies import STRATEGIES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +77,8 @@ def test_tune_never_reads_test_data_and_its_file_reaches_the_runs(tmp_path, cach
     for name in ("piggyback", "classifier"):
         entry = result["strategies"][name]
         assert len(entry["trials"]) == len(trial_hparams(name, 2))
-        best = max(entry["trials"], key=lambda t: t["val_acc"])
+        assert all(t["masks_moved"] is not None for t in entry["trials"])
+        best = choose(entry["trials"])
         assert entry["chosen"] == best["hparams"] and entry["val_acc"] == best["val_acc"]
     text = (tmp_path / "tuned" / "smoke.yaml").read_text()
     assert "&id" not in text  # chosen values written out, not as a YAML alias of a trial
@@ -95,6 +95,16 @@ def test_tune_never_reads_test_data_and_its_file_reaches_the_runs(tmp_path, cach
         expand({**suite, "strategies": ["meat"], "hparams_from": "tuned"})
 
 
+def test_a_trial_whose_masks_never_moved_is_chosen_only_if_no_trial_moved_them():
+    static = {"hparams": {"lr": 1}, "val_acc": 0.9, "masks_moved": False}
+    moved = {"hparams": {"lr": 2}, "val_acc": 0.6, "masks_moved": True}
+    tie = {"hparams": {"lr": 3}, "val_acc": 0.6, "masks_moved": True}
+    unfinished = {"hparams": {"lr": 4}, "val_acc": None, "masks_moved": None}
+    assert choose([static, moved, tie, unfinished]) is moved  # ties: the earlier
+    assert choose([static, unfinished]) is static
+    assert choose([unfinished]) is None
+
+
 def test_trials_score_validation_accuracy_of_the_first_tasks_only():
     stream = build_stream("mnist5k-split5", 0).validation_only(2)
     assert len(stream.tasks) == 2
@@ -106,8 +116,7 @@ def test_cli_without_a_tuned_file_says_how_to_make_it(tmp_path):
     suite = tmp_path / "never_tuned.yaml"
     suite.write_text((ROOT / "configs" / "smoke.yaml").read_text())
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, str(ROOT / "run_benchmark.py"), "--suite", str(suite),
-                        "--hparams", "tuned", "--out", str(out)], capture_output=True, text=True)
+    r = run_main("--suite", str(suite), "--hparams", "tuned", "--out", str(out))
     assert r.returncode == 2
     assert "run_benchmark.py tune --suite never_tuned" in r.stderr
     assert not out.exists()
