@@ -338,10 +338,11 @@ def storage_frame(bills: dict[str, dict], classes: list[int]) -> pd.DataFrame:
 
 
 def format_storage(bills: dict[str, dict], classes: list[int], fmt: str) -> str:
-    """The storage bill as a table (per task in MiB, total, % of the backbone), JSON or CSV."""
+    """The storage bill as a table (per task in MiB, % of the backbone, what is kept once for all
+    tasks, total), JSON or CSV."""
     if fmt == "json":
-        keys = ("total_mib", "total_bits", "base_mib", "per_task_bits", "per_task_mib",
-                "per_task_pct_of_backbone", "forgets", "keeps")
+        keys = ("total_mib", "total_bits", "base_mib", "shared_mib", "per_task_bits",
+                "per_task_mib", "per_task_pct_of_backbone", "forgets", "keeps")
         return json.dumps({n: {k: b[k] for k in keys} for n, b in bills.items()}, indent=2)
     df = storage_frame(bills, classes)
     if fmt == "csv":
@@ -350,6 +351,7 @@ def format_storage(bills: dict[str, dict], classes: list[int], fmt: str) -> str:
     table.columns = [f"task {t} ({n} cl.) MiB" for t, n in enumerate(classes)]
     table["per task % of backbone"] = [float(np.mean(b["per_task_pct_of_backbone"]))
                                        for b in bills.values()]
+    table["shared MiB"] = [b["shared_mib"] for b in bills.values()]  # kept once for all tasks
     table["total MiB"] = [b["total_mib"] for b in bills.values()]
     table["can forget"] = ["yes" if b["forgets"] else "no" for b in bills.values()]
     base = next(iter(bills.values()))["base_mib"]
