@@ -278,9 +278,8 @@ def per_task_table(records: list[dict]) -> pd.DataFrame:
                      if r.get("probe_acc") and not r.get("forgets", True))
         random_probe.extend(r["random_probe_acc"] for r in recs if r.get("random_probe_acc"))
     df = pd.DataFrame(cols, index=[*names, "average", "storage MiB"])
-    references = [("probe_acc", probe)]
-    if random_probe and probe:
-        references += [("random_init_probe_acc", random_probe)]
+    references = [(name, runs) for name, runs in (("probe_acc", probe),
+                                                  ("random_init_probe_acc", random_probe)) if runs]
     for i, (name, runs) in enumerate(references):
         p = 100 * np.array(runs, dtype=float).mean(0)
         df.insert(i, name, [*p, p.mean(), np.nan])

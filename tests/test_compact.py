@@ -67,10 +67,21 @@ def test_compacted_ffn_really_is_smaller():
 
 
 def test_hat_compacted_drops_gated_off_units():
-    model = masked_model("vit_micro", HATPlugin())
+    model = masked_model("vit_micro", HATPlugin(units="backbone"))
     dense, compacted, counts = dense_and_compact(model, 1)
     torch.testing.assert_close(compacted, dense, rtol=1e-5, atol=1e-5)
     assert counts["ffn_units_removed"] > 0  # gates start N(0, 1): about half are off
+
+
+def test_hat_on_adapters_compacts_to_the_same_outputs():
+    model = masked_model("vit_micro", HATPlugin())
+    with torch.no_grad():  # non-zero adapters, so the gates matter
+        for layer in model.backbone.modules():
+            if isinstance(layer, torch.nn.Linear) and hasattr(layer, "output_gate"):
+                layer.weight.normal_(0, 0.1)
+    for task in (0, 1):
+        dense, compacted, _ = dense_and_compact(model, task)
+        torch.testing.assert_close(compacted, dense, rtol=1e-5, atol=1e-5)
 
 
 def test_piggyback_compacted_equals_masked_dense():

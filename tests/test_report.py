@@ -162,3 +162,13 @@ def test_compare_names_the_winner_only_when_separable():
     assert row["final acc difference % [95% CI]"].startswith("+10.0")
     assert compare(recs, "a", "c").iloc[0]["verdict"] == "not separable"
     assert compare(recs, "a", "nope").empty
+
+
+def test_per_task_table_of_forgetting_strategies_only_has_the_random_init_reference():
+    rec = {**_record("finetune", 0, A), "random_probe_acc": [0.25, 0.75]}
+    t = per_task_table([rec])
+    assert list(t.columns) == ["random_init_probe_acc", "finetune"]
+    assert t.loc["average", "random_init_probe_acc"] == pytest.approx(50.0)
+    both = per_task_table([rec, {**_record("meat", 0, C), "random_probe_acc": [0.25, 0.75]}])
+    assert list(both.columns)[:3] == ["probe_acc", "random_init_probe_acc", "pretrain_gain"]
+    assert both.loc["t0", "pretrain_gain"] == pytest.approx(50 - 25)

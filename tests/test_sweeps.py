@@ -130,7 +130,7 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, cache_dir):
     assert records["finetune"]["status"] == "failed"
     assert "NonFiniteLoss" in records["finetune"]["error"]
     assert records["classifier"]["status"] == "finished"
-    assert (out / "report" / "summary.md").read_text().count("classifier") == 1
+    assert (out / "report" / "summary.md").read_text().count("| classifier |") == 1
 
 
 def test_a_corrupted_record_is_refused_and_redone(tmp_path, cache_dir):
