@@ -30,9 +30,10 @@ from benchmarks.inputs import NONE, InputPipeline
 from benchmarks.resume import clear_resume, file_lock, load_resume, restore, run_lock, save_resume
 from benchmarks.streams import Stream, build_stream
 from models.attention import set_dropkey
-from models.factory import create_backbone, resolve, save_checkpoint
-from models.masks import TaskMask, mask_movement
+from models.factory import create_backbone, resolve
+from models.masks import mask_movement
 from models.pretrain import pretrained_checkpoint
+from models.tasks import save_task_file
 from results.metrics import accuracy_from_counts, all_metrics
 from results.records import RecordError, atomic_write_text, load_record, run_id, write_run
 from strategies import get_strategy
@@ -157,14 +158,6 @@ def tensorboard_writer(folder: Path):
     from torch.utils.tensorboard import SummaryWriter
 
     return SummaryWriter(log_dir=str(folder / "tensorboard"))
-
-
-def packed_shapes(model, task: int) -> dict[str, list[int]]:
-    """Shape of every bit-packed per-task mask of ``task`` (for unpacking the task file)."""
-    backbone = model.backbone_for(task)
-    return {f"backbone.{name}.packed_{task}": list(m.shape)
-            for name, m in backbone.named_modules()
-            if isinstance(m, TaskMask) and hasattr(m, f"packed_{task}")}
 
 
 class ProgressBar(SupervisedPlugin):
@@ -396,8 +389,7 @@ def _run(config: dict, folder: Path, cache_dir: Path, progress: bool, tensorboar
                              "loss": loss / n})
             per_task_items.append(info.storage(backbone, stream.tasks[i].n_classes, hp))
             task_file = folder / "tasks" / f"task_{i}.pt"  # what predicting task i needs
-            save_checkpoint(strategy.model.task_state(exp.task_label), task_file,
-                            packed_shapes=packed_shapes(strategy.model, exp.task_label))
+            save_task_file(strategy.model.export_task(exp.task_label), task_file)
             file_bytes.append(task_file.stat().st_size)
             for name in ("probe_acc", "probe_train_acc", "random_probe_acc"):
                 record[name] = [getattr(probe, name).get(k) for k in range(T)]

@@ -3,8 +3,8 @@
 For block l: h -> h + W_up act(W_down h + b_down) + b_up applied to the MLP's output before it is
 added to the residual stream (Adapter-BERT places one after the FFN sub-layer). W_up and b_up
 start at zero, so a new adapter is the identity and the frozen backbone's output is unchanged
-until it learns. Per task (:class:`TaskAdapters`: one adapter per task, ``task_<t>``, a
-task-conditioned module with ``set_task``) or one :class:`Bottleneck` shared by all tasks (HAT
+until it learns. Per task (:class:`TaskAdapters`: one adapter per task, a
+``models.tasks.TaskModule``) or one :class:`Bottleneck` shared by all tasks (HAT
 gates its units per task). Either is attached to the MLP as a submodule and applied by a forward
 hook, so the backbone's own parameter names and code stay untouched.
 """
@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from models import anatomy
+from models.tasks import TaskModule, TaskTensor
 
 
 class Bottleneck(nn.Module):
@@ -30,21 +31,35 @@ class Bottleneck(nn.Module):
         return h + self.up(self.act(self.down(h)))
 
 
-class TaskAdapters(nn.Module):
-    """One :class:`Bottleneck` per task; applies the current task's (identity if it has none)."""
+class TaskAdapters(TaskModule):
+    """One :class:`Bottleneck` per task (a :class:`models.tasks.TaskModule`); applies the
+    current task's (the identity for a task it has none for)."""
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
         self.dim, self.hidden = dim, hidden
         self.per_task = nn.ModuleDict()
-        self.task: int | None = None
 
-    def set_task(self, task: int) -> None:
-        self.task = task
-
-    def add_task(self, task: int, device: torch.device | str = "cpu") -> Bottleneck:
+    def add_task(self, task: int, device: torch.device | str = "cpu") -> None:
         self.per_task[f"task_{task}"] = Bottleneck(self.dim, self.hidden).to(device)
-        return self.per_task[f"task_{task}"]
+
+    def has_task(self, task: int) -> bool:
+        return f"task_{task}" in self.per_task
+
+    def finish_task(self, task: int) -> None:
+        self.per_task[f"task_{task}"].requires_grad_(False)
+
+    def export_task(self, task: int) -> dict[str, TaskTensor]:
+        return {f"per_task.task_{task}.{k}": TaskTensor(v, "adapter")
+                for k, v in self.per_task[f"task_{task}"].state_dict().items()}
+
+    def import_task(self, task: int, state: dict[str, torch.Tensor]) -> None:
+        device = next(iter(state.values())).device
+        self.add_task(task, device)
+        own = f"per_task.task_{task}."
+        self.per_task[f"task_{task}"].load_state_dict(
+            {k.removeprefix(own): v for k, v in state.items()})
+        self.finish_task(task)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         key = f"task_{self.task}"

@@ -11,7 +11,9 @@ trainable tensor becomes a mask is the mask's *rule* — one per method:
 - :class:`ThresholdRule` (Piggyback): a real-valued score, mask = [score > threshold], gradient
   straight through the threshold;
 - :class:`SigmoidGateRule` (HAT): an embedding e, gate = sigmoid(s e) with s annealed by the
-  strategy, binary [e > 0] at evaluation.
+  strategy, binary [e > 0] at evaluation;
+- :class:`TopKRule` (SupSup): a real-valued score per entry, mask = the fraction ``keep`` of
+  entries with the largest |score|, gradient straight through the selection (edge-popup).
 
 Every rule gives: ``init(shape)`` (the new task's tensor), ``sample(tensor)`` (the training mask,
 float, differentiable) and ``binarize(tensor)`` (the deterministic boolean mask kept after the
@@ -32,11 +34,13 @@ every entry starts kept) or ``"paper"`` (both logits ~ U(-gamma, gamma)).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
+
+from models.tasks import BITS, TaskModule, TaskTensor, pack_bits, unpack_bits
 
 MASK_INITS = ("code", "paper")
 
@@ -116,6 +120,45 @@ class SigmoidGateRule:
         return embedding > 0
 
 
+class _TopKStraightThrough(torch.autograd.Function):
+    """Forward: 1 for the ceil-free top ``keep`` fraction of ``x`` (SupSup's ``GetSubnet``: sort,
+    zero the lowest int((1 - keep) n), one the rest). Backward: the identity."""
+
+    @staticmethod
+    def forward(ctx, x, keep):
+        out = torch.ones_like(x)
+        drop = int((1 - keep) * x.numel())
+        out.view(-1)[x.flatten().argsort()[:drop]] = 0
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+@dataclass(frozen=True)
+class TopKRule:
+    """SupSup: scores s ~ Kaiming-uniform (a = sqrt(5), as a Linear's weights; the paper's
+    init), mask = top-``keep`` of |s| with the straight-through gradient (through |s|)."""
+
+    keep: float = 0.5
+
+    def __post_init__(self):
+        if not 0 < self.keep <= 1:
+            raise ValueError(f"kept fraction must be in (0, 1], got {self.keep}")
+
+    def initial(self, shape: tuple[int, ...]) -> torch.Tensor:
+        score = torch.empty(shape)
+        nn.init.kaiming_uniform_(score, a=math.sqrt(5))
+        return score
+
+    def sample(self, score: torch.Tensor) -> torch.Tensor:
+        return _TopKStraightThrough.apply(score.abs(), self.keep)
+
+    def binarize(self, score: torch.Tensor) -> torch.Tensor:
+        return _TopKStraightThrough.apply(score.abs(), self.keep).bool()
+
+
 def hard_concrete_sample(logit: torch.Tensor, tau: float) -> torch.Tensor:
     """Hard {0,1} sample of Bernoulli(sigmoid(logit)) with the straight-through gradient of
     sigmoid((logit + Logistic noise) / tau). Values are exactly 0 or 1 (no hard + soft - soft
@@ -125,21 +168,10 @@ def hard_concrete_sample(logit: torch.Tensor, tau: float) -> torch.Tensor:
     return _RoundStraightThrough.apply(soft, 0.5)
 
 
-def pack_bits(mask: torch.Tensor) -> torch.Tensor:
-    """Boolean tensor -> uint8 tensor of ceil(numel / 8) bytes (numpy.packbits)."""
-    return torch.from_numpy(np.packbits(mask.detach().cpu().numpy().astype(bool).ravel()))
-
-
-def unpack_bits(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    n = int(np.prod(shape))
-    bits = np.unpackbits(packed.cpu().numpy(), count=n).astype(bool)
-    return torch.from_numpy(bits).reshape(shape)
-
-
-class TaskMask(nn.Module):
-    """Binary masks of one shape, one per task: a trainable tensor while a task is learned,
-    bit-packed bits (buffer ``packed_<t>``) once it is finished; ``rule`` turns one into the
-    other (see the module docstring)."""
+class TaskMask(TaskModule):
+    """Binary masks of one shape, one per task (a :class:`models.tasks.TaskModule`): a trainable
+    tensor while a task is learned, its bits kept bit-packed once the task is finished; ``rule``
+    turns one into the other (see the module docstring)."""
 
     def __init__(self, shape: tuple[int, ...], rule=None, kind: str = "mask"):
         super().__init__()
@@ -149,21 +181,16 @@ class TaskMask(nn.Module):
         self.movement: dict[int, dict[str, int]] = {}  # task -> entries, changed, kept
         self._initial: dict[int, torch.Tensor] = {}  # task -> mask of its initial tensor
         self.trainable = nn.ParameterDict()  # str(task) -> tensor, only for tasks being trained
-        self.task: int | None = None
         self.last_sample: torch.Tensor | None = None  # the training sample of the last forward
         self._cache: tuple[int, torch.Tensor] | None = None  # (task, unpacked finished mask)
 
-    def set_task(self, task: int) -> None:
-        self.task = task
-
-    def add_task(self, task: int, device: torch.device | str = "cpu") -> nn.Parameter:
+    def add_task(self, task: int, device: torch.device | str = "cpu") -> None:
         """Create the trainable tensor of a new task, initialized by the rule."""
         initial = self.rule.initial(self.shape).to(device)
         self._initial[task] = self.rule.binarize(initial)
         self.trainable[str(task)] = nn.Parameter(initial)
-        return self.trainable[str(task)]
 
-    def finish_task(self, task: int) -> torch.Tensor:
+    def finish_task(self, task: int) -> None:
         """Binarize the task's tensor, keep the bits packed, drop the float tensor."""
         value = self.trainable.pop(str(task))
         binary = self.rule.binarize(value.detach())
@@ -172,10 +199,15 @@ class TaskMask(nn.Module):
             self.movement[task] = {"entries": binary.numel(),
                                    "changed": int((binary != initial).sum()),
                                    "kept": int(binary.sum())}
-        packed = pack_bits(binary).to(value.device)
-        self.register_buffer(f"packed_{task}", packed)
+        self.import_task(task, {f"packed_{task}": pack_bits(binary).to(value.device)})
+
+    def export_task(self, task: int) -> dict[str, TaskTensor]:
+        name = f"packed_{task}"
+        return {name: TaskTensor(getattr(self, name), self.kind, BITS, self.shape)}
+
+    def import_task(self, task: int, state: dict[str, torch.Tensor]) -> None:
+        self.register_buffer(f"packed_{task}", state[f"packed_{task}"])
         self._cache = None
-        return packed
 
     def finished_tasks(self) -> list[int]:
         """Tasks whose bits are kept, in increasing order."""

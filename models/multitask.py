@@ -2,9 +2,11 @@
 
 ``MultiTaskViT`` is an Avalanche ``MultiTaskModule``: a mini-batch may mix tasks (it is split by
 task label) and a new task's head is created in ``adaptation`` (so Avalanche adds it to the
-optimizer). Before the backbone runs for task ``t``, every submodule that conditions on the task
-(per-task masks, gates, adapters: anything with a ``set_task(t)`` method) is switched to ``t`` —
-that is the single place where a strategy's per-task state is selected.
+optimizer). The model drives the lifecycle of its backbone's per-task state
+(``models.tasks.TaskModule``: masks, gates, adapters): ``adaptation`` adds a new training task to
+every task module (before the template builds the task's optimizer), ``features`` selects the
+task before the backbone runs, ``finish_task`` ends a trained task, and ``export_task`` gives
+everything predicting a task needs — its head and every task module's state — by parameter name.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import copy
 import torch
 from avalanche.models import MultiTaskModule
 from torch import nn
+
+from models.tasks import TaskModule, TaskTensor, task_modules
 
 
 class MultiTaskViT(MultiTaskModule):
@@ -31,13 +35,13 @@ class MultiTaskViT(MultiTaskModule):
         return self.backbone
 
     @staticmethod
-    def task_modules(backbone: nn.Module) -> list[nn.Module]:
-        """The task-conditioned modules of ``backbone``, found once and cached on it (a deep copy
-        carries a cache that points into the copy). A strategy that installs new ones calls
+    def task_modules(backbone: nn.Module) -> list[TaskModule]:
+        """The task modules of ``backbone``, found once and cached on it (a deep copy carries a
+        cache that points into the copy). A strategy that installs new ones calls
         :meth:`refresh_task_modules`."""
         mods = backbone.__dict__.get("_task_modules")
         if mods is None:
-            mods = [m for m in backbone.modules() if m is not backbone and hasattr(m, "set_task")]
+            mods = [m for _, m in task_modules(backbone)]
             backbone.__dict__["_task_modules"] = mods
         return mods
 
@@ -82,37 +86,58 @@ class MultiTaskViT(MultiTaskModule):
             out[sel, : logits.shape[1]] = logits.to(out.dtype)
         return out
 
-    # -- heads -----------------------------------------------------------------------------
+    # -- the per-task lifecycle -------------------------------------------------------------
     def adaptation(self, experience) -> None:
-        """Create a head for each new training task, sized to the task's classes."""
+        """For each new training task: a head sized to the task's classes, and the task's
+        trainable state in every task module of its backbone."""
         super().adaptation(experience)
         n_classes = max(experience.classes_in_this_experience) + 1
         for t in experience.task_labels:
-            if str(t) not in self.heads:
-                if not self.training:
-                    raise KeyError(f"task {t} is evaluated before it was trained (no head)")
-                device = next(self.backbone.parameters()).device
-                self.heads[str(t)] = nn.Linear(self.num_features, n_classes).to(device)
-                self.on_new_task(t)
+            if str(t) in self.heads:
+                continue
+            if not self.training:
+                raise KeyError(f"task {t} is evaluated before it was trained (no head)")
+            device = next(self.backbone.parameters()).device
+            self.heads[str(t)] = nn.Linear(self.num_features, n_classes).to(device)
+            self.on_new_task(t)
+            for m in self.task_modules(self.backbone_for(t)):
+                if not m.has_task(t):
+                    m.add_task(t, device)
 
-    def train_only_head(self, task: int) -> None:
-        """Let only ``task``'s head receive gradients (earlier heads stay as they were)."""
-        for key, head in self.heads.items():
-            head.requires_grad_(key == str(task))
+    def finish_task(self, task: int) -> None:
+        """End ``task``'s training in every task module (masks keep their bits, ...)."""
+        for m in self.task_modules(self.backbone_for(task)):
+            m.finish_task(task)
 
     def on_new_task(self, task: int) -> None:
         """Hook for subclasses: called once when ``task``'s head is created."""
 
-    def task_state(self, task: int) -> dict[str, torch.Tensor]:
-        """Everything kept to predict ``task`` later: its head and every per-task tensor of the
-        backbone — named ``packed_<task>`` (bit-packed masks and gates) or under a per-task
-        module named ``task_<task>`` (adapters)."""
-        state = {f"heads.{task}.{k}": v for k, v in self.heads[str(task)].state_dict().items()}
-        own = {f"packed_{task}", f"task_{task}"}
-        for name, value in self.backbone_for(task).state_dict().items():
-            if own & set(name.split(".")):
-                state[f"backbone.{name}"] = value
+    def export_task(self, task: int) -> dict[str, TaskTensor]:
+        """Everything kept to predict ``task`` later, by parameter name: its head and the state of
+        every task module of its backbone (``models.tasks``)."""
+        state = {f"heads.{task}.{k}": TaskTensor(v, "head")
+                 for k, v in self.heads[str(task)].state_dict().items()}
+        for name, m in task_modules(self.backbone_for(task)):
+            state.update({f"{self.backbone_prefix(task)}{name}.{k}": v
+                          for k, v in m.export_task(task).items()})
         return state
+
+    def import_task(self, task: int, state: dict[str, torch.Tensor]) -> None:
+        """Put an :meth:`export_task` of ``task`` back (e.g. read by
+        ``models.tasks.load_task_file``): its head and every task module's state."""
+        head = {k.removeprefix(f"heads.{task}."): v for k, v in state.items()
+                if k.startswith(f"heads.{task}.")}
+        self.heads[str(task)] = nn.Linear(head["weight"].shape[1], head["weight"].shape[0])
+        self.heads[str(task)].load_state_dict(head)
+        prefix = self.backbone_prefix(task)
+        for name, m in task_modules(self.backbone_for(task)):  # task modules do not nest
+            own = f"{prefix}{name}."
+            m.import_task(task, {k.removeprefix(own): v for k, v in state.items()
+                                 if k.startswith(own)})
+
+    def backbone_prefix(self, task: int) -> str:
+        """The state-dict prefix of the backbone serving ``task``."""
+        return "backbone."
 
 
 class PerTaskBackboneViT(MultiTaskViT):
@@ -133,8 +158,20 @@ class PerTaskBackboneViT(MultiTaskViT):
         """One backbone per task: no features to share between heads."""
         return {int(t): self.forward_single_task(x, int(t)) for t in self.heads}
 
-    def task_state(self, task: int) -> dict[str, torch.Tensor]:
-        state = super().task_state(task)
-        state.update({f"backbones.{task}.{k}": v
+    def backbone_prefix(self, task: int) -> str:
+        return f"backbones.{task}."
+
+    def export_task(self, task: int) -> dict[str, TaskTensor]:
+        """The head and the task's whole backbone copy."""
+        state = super().export_task(task)
+        state.update({f"backbones.{task}.{k}": TaskTensor(v, "backbone")
                       for k, v in self.backbones[str(task)].state_dict().items()})
         return state
+
+    def import_task(self, task: int, state: dict[str, torch.Tensor]) -> None:
+        if str(task) not in self.backbones:
+            self.on_new_task(task)
+        own = f"backbones.{task}."
+        self.backbones[str(task)].load_state_dict(
+            {k.removeprefix(own): v for k, v in state.items() if k.startswith(own)})
+        super().import_task(task, state)

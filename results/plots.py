@@ -18,6 +18,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from models.tasks import load_task_file  # noqa: E402
 from results.tables import by_arm, group_records, safe_name, strategy_train_s  # noqa: E402
 
 COLORS = {"meat": "tab:red", "piggyback": "tab:blue", "hat": "tab:orange",
@@ -211,21 +212,18 @@ def token_mask_figure(run_dir: Path, record: dict, out: Path, name: str) -> list
 
 
 def token_masks(run_dir: Path, n_tasks: int) -> list[dict[str, torch.Tensor]]:
-    """Per task, {layer: boolean token mask} read from the run's per-task files."""
+    """Per task, {layer: boolean token mask} read from the run's per-task files
+    (``models.tasks.save_task_file``: tensors of kind "token" are token masks)."""
     out = []
     for t in range(n_tasks):
         path = run_dir / "tasks" / f"task_{t}.pt"
         if not path.exists():
             break
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        shapes = saved.get("meta", {}).get("packed_shapes", {})
         layers = {}
-        for key, packed in saved["state_dict"].items():
-            if ".token_mask.packed_" in key and key in shapes:
-                n = int(np.prod(shapes[key]))
-                bits = np.unpackbits(packed.numpy(), count=n).astype(bool)
+        for key, tensor in load_task_file(path).items():
+            if tensor.kind == "token":
                 label = key.split(".token_mask.")[0].removeprefix("backbone.")
-                layers[label.replace(".attn", "")] = torch.from_numpy(bits)
+                layers[label.replace(".attn", "")] = tensor.decoded()
         out.append(layers)
     return out
 

@@ -11,37 +11,11 @@ at the cost of the few normalization parameters the paper let adapt.
 
 from __future__ import annotations
 
-from avalanche.core import SupervisedPlugin
-
-from models.adapters import TaskAdapters, adapter_params, add_adapters
+from models.adapters import adapter_params, add_adapters
 from models.multitask import MultiTaskViT
 from strategies.common import ContinualTemplate
 from strategies.registry import register_strategy
 from strategies.storage import FP32, StorageItem, head_items
-
-
-class AdapterPlugin(SupervisedPlugin):
-    """Adds the new task's adapters at the start of each task; only they and the new head train."""
-
-    def __init__(self, *, hidden: int = 64):
-        super().__init__()
-        self.hidden = hidden
-        self.adapters: list[TaskAdapters] = []
-
-    def ensure_installed(self, model: MultiTaskViT) -> None:
-        if not self.adapters:
-            model.backbone.requires_grad_(False)
-            self.adapters = add_adapters(model.backbone, self.hidden)
-            model.refresh_task_modules()
-
-    def before_training_exp(self, strategy, **kwargs):
-        self.ensure_installed(strategy.model)
-        task = strategy.experience.task_label
-        for a in self.adapters:
-            a.per_task.requires_grad_(False)
-            a.add_task(task, strategy.device)
-        strategy.model.train_only_head(task)
-        strategy.make_optimizer()
 
 
 def adapter_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
@@ -56,19 +30,20 @@ def adapter_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
     search_space={"lr": [3e-4, 1e-3, 3e-3, 1e-2], "head_lr": [3e-4, 1e-3, 3e-3]},
     defaults="suite",
     storage=adapter_storage,
-    trains="per-task bottleneck adapters after every MLP + the new head",
+    trains="per-task bottleneck adapters (64 units) after every MLP + head; backbone and "
+           "LayerNorms frozen",
     keeps="fp32 adapters + head",
     forgets=False,
     paper="Houlsby et al., ICML 2019 (Adapter-BERT, as in MEAT)",
 )
 def build_adapter(backbone, hp, settings):
-    plugin = AdapterPlugin(hidden=hp["hidden"])
+    adapters = add_adapters(backbone, hp["hidden"])  # a new task's adapter comes in adaptation
     model = MultiTaskViT(backbone)
-    plugin.ensure_installed(model)
 
-    def groups(m):
-        return [{"params": [p for a in plugin.adapters for p in a.parameters()], "lr": hp["lr"]},
-                {"params": list(m.heads.parameters()), "lr": hp["head_lr"]}]
+    def groups(m, task):
+        return [{"params": [p for a in adapters for p in a.per_task[f"task_{task}"].parameters()],
+                 "lr": hp["lr"]},
+                {"params": list(m.heads[str(task)].parameters()), "lr": hp["head_lr"]}]
 
     return ContinualTemplate(model=model, param_groups=groups, settings=settings,
-                             plugins=[plugin], schedule=hp["schedule"])
+                             schedule=hp["schedule"])

@@ -22,17 +22,17 @@ from strategies.storage import head_only_storage
     search_space={"head_lr": [1e-3]},  # the head is the converged probe: nothing to tune
     defaults="suite",
     storage=head_only_storage,
-    trains="only the new head (converged probe)",
-    keeps="head only",
+    trains="nothing: the head is the converged linear probe",
+    keeps="head",
     forgets=False,
     paper="MEAT paper's Classifier",
 )
 def build_classifier(backbone, hp, settings):
-    backbone.requires_grad_(False)
     if settings.head_init == "probe":
         settings = dataclasses.replace(settings, epochs=0, steps_per_task=None)
     return ContinualTemplate(
         model=MultiTaskViT(backbone),
-        param_groups=lambda m: [{"params": list(m.heads.parameters()), "lr": hp["head_lr"]}],
+        param_groups=lambda m, task: [{"params": list(m.heads[str(task)].parameters()),
+                                       "lr": hp["head_lr"]}],
         settings=settings, schedule=hp["schedule"],
     )

@@ -4,8 +4,12 @@ Avalanche's own optimizer handling keeps one optimizer for the whole stream and 
 parameter group. Strategies here need separate learning rates (new head vs. masks vs. backbone)
 and a fresh optimizer for every task, as in the papers, so :class:`ContinualTemplate` builds the
 optimizer (and its schedule over the task's steps, ``strategies.schedules``) from
-``param_groups(model)`` at the start of every training experience — after Avalanche's model
-adaptation has added the new head.
+``param_groups(model, task)`` exactly once at the start of every training experience — after
+Avalanche's model adaptation has added the task's head and per-task state
+(``models.multitask.MultiTaskViT.adaptation``). The groups are what trains: every other
+parameter of the model is frozen for the task. When the task is trained the model finishes it
+(``MultiTaskViT.finish_task``: masks keep their bits, ...) before the plugins'
+``after_training_exp``.
 
 A task's budget is ``epochs`` passes over its data, or exactly ``steps_per_task`` optimizer steps
 (as many passes as needed, the last one cut short): a budget in steps means the same amount of
@@ -27,10 +31,11 @@ from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 
 from models.losses import auxiliary_loss, loss_sources
+from models.multitask import MultiTaskViT
 from strategies.registry import TrainSettings
 from strategies.schedules import SCHEDULES, lr_factor
 
-ParamGroups = Callable[[nn.Module], list[dict]]
+ParamGroups = Callable[[nn.Module, int], list[dict]]  # (model, task) -> torch param groups
 
 OPTIMIZERS = ("adamw", "sgd")
 PRECISIONS = ("fp32", "bf16")
@@ -53,9 +58,9 @@ class ContinualTemplate(SupervisedTemplate):
     """``SupervisedTemplate`` that rebuilds its optimizer (AdamW, or SGD with ``momentum``) and its
     learning-rate ``schedule`` (``strategies.schedules.SCHEDULES``) for every training experience.
 
-    ``param_groups(model)`` returns torch parameter groups (each with its ``lr``, optionally its
-    own ``weight_decay``); parameters that do not require gradients are dropped, so frozen
-    tensors get no optimizer state.
+    ``param_groups(model, task)`` returns the torch parameter groups that train ``task`` (each
+    with its ``lr``, optionally its own ``weight_decay``); they, and only they, require
+    gradients during the task. ``optimizer_builds`` counts the builds (one per task).
     """
 
     def __init__(self, *, model: nn.Module, param_groups: ParamGroups, settings: TrainSettings,
@@ -71,6 +76,7 @@ class ContinualTemplate(SupervisedTemplate):
         self.momentum = momentum
         self.schedule = schedule
         self.scheduler = None
+        self.optimizer_builds = 0
         self.steps_per_task = settings.steps_per_task
         self.steps_taken = 0
         if settings.precision not in PRECISIONS:
@@ -93,19 +99,31 @@ class ContinualTemplate(SupervisedTemplate):
             evaluator=silent_evaluator(),
         )
 
+    def check_model_and_optimizer(self, **kwargs) -> None:
+        """Model adaptation (new head and per-task state), then the task's one optimizer."""
+        self.model = self.model_adaptation()
+        self.make_optimizer()
+
     def make_optimizer(self, **kwargs) -> None:
-        groups = []
-        for g in self.param_groups(self.model):
-            params = [p for p in g["params"] if p.requires_grad]
-            if params:
-                groups.append({**g, "params": params})
+        task = self.experience.task_label
+        groups = [g for g in self.param_groups(self.model, task) if g["params"]]
+        trained = {id(p) for g in groups for p in g["params"]}
+        for p in self.model.parameters():
+            p.requires_grad_(id(p) in trained)
         if not groups:  # nothing to train this task (e.g. a converged-probe classifier)
             groups = [{"params": [nn.Parameter(torch.zeros(1))], "lr": 0.0}]
         self.optimizer = build_optimizer(self.optimizer_name, groups, self.weight_decay,
                                          self.momentum)
-        total = self.task_steps() if self.is_training else 1
+        self.optimizer_builds += 1
+        total = self.task_steps()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(self.schedule, s, total))
+
+    def _after_training_exp(self, **kwargs) -> None:
+        if isinstance(self.model, MultiTaskViT):
+            for task in self.experience.task_labels:
+                self.model.finish_task(task)
+        super()._after_training_exp(**kwargs)
 
     def task_steps(self) -> int:
         """Optimizer steps of the current training task (its budget)."""

@@ -17,12 +17,11 @@ FINE_TUNING_SPACE = {"lr": [1e-4, 3e-4, 5e-4, 1e-3], "head_lr": [1e-3, 3e-3]}
 
 
 def fine_tuning(model, hp: dict, settings, plugins=()) -> ContinualTemplate:
-    """Train every parameter of ``model``: backbone(s) at ``lr``, heads at ``head_lr``."""
+    """Train the task's backbone at ``lr`` and every head at ``head_lr`` (earlier heads get
+    gradients only from a plugin's loss on them, e.g. LwF's distillation)."""
 
-    def groups(m):
-        heads = set(map(id, m.heads.parameters()))
-        rest = [p for p in m.parameters() if id(p) not in heads]
-        return [{"params": rest, "lr": hp["lr"]},
+    def groups(m, task):
+        return [{"params": list(m.backbone_for(task).parameters()), "lr": hp["lr"]},
                 {"params": list(m.heads.parameters()), "lr": hp["head_lr"]}]
 
     return ContinualTemplate(model=model, param_groups=groups, settings=settings,
@@ -36,8 +35,8 @@ def fine_tuning(model, hp: dict, settings, plugins=()) -> ContinualTemplate:
     search_space=FINE_TUNING_SPACE,
     defaults="suite",
     storage=head_only_storage,
-    trains="whole backbone + the new head",
-    keeps="head only",
+    trains="whole backbone + new head",
+    keeps="head",
     head_init="random",
     forgets=True,
     paper="lower bound",

@@ -156,35 +156,41 @@ class HATPlugin(TaskMaskPlugin):
     def s_max(self) -> float:
         return self.rule.s_max
 
-    def install(self, model: MultiTaskViT) -> None:
-        device = next(model.backbone.parameters()).device
+    def create_masks(self, backbone) -> list[TaskMask]:
+        device = next(backbone.parameters()).device
         if self.units == "adapters":
-            adapters = [a.to(device) for a in add_adapters(model.backbone, self.hidden,
+            adapters = [a.to(device) for a in add_adapters(backbone, self.hidden,
                                                             per_task=False)]
             self.layers = adapter_layers(adapters)
         else:
-            self.layers = gated_layers(model.backbone)
+            self.layers = gated_layers(backbone)
+        gates = []
         for layer in self.layers:
             gate = TaskMask((layer.linear.out_features,), self.rule, kind="gate").to(device)
             make_masked(layer.linear).output_gate = gate
-            self.masks.append(gate)
+            gates.append(gate)
+        return gates
+
+    def weights(self, backbone) -> list:
+        """The backbone parameters a task trains: the gated layers' weights and biases (under
+        the gradient masks) and, for the first task with ``shared="first_task"``, the rest."""
+        gated = {id(p) for layer in self.layers for p in layer.linear.parameters(recurse=False)}
+        first = not any(m.finished_tasks() for m in self.masks)
+        everything = first and self.shared == "first_task"
+        skip = {id(p) for p in self.trainable()}
+        return [p for p in backbone.parameters()
+                if id(p) not in skip and (id(p) in gated or everything)]
 
     def before_training_exp(self, strategy, **kwargs):
-        self.ensure_installed(strategy.model)
         task = strategy.experience.task_label
         earlier = [[t for t in m.finished_tasks() if t != task] for m in self.masks]
         self.cumulative = [
             torch.stack([m.binary(t) for t in ts]).any(0).float() if ts
             else torch.zeros(m.shape, device=strategy.device)
             for m, ts in zip(self.masks, earlier, strict=True)]
-        first = not any(earlier)
-        backbone = strategy.model.backbone
-        gated = {id(p) for layer in self.layers for p in layer.linear.parameters(recurse=False)}
-        for p in backbone.parameters():  # (no gate embedding exists between tasks)
-            p.requires_grad_(id(p) in gated or (first and self.shared == "first_task"))
-        super().before_training_exp(strategy, **kwargs)
 
     def before_training(self, strategy, **kwargs):
+        super().before_training(strategy, **kwargs)
         # Annealed gates sigmoid(s e) reach subnormal floats (e.g. s e = -100); every matmul
         # with such weights ran ~25x slower on CPU. Flushing subnormals to zero (a process-wide
         # setting; no-op where unsupported) changes values only below 1.2e-38.
@@ -225,7 +231,6 @@ class HATPlugin(TaskMaskPlugin):
             e.clamp_(-self.clamp, self.clamp)
 
     def after_training_exp(self, strategy, **kwargs):
-        super().after_training_exp(strategy, **kwargs)
         self.rule.s = self.s_max
 
 
@@ -258,24 +263,26 @@ def hat_shared_storage(backbone, hp: dict) -> list[StorageItem]:
                   "c": [0.25, 0.75, 1.5], "s_max": [100.0, 400.0]},
     storage=hat_storage,
     shared_storage=hat_shared_storage,
-    trains="shared adapters (or the block Linears) under gradient masks + per-task unit-gate "
-           "embeddings + head",
-    keeps="1 bit per gated unit (adapter units; or qkv, proj, fc1, fc2 outputs) + head",
+    trains="per-task gates (σ(s·e), s annealed to 400) on the units of residual bottleneck "
+           "adapters (64 units) after every MLP, shared by all tasks and trained under HAT's "
+           "gradient masks, + head; backbone frozen (`units: backbone`: the block Linears' own "
+           "units instead)",
+    keeps="1 bit per gated unit + head (+ the shared fp32 adapters once)",
     forgets=False,
-    paper="Serrà et al., ICML 2018",
+    mask_kinds=("gate",),
+    paper="Serrà et al., ICML 2018; adapter port as B-CL/CTR (Ke et al., 2021) and TPL (Lin et "
+          "al., 2024)",
 )
 def build_hat(backbone, hp, settings):
     plugin = HATPlugin(units=hp["units"], hidden=hp["hidden"], s_max=hp["s_max"], c=hp["c"],
                        clamp=hp["clamp"], shared=hp["shared"])
     model = MultiTaskViT(backbone)
-    plugin.ensure_installed(model)
+    plugin.install(model)
 
-    def groups(m):
-        heads, gates = list(m.heads.parameters()), plugin.trainable()
-        skip = {id(p) for p in heads + gates}
-        return [{"params": [p for p in m.parameters() if id(p) not in skip], "lr": hp["lr"]},
-                {"params": gates, "lr": hp["gate_lr"]},
-                {"params": heads, "lr": hp["head_lr"]}]
+    def groups(m, task):
+        return [{"params": plugin.weights(m.backbone), "lr": hp["lr"]},
+                {"params": plugin.trainable(), "lr": hp["gate_lr"]},
+                {"params": list(m.heads[str(task)].parameters()), "lr": hp["head_lr"]}]
 
     return ContinualTemplate(model=model, param_groups=groups, settings=settings,
                              plugins=[plugin], optimizer=hp["optimizer"],

@@ -23,8 +23,9 @@ from strategies.storage import head_only_storage
     search_space={**FINE_TUNING_SPACE, "alpha": [0.5, 1.0, 2.0], "temperature": [1.0, 2.0]},
     defaults="paper+suite",
     storage=head_only_storage,
-    trains="whole backbone + the new head, with distillation on the earlier heads",
-    keeps="head only",
+    trains="whole backbone + new head, distilling the earlier heads' outputs (Avalanche "
+           "`LwFPlugin`, α = 1, T = 2)",
+    keeps="head",
     head_init="random",
     forgets=True,
     paper="Li & Hoiem, ECCV 2016",

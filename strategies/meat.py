@@ -55,12 +55,11 @@ def masked_layer_ids(n_layers: int, layers) -> list[int]:
 
 
 class MEATPlugin(TaskMaskPlugin):
-    """MEAT on a ``models.multitask.MultiTaskViT``: masks installed on first use, one set of
-    mask logits per task, bit-packed after the task; the backbone is frozen.
+    """MEAT on a ``models.multitask.MultiTaskViT``: one set of mask logits per task, bit-packed
+    after the task; the backbone is frozen.
 
-    Usable in any Avalanche script: ``Naive(model, optimizer, criterion,
-    plugins=[MEATPlugin()])``. New mask logits are added to the strategy's optimizer through
-    ``strategy.make_optimizer()``.
+    ``install(model)`` puts the masks into the model once; ``build_meat`` gives the template
+    with MEAT's optimizer groups.
     """
 
     def __init__(self, *, alpha: float = 2.0, lam: float = 0.9, gamma: float = 4.0,
@@ -74,9 +73,7 @@ class MEATPlugin(TaskMaskPlugin):
         self.token_masks: list[TaskMask] = []
         self.ffn_masks: list[TaskMask] = []
 
-    def install(self, model: MultiTaskViT) -> None:
-        backbone = model.backbone
-        backbone.requires_grad_(False)
+    def create_masks(self, backbone) -> list[TaskMask]:
         device = next(backbone.parameters()).device
         if self.use_token_masks:
             attns = make_maskable(backbone)
@@ -91,7 +88,7 @@ class MEATPlugin(TaskMaskPlugin):
                 make_masked(fc).weight_mask = TaskMask(tuple(fc.weight.shape), self.mask_rule,
                                                        kind="ffn").to(device)
                 self.ffn_masks.append(fc.weight_mask)
-        self.masks = [*self.token_masks, *self.ffn_masks]
+        return [*self.token_masks, *self.ffn_masks]
 
     def before_backward(self, strategy, **kwargs):
         samples = [m.last_sample for m in self.token_masks if m.last_sample is not None]
@@ -123,9 +120,10 @@ def meat_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
                   "head_lr": [5e-4, 8e-3, 3.2e-2], "tau": [1.0, 4.0], "alpha": [1.0, 2.0],
                   "lam": [0.8, 0.9]},
     storage=meat_storage,
-    trains="per-task binary token masks (attention) and FFN weight masks + the new head",
-    keeps="token/FFN mask bits + head",
+    trains="per-task binary token masks (attention) and FFN weight masks + head; backbone frozen",
+    keeps="mask bits + head",
     forgets=False,
+    mask_kinds=("token", "ffn"),
     paper="Xue et al., CVPR 2022",
 )
 def build_meat(backbone, hp, settings):
@@ -136,16 +134,16 @@ def build_meat(backbone, hp, settings):
     def rate(name):
         return linear_scaled(hp[name], settings.batch_size, hp["lr_scaling"])
 
-    def groups(model):
+    def groups(model, task):
         return [
             {"params": plugin.trainable(plugin.token_masks),
              "lr": one_logit_lr(rate("token_mask_lr"))},
             {"params": plugin.trainable(plugin.ffn_masks), "lr": one_logit_lr(rate("ffn_mask_lr"))},
-            {"params": list(model.heads.parameters()), "lr": rate("head_lr"),
+            {"params": list(model.heads[str(task)].parameters()), "lr": rate("head_lr"),
              "weight_decay": hp["head_weight_decay"]},
         ]
 
     model = MultiTaskViT(backbone)
-    plugin.ensure_installed(model)
+    plugin.install(model)
     return ContinualTemplate(model=model, param_groups=groups, settings=settings,
                              plugins=[plugin], schedule=hp["schedule"])

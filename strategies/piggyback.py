@@ -18,11 +18,8 @@ weight is masked: at 1e-4 per Adam step, at least 50 steps of consistent sign at
 from __future__ import annotations
 
 from models import anatomy
-from models.masked_linear import make_masked
 from models.masks import TaskMask, ThresholdRule
-from models.multitask import MultiTaskViT
-from strategies.common import ContinualTemplate
-from strategies.masking import TaskMaskPlugin
+from strategies.masking import TaskMaskPlugin, mask_weights, masks_and_head
 from strategies.registry import register_strategy
 from strategies.storage import StorageItem, head_items
 
@@ -33,8 +30,8 @@ def masked_layers(backbone, patch_embed: bool) -> list:
 
 
 class PiggybackPlugin(TaskMaskPlugin):
-    """Piggyback as an Avalanche plugin: ``Naive(model, opt, crit, plugins=[PiggybackPlugin()])``
-    on a ``MultiTaskViT``; the backbone is frozen, each task learns its scores and its head."""
+    """Piggyback as an Avalanche plugin on a ``MultiTaskViT`` (``install(model)`` once): the
+    backbone is frozen, each task learns its scores and its head."""
 
     def __init__(self, *, init: float = 1e-2, threshold: float = 5e-3, patch_embed: bool = False):
         super().__init__()
@@ -44,14 +41,8 @@ class PiggybackPlugin(TaskMaskPlugin):
         self.rule = ThresholdRule(init=init, threshold=threshold)
         self.patch_embed = patch_embed
 
-    def install(self, model: MultiTaskViT) -> None:
-        backbone = model.backbone
-        backbone.requires_grad_(False)
-        device = next(backbone.parameters()).device
-        for layer in masked_layers(backbone, self.patch_embed):
-            mask = TaskMask(tuple(layer.weight.shape), self.rule, kind="weight").to(device)
-            make_masked(layer).weight_mask = mask
-            self.masks.append(mask)
+    def create_masks(self, backbone) -> list[TaskMask]:
+        return mask_weights(masked_layers(backbone, self.patch_embed), self.rule)
 
 
 def piggyback_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
@@ -66,19 +57,15 @@ def piggyback_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
     defaults="paper",
     search_space={"mask_lr": [1e-4, 1e-3, 1e-2, 1e-1], "head_lr": [1e-4, 1e-3, 3e-3]},
     storage=piggyback_storage,
-    trains="per-task real-valued scores of every block Linear weight, thresholded to a binary "
-           "mask + the new head",
+    trains="a real-valued score per weight of every block Linear (qkv, proj, fc1, fc2), "
+           "thresholded to a binary mask + head; backbone frozen",
     keeps="1 bit per block Linear weight + head",
     forgets=False,
+    mask_kinds=("weight",),
     paper="Mallya et al., ECCV 2018",
 )
 def build_piggyback(backbone, hp, settings):
     plugin = PiggybackPlugin(init=hp["init"], threshold=hp["threshold"],
                              patch_embed=hp["patch_embed"])
-    model = MultiTaskViT(backbone)
-    plugin.ensure_installed(model)
-    return ContinualTemplate(
-        model=model,
-        param_groups=lambda m: [{"params": plugin.trainable(), "lr": hp["mask_lr"]},
-                                {"params": list(m.heads.parameters()), "lr": hp["head_lr"]}],
-        settings=settings, plugins=[plugin], schedule=hp["schedule"])
+    return masks_and_head(plugin, backbone, settings, mask_lr=hp["mask_lr"], head_lr=hp["head_lr"],
+                          schedule=hp["schedule"])

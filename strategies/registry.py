@@ -58,6 +58,7 @@ class StrategyInfo:
     search_space: dict  # {hparam: candidate values} for `run_benchmark.py tune`
     defaults: str  # where the registered values come from: a label of DEFAULT_SOURCES
     shared_storage: SharedStorageFn | None  # what it keeps once for all tasks (None: nothing)
+    mask_kinds: tuple[str, ...]  # the kinds of binary masks it learns per task (models.masks)
 
 
 STRATEGIES: dict[str, StrategyInfo] = {}
@@ -76,6 +77,7 @@ def register_strategy(
     head_init: str = "probe",
     search_space: dict | None = None,
     shared_storage: SharedStorageFn | None = None,
+    mask_kinds: tuple[str, ...] = (),
 ) -> Callable[[Builder], Builder]:
     """Register ``build(backbone, hparams, settings) -> SupervisedTemplate`` under ``name``.
 
@@ -86,6 +88,9 @@ def register_strategy(
     (``benchmarks.tuning``); the registered defaults are always tried first.
     ``shared_storage(backbone, hparams)``: what the strategy adds once for all tasks (e.g.
     adapters shared by every task), counted beside the base model in the storage bill.
+    ``mask_kinds``: the kinds of per-task binary masks the strategy learns (``TaskMask.kind``:
+    "token", "ffn", "weight", "gate"); runs record how far each kind moved, and the
+    performance benchmark measures the strategies that have any.
     """
     space = {k: list(v) for k, v in (search_space or {}).items()}
     unknown = set(space) - set(hparams)
@@ -99,10 +104,19 @@ def register_strategy(
             raise ValueError(f"strategy {name!r} registered twice")
         STRATEGIES[name] = StrategyInfo(
             name, build, dict(hparams), storage, trains, keeps, forgets, paper, head_init, space,
-            defaults, shared_storage)
+            defaults, shared_storage, tuple(mask_kinds))
         return build
 
     return deco
+
+
+def strategy_table() -> str:
+    """The README's strategy table (markdown), from the registrations."""
+    lines = ["| strategy | trains | keeps per task | can forget | head starts from (`auto`) | "
+             "source |", "|---|---|---|---|---|---|"]
+    lines += [f"| `{s.name}` | {s.trains} | {s.keeps} | {'yes' if s.forgets else 'no'} | "
+              f"{s.head_init} | {s.paper} |" for s in STRATEGIES.values()]
+    return "\n".join(lines)
 
 
 def get_strategy(name: str) -> StrategyInfo:

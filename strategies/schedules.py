@@ -60,8 +60,3 @@ def lr_factor(schedule: str, step: int, total: int) -> float:
         return 1.0
     raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
 
-
-def lr_travel(schedule: str, total: int) -> float:
-    """sum_s factor(s) over a task's steps: how far (in units of lr) a parameter with a steady
-    unit Adam step moves in one task — e.g. whether a mask logit can cross its threshold."""
-    return sum(lr_factor(schedule, s, total) for s in range(total))

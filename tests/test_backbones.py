@@ -194,7 +194,7 @@ def test_meat_token_masks_act_in_less_attention_layers():
     torch.manual_seed(0)
     model = MultiTaskViT(create_backbone("lavit_micro"))
     plugin = MEATPlugin()
-    plugin.ensure_installed(model)
+    plugin.install(model)
     assert [m.shape for m in plugin.token_masks] == [(16,), (16,), (4,), (4,)]
     less = model.backbone.anatomy_blocks()[1].attn
     m = torch.ones(16)

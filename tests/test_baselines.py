@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from models.adapters import add_adapters
 from models.factory import create_backbone
 from models.masked_linear import make_masked
 from models.masks import SigmoidGateRule, TaskMask, ThresholdRule
 from models.multitask import MultiTaskViT
 from strategies import get_strategy
-from strategies.adapter import AdapterPlugin
 from strategies.hat import (
     anneal_s,
     attention_regularizer,
@@ -55,7 +55,7 @@ def test_piggyback_scores_get_weight_times_output_gradient():
 def test_piggyback_masks_every_block_linear_and_freezes_the_backbone():
     model = MultiTaskViT(create_backbone("vit_nano"))
     plugin = PiggybackPlugin()
-    plugin.ensure_installed(model)
+    plugin.install(model)
     assert len(plugin.masks) == 2 * 4  # qkv, proj, fc1, fc2 in two blocks
     assert not any(p.requires_grad for p in model.backbone.parameters())
 
@@ -188,17 +188,14 @@ def test_fresh_adapters_leave_the_frozen_backbone_output_unchanged():
     x = torch.randn(4, 1, 28, 28)
     with torch.no_grad():
         plain = backbone(x).clone()
+    adapters = add_adapters(backbone, 8)
     model = MultiTaskViT(backbone)
-    plugin = AdapterPlugin(hidden=8)
-    plugin.ensure_installed(model)
-    for a in plugin.adapters:
-        a.add_task(0)
+    model.train().adaptation(_Exp(0))  # the new task's adapters come with its head
     with torch.no_grad():
         assert torch.equal(model.features(x, 0), plain)
-        for a in plugin.adapters:  # a trained adapter does change it
+        for a in adapters:  # a trained adapter does change it
             torch.nn.init.normal_(a.per_task["task_0"].up.weight)
         assert not torch.allclose(model.features(x, 0), plain)
-    assert all(not p.requires_grad for n, p in backbone.named_parameters() if "adapters" not in n)
 
 
 def test_mask_movement_counts_entries_changed_from_the_initial_mask_per_kind():
@@ -220,3 +217,20 @@ def test_mask_movement_counts_entries_changed_from_the_initial_mask_per_kind():
     assert mv["weight"] == {"entries": 16, "changed": 3 / 16, "kept": 13 / 16}
     assert mv["gate"]["changed"] == 1.0 and mv["gate"]["entries"] == 4
     assert mask_movement(model, 1) == {}
+
+
+# -- SupSup ---------------------------------------------------------------------------------
+def test_supsup_keeps_the_top_fraction_of_absolute_scores_straight_through():
+    from models.masks import TopKRule
+
+    rule = TopKRule(keep=0.5)
+    score = torch.tensor([[0.3, -0.9], [0.1, 0.5]], requires_grad=True)
+    mask = rule.sample(score)
+    assert mask.tolist() == [[0.0, 1.0], [0.0, 1.0]]  # |-0.9| and 0.5 are the top half
+    upstream = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    (mask * upstream).sum().backward()
+    assert torch.equal(score.grad, upstream * score.detach().sign())  # through |s|, not the sort
+    assert torch.equal(rule.binarize(score.detach()), mask.bool())
+    assert TopKRule(keep=0.75).binarize(torch.arange(8.0)).sum() == 6  # int((1 - k) n) dropped
+    with pytest.raises(ValueError, match="kept fraction"):
+        TopKRule(keep=0.0)

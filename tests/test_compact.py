@@ -17,7 +17,7 @@ def masked_model(backbone_name: str, plugin, edit=None) -> MultiTaskViT:
     trainable tensors before they are binarized."""
     torch.manual_seed(0)
     model = MultiTaskViT(create_backbone(backbone_name))
-    plugin.ensure_installed(model)
+    plugin.install(model)
     for task in (0, 1):
         for m in plugin.masks:
             m.add_task(task)

@@ -112,13 +112,21 @@ def test_task_files_hold_detached_cpu_tensors(tmp_path, monkeypatch):
         assert any(value is c for c in copied) and not value.requires_grad
 
 
-def test_results_read_task_files_on_the_cpu(tmp_path, monkeypatch):
-    from results import plots
+@pytest.mark.parametrize("layout", ["current", "before the per-task-state interface"])
+def test_results_read_task_files_on_the_cpu(tmp_path, monkeypatch, layout):
+    from models import tasks
+    from models.tasks import BITS, TaskTensor, load_task_file, save_task_file
     from results.plots import token_mask_figure
 
     key = "backbone.blocks.0.attn.token_mask.packed_0"
-    save_checkpoint({key: torch.tensor([0b10110000], dtype=torch.uint8)},
-                    tmp_path / "tasks" / "task_0.pt", packed_shapes={key: [4]})
+    bits = torch.tensor([0b10110000], dtype=torch.uint8)
+    path = tmp_path / "tasks" / "task_0.pt"
+    if layout == "current":
+        save_task_file({key: TaskTensor(bits, "token", BITS, (4,))}, path)
+    else:
+        save_checkpoint({key: bits}, path, packed_shapes={key: [4]})
+    (mask,) = load_task_file(path).values()
+    assert mask.kind == "token" and mask.decoded().tolist() == [True, False, True, True]
     torch.save({"images": [torch.rand(1, 8, 8)]}, tmp_path / "examples.pt")
     record = {"acc_matrix": [[1.0]], "tasks": [{"name": "t0"}],
               "config": {"strategy": "meat", "backbone": "b", "stream": "s", "seed": 0}}
@@ -129,7 +137,7 @@ def test_results_read_task_files_on_the_cpu(tmp_path, monkeypatch):
         places.append(kwargs.get("map_location"))
         return real_load(*args, **kwargs)
 
-    monkeypatch.setattr(plots.torch, "load", load)
+    monkeypatch.setattr(tasks.torch, "load", load)
     assert token_mask_figure(tmp_path, record, tmp_path / "fig", "tokens")
     assert places and set(places) == {"cpu"}
 
@@ -208,7 +216,7 @@ def test_template_passes_a_single_tasks_label_as_an_int():
     bench = dataset_benchmark(parts, parts)
     model = RecordingViT()
     strategy = ContinualTemplate(
-        model=model, param_groups=lambda m: [{"params": list(m.parameters()), "lr": 1e-3}],
+        model=model, param_groups=lambda m, t: [{"params": list(m.parameters()), "lr": 1e-3}],
         settings=TrainSettings(epochs=1, batch_size=4, eval_batch_size=4, head_init="random"))
     for t in (0, 1):
         strategy.train(bench.train_stream[t])

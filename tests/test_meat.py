@@ -6,8 +6,9 @@ import torch
 
 from models.attention import MaskableAttention, make_maskable, multiplicative_masked_softmax
 from models.factory import create_backbone
-from models.masks import GumbelRule, TaskMask, pack_bits, unpack_bits
+from models.masks import GumbelRule, TaskMask
 from models.multitask import MultiTaskViT
+from models.tasks import pack_bits, unpack_bits
 from strategies.meat import MEATPlugin, drop_control_loss
 
 
@@ -96,7 +97,7 @@ def test_all_ones_masks_equal_plain_timm(case):
     plain = timm.create_model(name, num_classes=0, **overrides).eval()
     model = MultiTaskViT(copy.deepcopy(plain))
     plugin = MEATPlugin()
-    plugin.ensure_installed(model)
+    plugin.install(model)
     for m in plugin.masks:
         m.add_task(0)
         m.set_task(0)
@@ -113,7 +114,7 @@ def test_all_ones_masks_equal_plain_timm(case):
 def test_gumbel_straight_through_reaches_mask_logits_and_nothing_else():
     model = MultiTaskViT(create_backbone("vit_nano"))
     plugin = MEATPlugin(init="paper")
-    plugin.ensure_installed(model)
+    plugin.install(model)
     model.train()
     model.adaptation(_Exp(0))
     for m in plugin.masks:
@@ -179,20 +180,30 @@ def test_make_maskable_keeps_state_dict_keys():
     assert list(m.state_dict()) == keys
 
 
-def test_meat_plugin_in_a_plain_avalanche_naive_script():
-    """A user's own script: Naive(model, optimizer, criterion, plugins=[MEATPlugin()])."""
+def test_meat_plugin_in_a_users_own_template():
+    """A user's own script: the plugin installed into a MultiTaskViT, one optimizer group, the
+    suite's template (a plain Avalanche template is refused with a clear error)."""
     from avalanche.training import Naive
 
     from benchmarks.runner import EvalCounter
     from benchmarks.streams import build_stream
+    from strategies.common import ContinualTemplate
+    from strategies.registry import TrainSettings
 
     bench = build_stream("mnist5k-split5", seed=0).to_benchmark()
     model = MultiTaskViT(create_backbone("vit_nano"))
     frozen = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     counter, plugin = EvalCounter(), MEATPlugin(init="paper")
-    strategy = Naive(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
-                     criterion=torch.nn.CrossEntropyLoss(), train_mb_size=64, train_epochs=1,
-                     eval_mb_size=256, plugins=[plugin, counter])
+    plugin.install(model)
+    naive = Naive(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
+                  criterion=torch.nn.CrossEntropyLoss(), plugins=[plugin])
+    with pytest.raises(TypeError, match="needs a strategies.common.ContinualTemplate"):
+        naive.train(bench.train_stream[0])
+    strategy = ContinualTemplate(
+        model=model, plugins=[plugin, counter],
+        param_groups=lambda m, t: [{"params": [*plugin.trainable(), *m.heads[str(t)].parameters()],
+                                    "lr": 1e-2}],
+        settings=TrainSettings(epochs=1, batch_size=64, eval_batch_size=256, head_init="random"))
     strategy.train(bench.train_stream[0])
     strategy.eval(bench.test_stream[:1])
     first = counter.counts[0][:2]
@@ -209,7 +220,7 @@ def test_meat_plugin_in_a_plain_avalanche_naive_script():
 def test_mixed_task_batch_uses_each_samples_masks_and_head():
     model = MultiTaskViT(create_backbone("vit_nano"))
     plugin = MEATPlugin(init="paper")
-    plugin.ensure_installed(model)
+    plugin.install(model)
     model.train()
     for t in (0, 1):
         model.adaptation(_Exp(t))

@@ -1,0 +1,125 @@
+"""The per-task-state interface: every module that holds something per task implements it.
+
+A :class:`TaskModule` (a per-task mask or gate, a set of per-task adapters, ...) lives inside a
+``models.multitask.MultiTaskViT``'s backbone; the model finds its task modules by type and drives
+their lifecycle, so a strategy never names or filters their tensors:
+
+- ``add_task(t, device)``: create task t's trainable state. Called from the model's Avalanche
+  ``adaptation`` when task t starts training, before the template builds the task's optimizer;
+- ``set_task(t)``: the task the next forward serves (before every forward);
+- ``finish_task(t)``: after t is trained: freeze it, keep what predicting t needs (e.g. the bits of
+  a mask, packed);
+- ``export_task(t)`` -> ``{name: TaskTensor}``: exactly what predicting t needs, each tensor with
+  its kind and logical shape (bit-packed masks are stored as bytes); ``import_task(t, state)``
+  puts an export back.
+
+``tasks/task_<t>.pt`` (:func:`save_task_file`) holds a task's export — head and every task
+module's — under the model's parameter names, with ``meta["tensors"]`` giving each one's kind
+and logical shape; :func:`load_task_file` reads it back, unpacking bit-packed masks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.atomic import atomic_write
+
+BITS = "bits"  # a bit-packed boolean tensor (uint8 bytes; its logical shape is in ``shape``)
+
+
+@dataclass(frozen=True)
+class TaskTensor:
+    """One tensor of a task's state: ``value``, what it is (``kind``: e.g. "token", "ffn",
+    "weight", "gate" for masks, "adapter", "head"), whether it is bit-packed (``encoding``
+    :data:`BITS`) or kept as is ("dense"), and its logical ``shape``."""
+
+    value: torch.Tensor
+    kind: str
+    encoding: str = "dense"
+    shape: tuple[int, ...] | None = None
+
+    @property
+    def logical_shape(self) -> tuple[int, ...]:
+        return tuple(self.value.shape) if self.shape is None else tuple(self.shape)
+
+    def decoded(self) -> torch.Tensor:
+        """The tensor itself (boolean for bit-packed masks)."""
+        if self.encoding == BITS:
+            return unpack_bits(self.value, self.logical_shape)
+        return self.value
+
+
+class TaskModule(nn.Module):
+    """A module with per-task state; see the module docstring for the lifecycle."""
+
+    def __init__(self):
+        super().__init__()
+        self.task: int | None = None
+
+    def set_task(self, task: int) -> None:
+        self.task = task
+
+    def add_task(self, task: int, device: torch.device | str) -> None:
+        raise NotImplementedError
+
+    def has_task(self, task: int) -> bool:
+        raise NotImplementedError
+
+    def finish_task(self, task: int) -> None:
+        raise NotImplementedError
+
+    def export_task(self, task: int) -> dict[str, TaskTensor]:
+        raise NotImplementedError
+
+    def import_task(self, task: int, state: dict[str, torch.Tensor]) -> None:
+        raise NotImplementedError
+
+
+def task_modules(module: nn.Module) -> list[tuple[str, TaskModule]]:
+    """``(name, module)`` of every task module inside ``module`` (itself excluded)."""
+    return [(name, m) for name, m in module.named_modules()
+            if m is not module and isinstance(m, TaskModule)]
+
+
+def pack_bits(mask: torch.Tensor) -> torch.Tensor:
+    """Boolean tensor -> uint8 tensor of ceil(numel / 8) bytes (numpy.packbits)."""
+    return torch.from_numpy(np.packbits(mask.detach().cpu().numpy().astype(bool).ravel()))
+
+
+def unpack_bits(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    n = int(np.prod(shape))
+    bits = np.unpackbits(packed.cpu().numpy(), count=n).astype(bool)
+    return torch.from_numpy(bits).reshape(shape)
+
+
+def save_task_file(state: dict[str, TaskTensor], path: Path) -> None:
+    """Write a task's export atomically: ``{"state_dict": {name: tensor on the CPU}, "meta":
+    {"tensors": {name: {"kind", "encoding", "shape"}}}}``."""
+    payload = {
+        "state_dict": {k: t.value.detach().cpu() for k, t in state.items()},
+        "meta": {"tensors": {k: {"kind": t.kind, "encoding": t.encoding,
+                                 "shape": list(t.logical_shape)} for k, t in state.items()}},
+    }
+    atomic_write(Path(path), lambda f: torch.save(payload, f))
+
+
+def load_task_file(path: Path) -> dict[str, TaskTensor]:
+    """A task file as written by :func:`save_task_file`, on the CPU. Files of earlier versions
+    (``meta["packed_shapes"]``: the logical shape of each bit-packed mask, named
+    ``...token_mask.packed_<t>`` for token masks) read as the same :class:`TaskTensor` s."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    meta, state = saved.get("meta", {}), saved["state_dict"]
+    if "tensors" in meta:
+        info = meta["tensors"]
+        return {k: TaskTensor(v, info[k]["kind"], info[k]["encoding"], tuple(info[k]["shape"]))
+                for k, v in state.items()}
+    packed = meta.get("packed_shapes", {})
+    return {k: TaskTensor(v, "token" if ".token_mask." in k else "mask", BITS,
+                          tuple(packed[k])) if k in packed
+            else TaskTensor(v, "head" if k.startswith("heads.") else "dense")
+            for k, v in state.items()}
