@@ -106,5 +106,15 @@ def tune(suite: dict, out: Path, cache: Path, options: ExecutorOptions | None = 
             "chosen": dict(best["hparams"]) if best else None,  # a copy: no YAML alias
             "val_acc": best["val_acc"] if best else None, "trials": trials}
     path = Path(tuned_file) if tuned_file else tuned_path(suite["suite"])
+    if path.is_file():
+        result = merge_tuned(yaml.safe_load(path.read_text()), result)
     atomic_write_text(path, yaml.safe_dump(result, sort_keys=False))
     return result
+
+
+def merge_tuned(old: dict | None, new: dict) -> dict:
+    """``new`` plus the strategies of ``old`` it did not tune, when both were tuned under the
+    same protocol (tuning one strategy keeps the others' entries); else ``new`` alone."""
+    if not old or old.get("protocol") != new["protocol"]:
+        return new
+    return {**new, "strategies": {**old.get("strategies", {}), **new["strategies"]}}

@@ -6,6 +6,8 @@ its layout described here once, not in every strategy.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import nn
 
 
@@ -22,6 +24,27 @@ def blocks(backbone: nn.Module) -> list[nn.Module]:
 def ffn_pair(block: nn.Module) -> tuple[nn.Linear, nn.Linear]:
     """(fc1, fc2) of a block's MLP."""
     return block.mlp.fc1, block.mlp.fc2
+
+
+@dataclass(frozen=True)
+class AttentionProjections:
+    """A block's attention Linears: ``inputs`` read the block's normalized input (a fused
+    ``qkv``; or separate ``q``, ``k``, ``v``; LaViT's less-attention layers: ``v`` only),
+    ``values`` is (the input Linear holding the value channels, their slice of its outputs) and
+    ``output`` the projection reading the value channels (``proj``)."""
+
+    inputs: tuple[nn.Linear, ...]
+    values: tuple[nn.Linear, slice]
+    output: nn.Linear
+
+
+def attention_projections(block: nn.Module) -> AttentionProjections:
+    attn = block.attn
+    dim = attn.proj.in_features
+    if hasattr(attn, "qkv"):
+        return AttentionProjections((attn.qkv,), (attn.qkv, slice(2 * dim, 3 * dim)), attn.proj)
+    inputs = tuple(getattr(attn, n) for n in ("q", "k", "v") if hasattr(attn, n))
+    return AttentionProjections(inputs, (attn.v, slice(None)), attn.proj)
 
 
 def ffn_linears(backbone: nn.Module) -> list[nn.Linear]:

@@ -58,6 +58,8 @@ from timm.layers import Attention
 from timm.models.cait import ClassAttn, TalkingHeadAttn
 from torch import nn
 
+from models import anatomy
+
 DROPKEY_SCHEDULES = ("linear", "constant")
 
 
@@ -271,6 +273,21 @@ def make_maskable(model: nn.Module) -> list[AttentionHooks]:
         if isinstance(m, AttentionHooks):
             out.append(m)
     return out
+
+
+def maskable_attention(model: nn.Module) -> list[AttentionHooks]:
+    """Each transformer block's attention layer (``models.anatomy.blocks`` order), made
+    maskable: entry i belongs to block i. A block whose attention class has no maskable version
+    is an error, so per-layer masks can never shift onto other blocks."""
+    make_maskable(model)
+    layers = []
+    for i, block in enumerate(anatomy.blocks(model)):
+        if not isinstance(block.attn, AttentionHooks):
+            known = ", ".join(c.__name__ for c in MASKABLE)
+            raise TypeError(f"block {i}: attention class {type(block.attn).__name__} has no "
+                            f"maskable version (known: {known}; add one in models/attention.py)")
+        layers.append(block.attn)
+    return layers
 
 
 def dropkey_rates(p: float, n_layers: int, schedule: str = "linear") -> list[float]:

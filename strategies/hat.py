@@ -96,20 +96,17 @@ def adapter_layers(adapters) -> list[GatedLayer]:
 
 
 def gated_layers(backbone) -> list[GatedLayer]:
-    """The query/key/value projections (fused ``qkv`` or separate ``q``, ``k``, ``v``), ``proj``
-    (reading the value channels), ``fc1`` and ``fc2`` (reading fc1's units) of every block."""
+    """The attention's input projections (``models.anatomy.attention_projections``), its output
+    projection (reading the value channels), ``fc1`` and ``fc2`` (reading fc1's units) of every
+    block."""
     layers: list[GatedLayer] = []
     for block in anatomy.blocks(backbone):
-        attn, (fc1, fc2) = block.attn, anatomy.ffn_pair(block)
-        dim = attn.proj.in_features
-        if hasattr(attn, "qkv"):
-            values = (len(layers), slice(2 * dim, 3 * dim))
-            layers.append(GatedLayer(attn.qkv, None))
-        else:  # separate projections; LaViT's less-attention layers have only v
-            layers += [GatedLayer(getattr(attn, n), None) for n in ("q", "k") if hasattr(attn, n)]
-            values = (len(layers), slice(None))
-            layers.append(GatedLayer(attn.v, None))
-        layers.append(GatedLayer(attn.proj, values))
+        attn, (fc1, fc2) = anatomy.attention_projections(block), anatomy.ffn_pair(block)
+        first = len(layers)
+        layers += [GatedLayer(linear, None) for linear in attn.inputs]
+        values_linear, values = attn.values
+        source = first + next(i for i, lin in enumerate(attn.inputs) if lin is values_linear)
+        layers.append(GatedLayer(attn.output, (source, values)))
         hidden = len(layers)
         layers.append(GatedLayer(fc1, None))
         layers.append(GatedLayer(fc2, (hidden, slice(None))))

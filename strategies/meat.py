@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 
 from models import anatomy
-from models.attention import make_maskable
+from models.attention import maskable_attention
 from models.masked_linear import make_masked
 from models.masks import GumbelRule, TaskMask
 from models.multitask import MultiTaskViT
@@ -76,7 +76,7 @@ class MEATPlugin(TaskMaskPlugin):
     def create_masks(self, backbone) -> list[TaskMask]:
         device = next(backbone.parameters()).device
         if self.use_token_masks:
-            attns = make_maskable(backbone)
+            attns = maskable_attention(backbone)  # attns[i]: block i's
             counts = anatomy.token_counts(backbone)
             for i in masked_layer_ids(len(attns), self.layers):
                 attns[i].token_mask = TaskMask((counts[i],), self.mask_rule,

@@ -236,3 +236,17 @@ def test_mixed_task_batch_uses_each_samples_masks_and_head():
             sel = tasks == t
             assert torch.allclose(mixed[sel], model(x[sel], t), atol=1e-5)
         assert not torch.allclose(model(x, 0), model(x, 1))
+
+
+def test_an_attention_class_without_a_maskable_version_is_an_error_not_a_shift():
+    """MEAT's per-layer token masks belong to blocks; an unknown attention layer in one block
+    must not let the next block's mask land on it."""
+    backbone = create_backbone("vit_nano")
+
+    class OwnAttention(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    backbone.blocks[0].attn = OwnAttention()
+    with pytest.raises(TypeError, match="block 0: attention class OwnAttention has no maskable"):
+        MEATPlugin().install(MultiTaskViT(backbone))

@@ -136,3 +136,15 @@ def test_a_suite_that_runs_on_tuned_values_can_be_tuned_before_its_file_exists(
     assert code == 0
     configs = expand({**load_suite(str(suite)), "strategies": ["classifier"]})
     assert [c["hparams_source"] for c in configs] == ["tuned"]
+
+
+def test_tuning_one_strategy_keeps_the_others_entries_under_the_same_protocol():
+    from benchmarks.tuning import merge_tuned
+
+    old = {"protocol": {"budget": 8}, "strategies": {"meat": {"chosen": {"tau": 1.0}},
+                                                     "hat": {"chosen": {"c": 0.75}}}}
+    new = {"protocol": {"budget": 8}, "strategies": {"hat": {"chosen": {"c": 1.5}}}}
+    merged = merge_tuned(old, new)
+    assert merged["strategies"] == {"meat": {"chosen": {"tau": 1.0}}, "hat": {"chosen": {"c": 1.5}}}
+    assert merge_tuned({**old, "protocol": {"budget": 4}}, new) == new  # other protocol: replaced
+    assert merge_tuned(None, new) == new
