@@ -108,7 +108,7 @@ def run_parser(tune: bool = False) -> Parser:
                    help="a task's budget in optimizer steps (>= 1) instead of epochs")
     p.add_argument("--base-epochs", type=positive_int, help="epochs of base pre-training")
     p.add_argument("--batch-size", type=positive_int, help="training mini-batch size")
-    p.add_argument("--head-init", choices=["auto", "probe", "random"],
+    p.add_argument("--head-init", choices=["auto", "probe", "random"],  # HEAD_INIT_CHOICES
                    help="new heads start from the converged linear probe or at random; auto "
                         "(default) = probe, except random for strategies that fine-tune the "
                         "backbone (finetune, individual)")

@@ -16,7 +16,7 @@ from benchmarks.inputs import PreprocessError, resolve_preprocess
 from models.attention import dropkey_rates
 from models.factory import pretrained_normalization
 from strategies import STRATEGIES
-from strategies.registry import resolve_hparams
+from strategies.registry import HEAD_INIT_CHOICES, resolve_hparams
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 TUNED_DIR = CONFIG_DIR.parent / "tuned"
@@ -76,13 +76,10 @@ def strategy_list(value) -> list[str]:
     return names
 
 
-HEAD_INITS = ("auto", "probe", "random")
-
-
 def resolve_head_init(strategy: str, choice: str) -> str:
     """``auto`` -> the strategy's registered default (probe unless it trains the backbone)."""
-    if choice not in HEAD_INITS:
-        raise SuiteError(f"head_init {choice!r} is not one of {', '.join(HEAD_INITS)}")
+    if choice not in HEAD_INIT_CHOICES:
+        raise SuiteError(f"head_init {choice!r} is not one of {', '.join(HEAD_INIT_CHOICES)}")
     return STRATEGIES[strategy].head_init if choice == "auto" else choice
 
 

@@ -18,10 +18,8 @@ from pre-training.
 Which strategies start from the probe (``head_init: auto``): those on frozen features, where a
 few SGD epochs leave a head far from converged. Strategies that fine-tune the whole backbone
 (finetune, individual) start from a random head: a probe fitted to the frozen features leans on
-their low-variance directions and anchors the backbone there. Measured on mnist5k-split5's
-"4/9" task (vit_micro, 10 epochs, AdamW, validation accuracy): random head 88.7%; probe head
-78.7% at lr 1e-4 (64.5% test at lr 5e-4); probe with C = 1e-3 85.0%; SGD from the probe 70%.
-``--head-init probe`` forces the probe everywhere.
+their low-variance directions and anchors the backbone there. ``--head-init probe`` forces the
+probe everywhere.
 """
 
 from __future__ import annotations
@@ -35,8 +33,7 @@ from avalanche.core import SupervisedPlugin
 from torch.utils.data import DataLoader, Dataset
 
 from models.heads import C_GRID, LinearProbe, fit_linear_probe
-
-HEAD_INITS = ("probe", "random")
+from strategies.registry import HEAD_INITS
 
 
 @torch.inference_mode()

@@ -26,7 +26,7 @@ class TrainSettings:
     batch_size: int = 64
     eval_batch_size: int = 512
     device: str = "cpu"
-    head_init: str = "probe"  # "probe" | "random"
+    head_init: str = "probe"  # one of HEAD_INITS
     plugins: list = field(default_factory=list)  # runner plugins (counting, progress, probe)
     precision: str = "fp32"  # "fp32" | "bf16" (autocast; parameters and optimizer stay fp32)
     # batch (on the device), training? -> model input: conversion, augmentation, normalization
@@ -37,6 +37,9 @@ class TrainSettings:
 Builder = Callable[[nn.Module, dict, TrainSettings], object]
 StorageFn = Callable[[nn.Module, int, dict], list[StorageItem]]
 SharedStorageFn = Callable[[nn.Module, dict], list[StorageItem]]
+
+HEAD_INITS = ("probe", "random")  # how a new task's head starts (strategies.heads)
+HEAD_INIT_CHOICES = ("auto", *HEAD_INITS)  # what a run may ask for: auto = the registered one
 
 # Labels of registered hyperparameter values: "paper" only where every value is the paper's
 # (through its own rate rule and schedule); "paper+code" adds values from the official code;
@@ -98,6 +101,8 @@ def register_strategy(
         raise ValueError(f"search space of {name!r} names unknown hyperparameters {unknown}")
     if defaults not in DEFAULT_SOURCES:
         raise ValueError(f"defaults of {name!r} must be one of {DEFAULT_SOURCES}")
+    if head_init not in HEAD_INITS:
+        raise ValueError(f"head_init of {name!r} must be one of {HEAD_INITS}")
 
     def deco(build: Builder) -> Builder:
         if name in STRATEGIES:

@@ -144,3 +144,11 @@ def test_bad_preprocess_in_a_suite_file_is_one_line(tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "unknown preprocess keys ['crop']" in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_head_init_choices_are_the_registrys():
+    """The CLI spells them out (arguments are parsed before torch loads); one vocabulary."""
+    from strategies.registry import HEAD_INIT_CHOICES
+
+    action = next(a for a in run_benchmark.run_parser()._actions if a.dest == "head_init")
+    assert tuple(action.choices) == HEAD_INIT_CHOICES
