@@ -292,7 +292,7 @@ def cmd_run(argv: list[str]) -> int:
     _, configs = build_configs(args)
     out = Path(args.out or ROOT / "runs" / Path(args.suite).stem)
     from benchmarks.executors import run_all
-    from results.records import find_records, run_id
+    from results.records import find_records
 
     t0 = time.time()
     try:
@@ -302,7 +302,7 @@ def cmd_run(argv: list[str]) -> int:
         print(f"\ninterrupted: every finished task is on disk under {out}; the same command "
               "resumes", file=sys.stderr)
         return 130
-    done = [out / run_id(c) for c, o in zip(configs, outcomes, strict=True)
+    done = [out / c.run_id for c, o in zip(configs, outcomes, strict=True)
             if o.status == "finished"]
     if done:
         print_report(find_records(done), out / "report")

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
-from results.records import run_id
+from benchmarks.config import RunConfig
 
 EXECUTORS = ("local", "ray", "slurm")
 EXTRAS = {"ray": ("ray", "ray"), "slurm": ("submitit", "slurm")}
@@ -69,12 +69,11 @@ class ExecutorOptions:
     slurm_array: bool = False
 
 
-def run_label(config: dict) -> str:
-    return (f"{config['strategy']} on {config['backbone']} / {config['stream']} "
-            f"seed {config['seed']}")
+def run_label(config: RunConfig) -> str:
+    return f"{config.strategy} on {config.backbone} / {config.stream} seed {config.seed}"
 
 
-def execute(config: dict, out: str, cache: str, progress: bool = False,
+def execute(config: RunConfig, out: str, cache: str, progress: bool = False,
             tensorboard: bool = False, threads: int | None = None) -> Outcome:
     """Run one config to its folder under ``out``; never raises for a failing run."""
     import torch
@@ -84,7 +83,7 @@ def execute(config: dict, out: str, cache: str, progress: bool = False,
 
     if threads:
         torch.set_num_threads(threads)
-    rid, label = run_id(config), run_label(config)
+    rid, label = config.run_id, run_label(config)
     try:
         run_one(config, Path(out), Path(cache), progress=progress, tensorboard=tensorboard)
         return Outcome(rid, label, "finished")
@@ -127,7 +126,7 @@ def print_outcome(k: int, n: int, outcome: Outcome) -> None:
     print(f"[{k}/{n}] {outcome.status}: {outcome.label}{note}", file=sys.stderr, flush=True)
 
 
-def run_all(configs: list[dict], out: Path, cache: Path, options: ExecutorOptions,
+def run_all(configs: list[RunConfig], out: Path, cache: Path, options: ExecutorOptions,
             progress: bool = False, tensorboard: bool = False,
             report: Report = print_outcome) -> list[Outcome]:
     """Every config through the chosen executor; outcomes in ``configs`` order."""
@@ -207,7 +206,7 @@ def _ray(configs, out, cache, options, progress, tensorboard, report):
             try:
                 results[i] = ray.get(done[0])
             except Exception as e:  # the task itself died (worker lost, out of memory)
-                results[i] = Outcome(run_id(configs[i]), run_label(configs[i]), "failed",
+                results[i] = Outcome(configs[i].run_id, run_label(configs[i]), "failed",
                                      f"Ray: {e}")
             report(len(results), len(configs), results[i])
         return [results[i] for i in range(len(configs))]
@@ -242,7 +241,7 @@ def _slurm(configs, out, cache, options, progress, tensorboard, report):
         try:
             outcomes.append(job.result())
         except Exception as e:  # the job died (time limit, node failure, cancelled)
-            outcomes.append(Outcome(run_id(cfg), run_label(cfg), "failed",
+            outcomes.append(Outcome(cfg.run_id, run_label(cfg), "failed",
                                     f"Slurm job {job.job_id}: {str(e).splitlines()[0]}"))
         report(k, n, outcomes[-1])
     return outcomes

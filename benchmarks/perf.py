@@ -208,24 +208,6 @@ def measure_plain(backbone: str, args: dict) -> dict:
             "plain_eval_img_s": args["eval_batch"] / evaluation, "peak_mib": peak}
 
 
-class IterationTimer(SupervisedPlugin):
-    """Seconds of every training iteration (synchronized on CUDA)."""
-
-    def __init__(self, device: torch.device):
-        super().__init__()
-        self.device = device
-        self.times: list[float] = []
-        self.start = 0.0
-
-    def before_training_iteration(self, strategy, **kwargs):
-        sync(self.device)
-        self.start = time.perf_counter()
-
-    def after_training_iteration(self, strategy, **kwargs):
-        sync(self.device)
-        self.times.append(time.perf_counter() - self.start)
-
-
 def task_masks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """("tokens", token mask) of every attention layer and ("weights", weight mask) of every
     masked layer of ``model``, in module order."""
@@ -302,6 +284,7 @@ def kept_percent(model: nn.Module, task: int) -> dict[str, float]:
 def measure_strategy(backbone: str, name: str, args: dict) -> dict:
     """One strategy trained through Avalanche on two synthetic tasks, measured on the second,
     then the plain reference in the same process (evaluation interleaved with it)."""
+    from benchmarks.runner import StepTimer
     from models.compact import compact_for_task
     from models.factory import create_backbone
     from strategies import get_strategy
@@ -314,7 +297,7 @@ def measure_strategy(backbone: str, name: str, args: dict) -> dict:
                              args["eval_batch"]).to_benchmark()
     mem = Memory(device)
     mem.start()
-    timer = IterationTimer(device)
+    timer = StepTimer(sync=device)  # synchronized on CUDA
     info = get_strategy(name)
     drawn = DrawnMasks(args["keep_tokens"], args["keep_weights"])
     settings = TrainSettings(epochs=1, batch_size=args["batch"], eval_batch_size=args["eval_batch"],
@@ -322,9 +305,9 @@ def measure_strategy(backbone: str, name: str, args: dict) -> dict:
                              precision=args.get("precision", "fp32"))
     strategy = info.build(create_backbone(backbone), dict(info.hparams), settings)
     strategy.train(bench.train_stream[0])
-    timer.times.clear()
+    timer.train_times.clear()
     strategy.train(bench.train_stream[1])
-    train = statistics.median(timer.times[args["warmup"]:])
+    train = statistics.median(timer.train_times[args["warmup"]:])
     peak = mem.peak()
 
     plain = Plain(backbone, args)

@@ -29,6 +29,8 @@ import torch
 from avalanche.training.plugins import EvaluationPlugin
 from torch import nn
 
+from models.atomic import atomic_write
+
 RESUME_FILE = "resume.pt"
 LOCK_FILE = ".lock"
 FORMAT = 1
@@ -88,10 +90,7 @@ def save_resume(folder: Path, strategy, runner_plugins, progress: dict) -> None:
     state = {"format": FORMAT, "progress": progress, "model": strategy.model,
              "plugins": [p.__dict__ for p in strategy_plugins(strategy, runner_plugins)],
              "rng": rng_state()}
-    path = Path(folder) / RESUME_FILE
-    tmp = path.with_name(f".{RESUME_FILE}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(Path(folder) / RESUME_FILE, lambda f: torch.save(state, f))
 
 
 def load_resume(folder: Path) -> dict | None:

@@ -10,6 +10,7 @@ task on disk and the next ``run_one`` of the same config continues after it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -17,6 +18,7 @@ import resource
 import sys
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +28,17 @@ from avalanche.core import SupervisedPlugin
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from benchmarks.inputs import NONE, InputPipeline
+from benchmarks.config import RunConfig
+from benchmarks.inputs import InputPipeline
+from benchmarks.pretrain import pretrained_checkpoint
 from benchmarks.resume import clear_resume, file_lock, load_resume, restore, run_lock, save_resume
 from benchmarks.streams import Stream, build_stream
 from models.attention import set_dropkey
 from models.factory import create_backbone, resolve
 from models.masks import mask_movement
-from models.pretrain import pretrained_checkpoint
 from models.tasks import save_task_file
 from results.metrics import accuracy_from_counts, all_metrics
-from results.records import RecordError, atomic_write_text, load_record, run_id, write_run
+from results.records import RecordError, atomic_write_text, load_record, write_run
 from strategies import get_strategy
 from strategies.heads import ProbeHeadPlugin
 from strategies.registry import TrainSettings
@@ -80,24 +83,35 @@ class StepTimer(SupervisedPlugin):
     """Seconds inside training iterations (forward, losses, backward, update and every plugin's
     iteration hooks) and evaluation iterations (forward): a run's wall time minus these is the
     runner's and Avalanche's own overhead (data loading, callbacks, probes, checkpoints,
-    records). CPU timings; on a GPU without synchronization they are launch times."""
+    records). ``train_times`` keeps each training iteration's seconds. CPU timings: on a GPU
+    they are launch times, unless ``sync`` is a CUDA device, synchronized around every iteration
+    (``benchmarks/perf.py``'s per-step times; the runner never synchronizes)."""
 
-    def __init__(self):
+    def __init__(self, sync: torch.device | None = None):
         super().__init__()
+        self.sync = sync if sync is not None and sync.type == "cuda" else None
         self.train_s = self.eval_s = 0.0
+        self.train_times: list[float] = []
         self._start = 0.0
 
+    def _now(self) -> float:
+        if self.sync is not None:
+            torch.cuda.synchronize(self.sync)
+        return time.perf_counter()
+
     def before_training_iteration(self, strategy, **kwargs):
-        self._start = time.perf_counter()
+        self._start = self._now()
 
     def after_training_iteration(self, strategy, **kwargs):
-        self.train_s += time.perf_counter() - self._start
+        seconds = self._now() - self._start
+        self.train_s += seconds
+        self.train_times.append(seconds)
 
     def before_eval_iteration(self, strategy, **kwargs):
-        self._start = time.perf_counter()
+        self._start = self._now()
 
     def after_eval_iteration(self, strategy, **kwargs):
-        self.eval_s += time.perf_counter() - self._start
+        self.eval_s += self._now() - self._start
 
     def take(self) -> tuple[float, float]:
         """(training, evaluation) seconds since the last call."""
@@ -218,21 +232,21 @@ def static_mask_warnings(strategy: str, movement: dict, task: int, n_tasks: int)
             "method" for kind, m in movement.items() if m["changed"] == 0]
 
 
-def random_backbone(config: dict, stream: Stream):
+def random_backbone(config: RunConfig, stream: Stream):
     """A randomly initialized copy of the run's backbone (seeded by the run's seed, without
     touching the run's random state): the reference of the pre-training gain."""
     c, h, _ = stream.image_shape
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config["seed"])
-        return create_backbone(config["backbone"], img_size=h, in_chans=c)
+        torch.manual_seed(config.seed)
+        return create_backbone(config.backbone, img_size=h, in_chans=c)
 
 
-def set_tf32(config: dict) -> None:
+def set_tf32(config: RunConfig) -> None:
     """TF32 matmuls and convolutions on CUDA as the config says (on by default: fp32 runs then
     use the tensor cores; bf16 autocast is unaffected)."""
-    if str(config["device"]).startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = bool(config.get("tf32", True))
-        torch.backends.cudnn.allow_tf32 = bool(config.get("tf32", True))
+    if str(config.device).startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = config.tf32
+        torch.backends.cudnn.allow_tf32 = config.tf32
 
 
 def loader_workers(device: str) -> int:
@@ -244,26 +258,26 @@ def loader_workers(device: str) -> int:
     return min(8, len(os.sched_getaffinity(0)))
 
 
-def prepare_backbone(config: dict, stream: Stream, cache_dir: Path):
+def prepare_backbone(config: RunConfig, stream: Stream, cache_dir: Path):
     """The run's starting backbone (local checkpoint, cached base pre-training, or random init)
     and the size of the base model's own head (counted in storage like the paper's 1000-way)."""
     c, h, w = stream.image_shape
     kwargs = {"img_size": h, "in_chans": c}
-    resolve(config["backbone"], **kwargs)  # validates sizes before any training
-    ckpt, base_meta, base_head = config.get("pretrained"), None, 0
+    resolve(config.backbone, **kwargs)  # validates sizes before any training
+    ckpt, base_meta, base_head = config.pretrained, None, 0
     if ckpt is None and stream.base is not None:
-        recipe = {"epochs": config["base_epochs"], "batch_size": config["batch_size"]}
+        recipe = {"epochs": config.base_epochs, "batch_size": config.batch_size}
         # concurrent runs (workers, Ray, Slurm) wait for one pre-training, then share it; runs
         # of other seeds or streams pre-train at the same time
-        lock = f".{config['backbone']}-{stream.name}-seed{config['seed']}.lock"  # names: [a-z0-9-]
+        lock = f".{config.backbone}-{stream.name}-seed{config.seed}.lock"  # names: [a-z0-9-]
         with file_lock(Path(cache_dir) / lock):
             ckpt, base_meta = pretrained_checkpoint(
-                config["backbone"], kwargs, f"{stream.name}:{stream.base.name}",
-                stream.base.train, stream.base.test, stream.base.n_classes, config["seed"],
-                cache_dir, recipe, config["device"])
-    backbone = create_backbone(config["backbone"], pretrained=ckpt, **kwargs)
-    if config.get("dropkey"):  # a regularizer of the strategy's training, not of pre-training
-        set_dropkey(backbone, config["dropkey"], config["dropkey_schedule"])
+                config.backbone, kwargs, f"{stream.name}:{stream.base.name}",
+                stream.base.train, stream.base.test, stream.base.n_classes, config.seed,
+                cache_dir, recipe, config.device)
+    backbone = create_backbone(config.backbone, pretrained=ckpt, **kwargs)
+    if config.dropkey:  # a regularizer of the strategy's training, not of pre-training
+        set_dropkey(backbone, config.dropkey, config.dropkey_schedule)
     if ckpt is not None:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state.get("model", state))
@@ -271,7 +285,60 @@ def prepare_backbone(config: dict, stream: Stream, cache_dir: Path):
     return backbone, base_head, base_meta
 
 
-def run_one(config: dict, out_dir: Path, cache_dir: Path, progress: bool = True,
+@dataclass
+class Timing:
+    """Seconds of one run: training and evaluation phases, base pre-training, inside training
+    and evaluation iterations (``StepTimer``), probe fitting, wall time; peak memory."""
+
+    train_s: float = 0.0
+    eval_s: float = 0.0
+    pretrain_s: float = 0.0
+    train_step_s: float = 0.0
+    eval_step_s: float = 0.0
+    probe_s: float = 0.0
+    wall_s: float = 0.0
+    peak_rss_mib: float | None = None  # set once a task is done
+
+
+@dataclass
+class RunRecord:
+    """``record.json`` (``results.records`` documents the schema): per task i, the accuracy
+    matrix row, the probe references, the trained model's training accuracy, its steps and how
+    far its masks moved; storage, timing, metrics when finished."""
+
+    config: dict
+    run_id: str
+    forgets: bool
+    status: str = "running"
+    tasks: list = field(default_factory=list)
+    acc_matrix: list = field(default_factory=list)
+    probe_acc: list = field(default_factory=list)
+    probe_train_acc: list = field(default_factory=list)
+    random_probe_acc: list = field(default_factory=list)
+    train_acc: list = field(default_factory=list)
+    train_steps: list = field(default_factory=list)
+    mask_movement: list = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    storage: dict = field(default_factory=dict)
+    timing: Timing = field(default_factory=Timing)
+    base: dict | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        if out["timing"]["peak_rss_mib"] is None:
+            del out["timing"]["peak_rss_mib"]
+        return out
+
+    @classmethod
+    def from_dict(cls, record: dict) -> RunRecord:
+        return cls(**{**record, "timing": Timing(**record["timing"])})
+
+
+REFERENCES = ("probe_acc", "probe_train_acc", "random_probe_acc")  # per task, from the probe
+
+
+def run_one(config: RunConfig, out_dir: Path, cache_dir: Path, progress: bool = True,
             tensorboard: bool = False) -> dict:
     """Run one (stream, backbone, strategy, seed) and return its finished record.
 
@@ -282,7 +349,7 @@ def run_one(config: dict, out_dir: Path, cache_dir: Path, progress: bool = True,
     folder gets ``train_log.csv`` (per-epoch loss and accuracy), one example test image per task
     (``examples.pt``, for figures) and, with ``tensorboard``, TensorBoard event files.
     """
-    folder = Path(out_dir) / run_id(config)
+    folder = Path(out_dir) / config.run_id
     folder.mkdir(parents=True, exist_ok=True)
     with run_lock(folder):
         if (folder / "record.json").exists():
@@ -293,131 +360,170 @@ def run_one(config: dict, out_dir: Path, cache_dir: Path, progress: bool = True,
             except RecordError as e:
                 print(f"redoing {folder.name}: {e}", file=sys.stderr)
                 clear_resume(folder)
-        return _run(config, folder, Path(cache_dir), progress, tensorboard)
+        run = Run(config, folder, Path(cache_dir), progress, tensorboard)
+        try:
+            return run.run()
+        except Exception:
+            run.record.status = "failed"
+            run.record.error = traceback.format_exc()
+            write_run(folder, run.record.to_dict(), run.rows)
+            raise
 
 
-def _run(config: dict, folder: Path, cache_dir: Path, progress: bool, tensorboard: bool) -> dict:
-    info = get_strategy(config["strategy"])
-    hp = config["hparams"]
-    record = {"config": config, "run_id": folder.name, "forgets": info.forgets,
-              "status": "running", "tasks": [],
-              "acc_matrix": [], "probe_acc": [], "probe_train_acc": [], "random_probe_acc": [],
-              "train_acc": [], "train_steps": [], "mask_movement": [], "metrics": {},
-              "storage": {},
-              "timing": {"train_s": 0.0, "eval_s": 0.0, "pretrain_s": 0.0, "train_step_s": 0.0,
-                         "eval_step_s": 0.0, "probe_s": 0.0, "wall_s": 0.0}, "base": None,
-              "error": None}
-    rows: list[dict] = []
-    try:
-        wall = time.perf_counter()
-        torch.set_flush_denormal(False)  # the process default, whatever an earlier run set
-        seed_everything(config["seed"])
-        set_tf32(config)
-        preprocess = config.get("preprocess", NONE)
-        stream = build_stream(config["stream"], config["seed"], data_root=config.get("data_root"),
-                              val_fraction=config["val_fraction"], preprocess=preprocess,
-                              cache_dir=cache_dir / "images")
-        if "tuning" in config:  # a tuning trial: the first tasks, evaluated on validation data
-            stream = stream.validation_only(config["tuning"]["tasks"])
-        t0 = time.perf_counter()
-        backbone, base_head, base_meta = prepare_backbone(config, stream, cache_dir)
-        record["timing"]["pretrain_s"] = time.perf_counter() - t0
-        record["base"] = base_meta
-        record["tasks"] = stream.describe()
-        T = len(stream.tasks)
-        R = [[None] * T for _ in range(T)]
-        record["acc_matrix"] = R
-        bench = stream.to_benchmark()
-        inputs = InputPipeline(preprocess, stream.image_shape[-1])
-        torch.save({"images": [inputs.view(task.test[0][0]).cpu().clone()
-                               for task in stream.tasks]},
-                   folder / "examples.pt")  # copies on the CPU: not views, readable anywhere
-        counter = EvalCounter()
-        probe = ProbeHeadPlugin(bench, config["head_init"], cache_dir=cache_dir / "probes",
-                                reference=random_backbone(config, stream))
-        log, timer = TrainLog(tensorboard_writer(folder) if tensorboard else None), StepTimer()
-        runner_plugins = [probe, counter, log, timer] + (
-            [ProgressBar(config["strategy"])] if progress else [])
-        settings = TrainSettings(epochs=config["epochs"],
-                                 steps_per_task=config.get("steps_per_task"),
-                                 batch_size=config["batch_size"],
-                                 eval_batch_size=config["eval_batch_size"],
-                                 device=config["device"], head_init=config["head_init"],
-                                 plugins=runner_plugins,
-                                 precision=config.get("precision", "fp32"), inputs=inputs,
-                                 loader_workers=loader_workers(config["device"]))
-        backbone_params = param_count(backbone)  # the base model, before the strategy adds to it
-        shared = shared_items(info, backbone, hp)
-        seed_everything(config["seed"])
-        strategy = info.build(backbone, dict(hp), settings)
-        per_task_items, file_bytes, start = [], [], 0
-        saved = load_resume(folder)
-        if saved is not None:
-            done = restore(strategy, runner_plugins, saved)
-            record, rows, log.rows = done["record"], done["rows"], done["log_rows"]
-            per_task_items, file_bytes, start = done["items"], done["file_bytes"], done["next"]
-            for name in ("probe_acc", "probe_train_acc", "random_probe_acc"):
-                setattr(probe, name, {k: v for k, v in enumerate(record[name]) if v is not None})
-            R = record["acc_matrix"]
-            print(f"{folder.name}: resuming at task {start} of {T}", file=sys.stderr, flush=True)
-        for i, exp in enumerate(bench.train_stream):
+class Run:
+    """One run in named steps: :meth:`prepare` (data, backbone, strategy, plugins), :meth:`resume`
+    (from ``resume.pt``), then per task :meth:`train_task`, :meth:`evaluate`, :meth:`keep` (what
+    predicting it needs, its storage and references) and :meth:`save` (record, resume state)."""
+
+    def __init__(self, config: RunConfig, folder: Path, cache_dir: Path, progress: bool,
+                 tensorboard: bool):
+        self.config, self.folder, self.cache_dir = config, folder, cache_dir
+        self.progress, self.tensorboard = progress, tensorboard
+        self.info = get_strategy(config.strategy)
+        self.record = RunRecord(config=config.to_dict(), run_id=folder.name,
+                                forgets=self.info.forgets)
+        self.rows: list[dict] = []
+        self.storage_items: list = []  # per finished task: what it keeps (strategies.storage)
+        self.file_bytes: list[int] = []  # per finished task: bytes of tasks/task_<t>.pt
+        self._wall = time.perf_counter()
+
+    def run(self) -> dict:
+        self.prepare()
+        start = self.resume()
+        for i, exp in enumerate(self.bench.train_stream):
             if i < start:
                 continue
-            t = time.perf_counter()
-            strategy.train(exp)
-            record["timing"]["train_s"] += time.perf_counter() - t
-            record["train_steps"].append(strategy.steps_taken)
-            record["train_acc"].append(train_accuracy(strategy, stream.tasks[i].train,
-                                                      exp.task_label))
-            movement = mask_movement(strategy.model, exp.task_label)
-            record["mask_movement"].append(movement)
-            for line in static_mask_warnings(config["strategy"], movement, i, T):
-                print(f"{folder.name}: {line}", file=sys.stderr, flush=True)
-            t = time.perf_counter()
-            strategy.eval(bench.test_stream[: i + 1])
-            record["timing"]["eval_s"] += time.perf_counter() - t
-            timing = record["timing"]
-            train_step_s, eval_step_s = timer.take()
-            timing["train_step_s"] += train_step_s
-            timing["eval_step_s"] += eval_step_s
-            timing["probe_s"] += probe.take_seconds()
-            for j, (correct, n, loss) in sorted(counter.counts.items()):
-                R[i][j] = accuracy_from_counts(correct, n)
-                rows.append({"seed": config["seed"], "strategy": config["strategy"],
-                             "backbone": config["backbone"], "stream": config["stream"],
-                             "train_task": i, "eval_task": j, "n": n, "correct": correct,
-                             "loss": loss / n})
-            per_task_items.append(info.storage(backbone, stream.tasks[i].n_classes, hp))
-            task_file = folder / "tasks" / f"task_{i}.pt"  # what predicting task i needs
-            save_task_file(strategy.model.export_task(exp.task_label), task_file)
-            file_bytes.append(task_file.stat().st_size)
-            for name in ("probe_acc", "probe_train_acc", "random_probe_acc"):
-                record[name] = [getattr(probe, name).get(k) for k in range(T)]
-            record["storage"] = storage_summary(backbone_params, base_head, per_task_items, shared)
-            record["storage"]["per_task_file_bytes"] = file_bytes
-            record["timing"]["peak_rss_mib"] = max(
-                record["timing"].get("peak_rss_mib", 0.0),
-                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-            timing["wall_s"] += time.perf_counter() - wall
-            wall = time.perf_counter()
-            if i == T - 1:
-                record["metrics"] = all_metrics(R)
-                record["status"] = "finished"
-            else:
-                save_resume(folder, strategy, runner_plugins,
-                            {"next": i + 1, "record": record, "rows": rows, "log_rows": log.rows,
-                             "items": per_task_items, "file_bytes": file_bytes})
-            write_run(folder, record, rows)
-            atomic_write_text(folder / "train_log.csv", log.csv())
-            print(f"{folder.name}: task {i + 1}/{T} done", file=sys.stderr, flush=True)
-            if log.writer is not None:
-                for j, acc in enumerate(R[i][: i + 1]):
-                    log.writer.add_scalar(f"eval/accuracy/task_{j}", acc, i)
-                log.writer.flush()
-        clear_resume(folder)
-    except Exception:
-        record["status"] = "failed"
-        record["error"] = traceback.format_exc()
-        write_run(folder, record, rows)
-        raise
-    return record
+            self.train_task(i, exp)
+            self.evaluate(i)
+            self.keep(i, exp)
+            self.save(i)
+        clear_resume(self.folder)
+        return self.record.to_dict()
+
+    def prepare(self) -> None:
+        """Seed, build the stream, the starting backbone, the runner's plugins and the strategy."""
+        config, cache_dir = self.config, self.cache_dir
+        seed_everything(config.seed)
+        set_tf32(config)
+        stream = build_stream(config.stream, config.seed, data_root=config.data_root,
+                              val_fraction=config.val_fraction, preprocess=config.preprocess,
+                              cache_dir=cache_dir / "images")
+        if config.tuning is not None:  # a tuning trial: the first tasks, on validation data
+            stream = stream.validation_only(config.tuning["tasks"])
+        t0 = time.perf_counter()
+        backbone, self.base_head, base_meta = prepare_backbone(config, stream, cache_dir)
+        self.record.timing.pretrain_s = time.perf_counter() - t0
+        self.record.base = base_meta
+        self.record.tasks = stream.describe()
+        self.T = T = len(stream.tasks)
+        self.record.acc_matrix = [[None] * T for _ in range(T)]
+        self.stream, self.bench = stream, stream.to_benchmark()
+        inputs = InputPipeline(config.preprocess, stream.image_shape[-1])
+        torch.save({"images": [inputs.view(task.test[0][0]).cpu().clone()
+                               for task in stream.tasks]},
+                   self.folder / "examples.pt")  # copies on the CPU: not views, readable anywhere
+        self.counter, self.timer = EvalCounter(), StepTimer()
+        self.probe = ProbeHeadPlugin(self.bench, config.head_init,
+                                     cache_dir=cache_dir / "probes",
+                                     reference=random_backbone(config, stream))
+        self.log = TrainLog(tensorboard_writer(self.folder) if self.tensorboard else None)
+        self.plugins = [self.probe, self.counter, self.log, self.timer] + (
+            [ProgressBar(config.strategy)] if self.progress else [])
+        settings = TrainSettings(epochs=config.epochs, steps_per_task=config.steps_per_task,
+                                 batch_size=config.batch_size,
+                                 eval_batch_size=config.eval_batch_size, device=config.device,
+                                 head_init=config.head_init, plugins=self.plugins,
+                                 precision=config.precision, inputs=inputs,
+                                 loader_workers=loader_workers(config.device))
+        self.backbone = backbone
+        self.backbone_params = param_count(backbone)  # before the strategy adds to it
+        self.shared = shared_items(self.info, backbone, config.hparams)
+        seed_everything(config.seed)
+        self.strategy = self.info.build(backbone, dict(config.hparams), settings)
+
+    def resume(self) -> int:
+        """Restore the state after the last finished task, if any; the next task's index."""
+        saved = load_resume(self.folder)
+        if saved is None:
+            return 0
+        done = restore(self.strategy, self.plugins, saved)
+        self.record = RunRecord.from_dict(done["record"])
+        self.rows, self.log.rows = done["rows"], done["log_rows"]
+        self.storage_items, self.file_bytes = done["items"], done["file_bytes"]
+        for name in REFERENCES:
+            setattr(self.probe, name,
+                    {k: v for k, v in enumerate(getattr(self.record, name)) if v is not None})
+        print(f"{self.folder.name}: resuming at task {done['next']} of {self.T}",
+              file=sys.stderr, flush=True)
+        return done["next"]
+
+    def train_task(self, i: int, exp) -> None:
+        """Train task i; record its steps, training accuracy and how far its masks moved."""
+        record, strategy = self.record, self.strategy
+        t = time.perf_counter()
+        strategy.train(exp)
+        record.timing.train_s += time.perf_counter() - t
+        record.train_steps.append(strategy.steps_taken)
+        record.train_acc.append(train_accuracy(strategy, self.stream.tasks[i].train,
+                                               exp.task_label))
+        movement = mask_movement(strategy.model, exp.task_label)
+        record.mask_movement.append(movement)
+        for line in static_mask_warnings(self.config.strategy, movement, i, self.T):
+            print(f"{self.folder.name}: {line}", file=sys.stderr, flush=True)
+
+    def evaluate(self, i: int) -> None:
+        """Evaluate tasks 0..i: row i of the accuracy matrix and the raw counts."""
+        record, config, timing = self.record, self.config, self.record.timing
+        t = time.perf_counter()
+        self.strategy.eval(self.bench.test_stream[: i + 1])
+        timing.eval_s += time.perf_counter() - t
+        train_step_s, eval_step_s = self.timer.take()
+        timing.train_step_s += train_step_s
+        timing.eval_step_s += eval_step_s
+        timing.probe_s += self.probe.take_seconds()
+        for j, (correct, n, loss) in sorted(self.counter.counts.items()):
+            record.acc_matrix[i][j] = accuracy_from_counts(correct, n)
+            self.rows.append({"seed": config.seed, "strategy": config.strategy,
+                              "backbone": config.backbone, "stream": config.stream,
+                              "train_task": i, "eval_task": j, "n": n, "correct": correct,
+                              "loss": loss / n})
+
+    def keep(self, i: int, exp) -> None:
+        """Save what predicting task i needs (``tasks/task_<i>.pt``); account its storage; copy
+        the probe's references; note peak memory."""
+        record = self.record
+        self.storage_items.append(self.info.storage(self.backbone, self.stream.tasks[i].n_classes,
+                                                    self.config.hparams))
+        task_file = self.folder / "tasks" / f"task_{i}.pt"
+        save_task_file(self.strategy.model.export_task(exp.task_label), task_file)
+        self.file_bytes.append(task_file.stat().st_size)
+        for name in REFERENCES:
+            setattr(record, name, [getattr(self.probe, name).get(k) for k in range(self.T)])
+        record.storage = storage_summary(self.backbone_params, self.base_head,
+                                         self.storage_items, self.shared)
+        record.storage["per_task_file_bytes"] = self.file_bytes
+        record.timing.peak_rss_mib = max(
+            record.timing.peak_rss_mib or 0.0,
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+    def save(self, i: int) -> None:
+        """Write the run folder after task i (and the resume state, unless it was the last)."""
+        record = self.record
+        record.timing.wall_s += time.perf_counter() - self._wall
+        self._wall = time.perf_counter()
+        if i == self.T - 1:
+            record.metrics = all_metrics(record.acc_matrix)
+            record.status = "finished"
+        else:
+            save_resume(self.folder, self.strategy, self.plugins,
+                        {"next": i + 1, "record": record.to_dict(), "rows": self.rows,
+                         "log_rows": self.log.rows, "items": self.storage_items,
+                         "file_bytes": self.file_bytes})
+        write_run(self.folder, record.to_dict(), self.rows)
+        atomic_write_text(self.folder / "train_log.csv", self.log.csv())
+        print(f"{self.folder.name}: task {i + 1}/{self.T} done", file=sys.stderr, flush=True)
+        writer = self.log.writer
+        if writer is not None:
+            for j, acc in enumerate(record.acc_matrix[i][: i + 1]):
+                writer.add_scalar(f"eval/accuracy/task_{j}", acc, i)
+            writer.flush()

@@ -88,16 +88,49 @@ class Stream:
         return Stream(self.name, self.seed, tasks, self.base, self.image_shape)
 
     def to_benchmark(self):
-        """The stream as an Avalanche benchmark: train/test/valid streams, task label = index."""
-        from avalanche.benchmarks import dataset_benchmark
-        from avalanche.benchmarks.utils import _make_taskaware_classification_dataset as wrap
+        """The stream as an Avalanche benchmark (:func:`avalanche_benchmark`): ``train``,
+        ``test`` and ``valid`` streams of one experience per task, task label = task index."""
 
         def parts(attr: str):
-            return [wrap(getattr(t, attr), task_labels=i) for i, t in enumerate(self.tasks)]
+            return [task_dataset(getattr(t, attr), i) for i, t in enumerate(self.tasks)]
 
-        return dataset_benchmark(
-            parts("train"), parts("test"), other_streams_datasets={"valid": parts("val")}
-        )
+        return avalanche_benchmark(train=parts("train"), test=parts("test"), valid=parts("val"))
+
+
+def task_dataset(ds: Dataset, task_labels: int | Sequence[int]):
+    """``ds`` (with a ``targets`` or ``labels`` list) as an Avalanche classification dataset
+    whose samples carry ``task_labels`` (one for all, or one per sample) as their third item."""
+    from avalanche.benchmarks.utils import (
+        ConstantSequence,
+        DataAttribute,
+        TaskAwareSupervisedClassificationDataset,
+        TaskLabels,
+    )
+
+    if isinstance(task_labels, int):
+        task_labels = ConstantSequence(task_labels, len(ds))
+    return TaskAwareSupervisedClassificationDataset(
+        [ds], data_attributes=[DataAttribute(targets_of(ds), "targets"), TaskLabels(task_labels)])
+
+
+def avalanche_benchmark(**streams: Sequence):
+    """An Avalanche benchmark with one stream per keyword (stream name -> list of
+    :func:`task_dataset` s, one experience each). Experiences have ``task_label`` (when they
+    hold one task) and ``task_labels``, ``classes_in_this_experience`` as a sorted list, and
+    ``current_experience``; every stream's ``benchmark`` is the benchmark (evaluation caches
+    its loaders by it)."""
+    from avalanche.benchmarks.scenarios import (
+        benchmark_from_datasets,
+        with_classes_timeline,
+        with_task_labels,
+    )
+
+    bench = with_classes_timeline(with_task_labels(benchmark_from_datasets(**streams)))
+    for stream in bench.streams.values():
+        stream.benchmark = bench  # the decorators build new streams and leave it unset
+        for exp in stream:
+            exp.classes_in_this_experience = sorted(exp.classes_in_this_experience)
+    return bench
 
 
 # ----------------------------------------------------------------------------- transforms

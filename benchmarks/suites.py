@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks.config import RunConfig
 from benchmarks.inputs import PreprocessError, resolve_preprocess
 from models.attention import dropkey_rates
 from models.factory import pretrained_normalization
@@ -87,7 +88,7 @@ def stream_list(value) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def expand(suite: dict) -> list[dict]:
+def expand(suite: dict) -> list[RunConfig]:
     """One resolved config per (stream, backbone, strategy, seed), in suite order."""
     return [cfg for stream in stream_list(suite["stream"])
             for backbone in stream_list(suite["backbone"])
@@ -146,7 +147,7 @@ def resolved_preprocess(suite: dict) -> dict:
         raise SuiteError(str(e)) from e
 
 
-def _expand_stream(suite: dict) -> list[dict]:
+def _expand_stream(suite: dict) -> list[RunConfig]:
     check_dropkey(suite)
     if suite["precision"] not in PRECISIONS:
         raise SuiteError(f"precision {suite['precision']!r} is not one of {', '.join(PRECISIONS)}")
@@ -170,20 +171,17 @@ def _expand_stream(suite: dict) -> list[dict]:
         except KeyError as e:
             raise SuiteError(e.args[0]) from e
         for seed in suite["seeds"]:
-            configs.append({
-                "suite": suite["suite"], "stream": suite["stream"], "backbone": suite["backbone"],
-                "strategy": strategy, "seed": int(seed), "epochs": int(suite["epochs"]),
-                "steps_per_task": steps_budget(suite["steps_per_task"]),
-                "batch_size": int(suite["batch_size"]),
-                "eval_batch_size": int(suite["eval_batch_size"]),
-                "base_epochs": int(suite["base_epochs"]),
-                "head_init": resolve_head_init(strategy, suite["head_init"]),
-                "dropkey": float(suite["dropkey"]),
-                "dropkey_schedule": suite["dropkey_schedule"],
-                "val_fraction": float(suite["val_fraction"]), "device": suite["device"],
-                "data_root": suite["data_root"], "pretrained": suite["pretrained"],
-                "hparams": hp, "hparams_source": hparams_source(strategy, tuned, user),
-                "preprocess": preprocess, "precision": suite["precision"],
-                "tf32": bool(suite["tf32"]),
-            })
+            configs.append(RunConfig(
+                suite=suite["suite"], stream=suite["stream"], backbone=suite["backbone"],
+                strategy=strategy, seed=int(seed), epochs=int(suite["epochs"]),
+                steps_per_task=steps_budget(suite["steps_per_task"]),
+                batch_size=int(suite["batch_size"]),
+                eval_batch_size=int(suite["eval_batch_size"]),
+                base_epochs=int(suite["base_epochs"]),
+                head_init=resolve_head_init(strategy, suite["head_init"]),
+                dropkey=float(suite["dropkey"]), dropkey_schedule=suite["dropkey_schedule"],
+                val_fraction=float(suite["val_fraction"]), device=suite["device"],
+                data_root=suite["data_root"], pretrained=suite["pretrained"],
+                hparams=hp, hparams_source=hparams_source(strategy, tuned, user),
+                preprocess=preprocess, precision=suite["precision"], tf32=bool(suite["tf32"])))
     return configs

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks.config import RunConfig
 from benchmarks.executors import ExecutorOptions, run_all
 from benchmarks.suites import expand, stream_list, tuned_path
-from results.records import atomic_write_text, find_records, run_id
+from results.records import atomic_write_text, find_records
 from strategies import get_strategy
 from strategies.registry import resolve_hparams
 
@@ -46,18 +47,18 @@ def trial_hparams(strategy: str, budget: int, seed: int = 0) -> list[dict]:
     return [registered, *rest][:budget]
 
 
-def trial_configs(suite: dict, budget: int, tasks: int) -> list[dict]:
+def trial_configs(suite: dict, budget: int, tasks: int) -> list[RunConfig]:
     """One run config per (strategy, trial) on the suite's first stream, backbone and seed."""
     first = {**suite, "stream": stream_list(suite["stream"])[0],
              "backbone": stream_list(suite["backbone"])[0], "seeds": suite["seeds"][:1],
              "hparams_from": "registered"}
     configs = []
     for base in expand(first):
-        user = (suite.get("hparams") or {}).get(base["strategy"], {})
-        for i, trial in enumerate(trial_hparams(base["strategy"], budget, base["seed"])):
-            configs.append({**base, "hparams": resolve_hparams(base["strategy"], {**user, **trial}),
-                            "hparams_source": "trial",
-                            "tuning": {"tasks": tasks, "trial": i, "searched": trial}})
+        user = (suite.get("hparams") or {}).get(base.strategy, {})
+        for i, trial in enumerate(trial_hparams(base.strategy, budget, base.seed)):
+            configs.append(base.replace(
+                hparams=resolve_hparams(base.strategy, {**user, **trial}), hparams_source="trial",
+                tuning={"tasks": tasks, "trial": i, "searched": trial}))
     return configs
 
 
@@ -67,11 +68,11 @@ def masks_moved(record: dict) -> bool:
                for m in task.values())
 
 
-def trial_entry(config: dict, record: dict | None) -> dict:
+def trial_entry(config: RunConfig, record: dict | None) -> dict:
     """A trial as ``tuned/<suite>.yaml`` lists it: searched values, score, whether masks moved."""
     if record is None:
-        return {"hparams": config["tuning"]["searched"], "val_acc": None, "masks_moved": None}
-    return {"hparams": config["tuning"]["searched"], "val_acc": record["metrics"]["final_avg_acc"],
+        return {"hparams": config.tuning["searched"], "val_acc": None, "masks_moved": None}
+    return {"hparams": config.tuning["searched"], "val_acc": record["metrics"]["final_avg_acc"],
             "masks_moved": masks_moved(record)}
 
 
@@ -90,17 +91,17 @@ def tune(suite: dict, out: Path, cache: Path, options: ExecutorOptions | None = 
     configs = trial_configs(suite, budget, tasks)
     run_all(configs, out, cache, options or ExecutorOptions())
     records = {r["run_id"]: r for r in find_records([out])}
-    result = {"protocol": {"suite": suite["suite"], "stream": configs[0]["stream"],
-                           "backbone": configs[0]["backbone"], "seed": configs[0]["seed"],
-                           "epochs": configs[0]["epochs"],
-                           "steps_per_task": configs[0]["steps_per_task"], "tasks": tasks,
+    first = configs[0]
+    result = {"protocol": {"suite": suite["suite"], "stream": first.stream,
+                           "backbone": first.backbone, "seed": first.seed, "epochs": first.epochs,
+                           "steps_per_task": first.steps_per_task, "tasks": tasks,
                            "budget": budget,
                            "score": "final average accuracy on the tasks' validation splits",
                            "eligible": "every kind of mask changed on every task"},
               "strategies": {}}
-    for strategy in dict.fromkeys(c["strategy"] for c in configs):
-        trials = [trial_entry(c, records.get(run_id(c))) for c in configs
-                  if c["strategy"] == strategy]
+    for strategy in dict.fromkeys(c.strategy for c in configs):
+        trials = [trial_entry(c, records.get(c.run_id)) for c in configs
+                  if c.strategy == strategy]
         best = choose(trials)
         result["strategies"][strategy] = {
             "chosen": dict(best["hparams"]) if best else None,  # a copy: no YAML alias

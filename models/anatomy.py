@@ -68,10 +68,6 @@ def token_counts(backbone: nn.Module) -> list[int]:
     return [int(getattr(b.attn, "n_tokens", n)) for b in blocks(backbone)]
 
 
-def num_prefix_tokens(backbone: nn.Module) -> int:
-    return int(getattr(backbone, "num_prefix_tokens", 1))
-
-
 def patch_projection(backbone: nn.Module) -> nn.Conv2d:
     """The patch-embedding convolution."""
     return backbone.patch_embed.proj

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from models import anatomy
+from models.atomic import atomic_write
 from models.attention import make_maskable
 from models.lavit import LaViT, Stage
 
@@ -178,12 +179,8 @@ def save_checkpoint(state_dict: dict, path: str | Path, **meta) -> None:
     """Save a state_dict (plus metadata) atomically, loadable by :func:`load_checkpoint`.
     Tensors are saved detached and on the CPU, so a GPU run's files load on a CPU-only machine
     (``torch.load`` otherwise restores them to the device that saved them)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
     state_dict = {k: v.detach().cpu() for k, v in state_dict.items()}
-    torch.save({"state_dict": state_dict, "meta": meta}, tmp)
-    tmp.replace(path)
+    atomic_write(Path(path), lambda f: torch.save({"state_dict": state_dict, "meta": meta}, f))
 
 
 

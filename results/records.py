@@ -1,9 +1,15 @@
 """Run folders: ``config.yaml``, ``record.json`` and ``rows.csv``, written atomically.
 
-The contract (../shared/design.md): ``<out>/<run_id>/`` with run_id a short hash of the resolved
-config. ``record.json`` holds the config, status, task list, accuracy matrix, metrics, storage,
-timing and error; ``rows.csv`` the raw counts in long format. Every write goes to a temporary
-file in the same folder and is renamed over the target, so a reader never sees half a file.
+A run's folder is ``<out>/<run_id>/``, run_id = :func:`run_id` of the resolved config (a short
+hash). ``config.yaml`` is that config. ``record.json`` holds at least the keys of
+:data:`REQUIRED` — ``config``, ``status`` (one of :data:`STATUSES`), ``tasks`` (one entry per task:
+name, classes, split sizes), ``acc_matrix`` (``R[i][j]``: accuracy on task j after training task
+i, null where not evaluated; see :mod:`results.metrics`), ``metrics``, ``storage``, ``timing`` and
+``error`` (null or the traceback) — plus the runner's per-task references (probe accuracies,
+training accuracy and steps, mask movement, ...). ``rows.csv`` has the raw evaluation counts in
+long format, one row per (train_task, eval_task) with the columns of :data:`ROW_FIELDS`. Every
+write goes to a uniquely named temporary file in the same folder and is renamed over the target
+(:mod:`models.atomic`), so a reader never sees half a file.
 
 Integrity: ``record.json`` carries ``checksum`` = sha256 of its own canonical JSON (sorted keys,
 without the checksum) and ``rows_sha256`` = sha256 of ``rows.csv``. :func:`load_record` checks
@@ -18,11 +24,11 @@ import csv
 import hashlib
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import yaml
+
+from models.atomic import atomic_write_text  # (stdlib only; imported from here by callers)
 
 ROW_FIELDS = ("seed", "strategy", "backbone", "stream", "train_task", "eval_task", "n", "correct",
               "loss")
@@ -47,22 +53,6 @@ def run_id(config: dict) -> str:
     config = {k: v for k, v in config.items() if k not in ID_NEUTRAL or v != ID_NEUTRAL[k]}
     blob = json.dumps(config, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make results unreadable to others
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_run(folder: Path, record: dict, rows: list[dict]) -> None:

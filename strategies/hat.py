@@ -58,6 +58,8 @@ whether the head converged.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -186,13 +188,6 @@ class HATPlugin(TaskMaskPlugin):
             else torch.zeros(m.shape, device=strategy.device)
             for m, ts in zip(self.masks, earlier, strict=True)]
 
-    def before_training(self, strategy, **kwargs):
-        super().before_training(strategy, **kwargs)
-        # Annealed gates sigmoid(s e) reach subnormal floats (e.g. s e = -100); every matmul
-        # with such weights ran ~25x slower on CPU. Flushing subnormals to zero (a process-wide
-        # setting; no-op where unsupported) changes values only below 1.2e-38.
-        torch.set_flush_denormal(True)
-
     def before_training_iteration(self, strategy, **kwargs):
         self.rule.s = anneal_s(strategy.clock.train_epoch_iterations, len(strategy.dataloader),
                                self.s_max)
@@ -229,6 +224,37 @@ class HATPlugin(TaskMaskPlugin):
 
     def after_training_exp(self, strategy, **kwargs):
         self.rule.s = self.s_max
+
+
+_flushing = False  # what flushing_denormals last set: torch has no getter for the flag
+
+
+@contextmanager
+def flushing_denormals() -> Iterator[None]:
+    """Subnormal floats flushed to zero inside the block, the previous setting restored after
+    (also on an error). Annealed gates sigmoid(s e) reach subnormal floats (e.g. s e = -100), and
+    every matmul with such weights is far slower on CPU; flushing changes values only below
+    1.2e-38 (no-op where unsupported). ``torch.set_flush_denormal`` is process-wide and cannot be
+    read back, so the previous value is the one this function last set (off, torch's default,
+    outside any block): nothing else in the suite sets it."""
+    global _flushing
+    previous = _flushing
+    torch.set_flush_denormal(True)
+    _flushing = True
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(previous)
+        _flushing = previous
+
+
+class HATTemplate(ContinualTemplate):
+    """The template whose training (``train``, every experience and hook in it) runs under
+    :func:`flushing_denormals`; evaluation and everything after training run as usual."""
+
+    def train(self, *args, **kwargs):
+        with flushing_denormals():
+            return super().train(*args, **kwargs)
 
 
 def hat_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
@@ -281,6 +307,6 @@ def build_hat(backbone, hp, settings):
                 {"params": plugin.trainable(), "lr": hp["gate_lr"]},
                 {"params": list(m.heads[str(task)].parameters()), "lr": hp["head_lr"]}]
 
-    return ContinualTemplate(model=model, param_groups=groups, settings=settings,
-                             plugins=[plugin], optimizer=hp["optimizer"],
-                             momentum=hp["momentum"], schedule=hp["schedule"])
+    return HATTemplate(model=model, param_groups=groups, settings=settings,
+                       plugins=[plugin], optimizer=hp["optimizer"],
+                       momentum=hp["momentum"], schedule=hp["schedule"])

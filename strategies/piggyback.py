@@ -5,9 +5,10 @@ Every weight of the masked layers has a score s, initialized to ``init`` = 1e-2;
 uses W * [s > threshold] (threshold 5e-3) and the gradient passes straight through the threshold
 to s (``models.masks.ThresholdRule``). Masked layers: every Linear inside the transformer blocks
 (on a timm ViT: qkv, proj, fc1, fc2); the patch-embedding convolution with ``patch_embed=True``
-(off by default, as in the issue: the paper masks convolutions, a ViT's only one is the patch
-projection). Biases, LayerNorms, embeddings and heads are not masked. After a task its masks are
-kept bit-packed: 1 bit per masked weight, plus the head.
+(off by default: the paper masks the convolutions of CNNs; a ViT's only convolution is the patch
+projection, and its Linears are where its weights are). Biases, LayerNorms, embeddings and heads
+are not masked. After a task its masks are kept bit-packed: 1 bit per masked weight, plus the
+head.
 
 Optimizer: the paper's Adam at 1e-4 for masks and heads (AdamW with no weight decay), x0.1 from
 the middle of the task on (the paper: at epoch 15 of 30; ``schedule="step"``, any schedule of

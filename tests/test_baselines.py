@@ -234,3 +234,29 @@ def test_supsup_keeps_the_top_fraction_of_absolute_scores_straight_through():
     assert TopKRule(keep=0.75).binarize(torch.arange(8.0)).sum() == 6  # int((1 - k) n) dropped
     with pytest.raises(ValueError, match="kept fraction"):
         TopKRule(keep=0.0)
+
+
+def _flushing_denormals() -> bool:
+    return bool((torch.tensor([1e-40]) * 1.0).item() == 0.0)
+
+
+def test_hat_flushes_denormals_only_while_it_trains():
+    from avalanche.core import SupervisedPlugin
+
+    class Probe(SupervisedPlugin):
+        def __init__(self):
+            super().__init__()
+            self.seen: list[bool] = []
+
+        def before_training_iteration(self, strategy, **kwargs):
+            self.seen.append(_flushing_denormals())
+
+    strategy, bench = _strategy("hat")
+    probe = Probe()
+    strategy.plugins.append(probe)
+    assert not _flushing_denormals()
+    strategy.train(bench.train_stream[0])
+    assert not _flushing_denormals()  # the process-wide flag is restored after training
+    if torch.set_flush_denormal(True):  # supported here: training ran with it on
+        torch.set_flush_denormal(False)
+        assert probe.seen and all(probe.seen)

@@ -7,6 +7,7 @@ from pathlib import Path
 from benchmarks.suites import expand, load_suite
 from results.records import find_records, run_id
 from results.report import write_tables
+from strategies import STRATEGIES
 
 DATA = Path(__file__).resolve().parent.parent / "results" / "data"
 HEAD_MARGIN = 0.02  # 2 points of training accuracy below the probe
@@ -15,7 +16,7 @@ HEAD_MARGIN = 0.02  # 2 points of training accuracy below the probe
 def test_committed_records_are_the_standard_suite():
     records = find_records([DATA / "runs"])  # schema and checksum checked on load
     assert sorted(r["run_id"] for r in records) == sorted(
-        run_id(c) for c in expand(load_suite("standard")))
+        c.run_id for c in expand(load_suite("standard")))
     assert all(r["run_id"] == run_id(r["config"]) for r in records)
 
 
@@ -31,16 +32,15 @@ def test_committed_tables_regenerate_from_committed_records(tmp_path):
 
 
 def test_committed_results_test_the_methods_they_name():
-    """At the standard budget MEAT's FFN masks, Piggyback's scores and HAT's gates changed on
-    every task of every run (MEAT's token masks are reported, not required: on LaViT's 4- and
-    16-token layers some tasks keep them all), and HAT's heads converged: on the tasks' training
-    data the trained model is within HEAD_MARGIN of the converged probe."""
+    """At the standard budget MEAT's FFN masks, Piggyback's and SupSup's scores and HAT's gates
+    changed on every task of every run (MEAT's token masks are reported, not required: on
+    LaViT's 4- and 16-token layers some tasks keep them all), and HAT's heads converged: on the
+    tasks' training data the trained model is within HEAD_MARGIN of the converged probe."""
     records = find_records([DATA / "runs"])
-    kinds = {"meat": {"token", "ffn"}, "piggyback": {"weight"}, "hat": {"gate"}}
     for r in records:
         name = r["config"]["strategy"]
         for task in r["mask_movement"]:
-            assert set(task) == kinds.get(name, set())
+            assert set(task) == set(STRATEGIES[name].mask_kinds)
             assert all(m["changed"] > 0 for kind, m in task.items() if kind != "token"), (
                 name, r["run_id"])
         if name == "hat":

@@ -11,14 +11,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from avalanche.benchmarks import dataset_benchmark
-from avalanche.benchmarks.utils import _make_taskaware_classification_dataset as wrap
-from torch.utils.data import TensorDataset
 
 from benchmarks import executors
+from benchmarks.datasets import TensorImages
 from benchmarks.executors import ExecutorError, ExecutorOptions, Outcome, check_available
 from benchmarks.resume import load_resume, move_to, restore, save_resume, strategy_plugins
 from benchmarks.runner import EvalCounter, ProgressBar
+from benchmarks.streams import avalanche_benchmark, task_dataset
 from models.factory import create_backbone, save_checkpoint
 from models.multitask import MultiTaskViT
 from strategies import get_strategy
@@ -207,13 +206,13 @@ class RecordingViT(MultiTaskViT):
 
 def _experience_data(tasks: list[int]):
     n = len(tasks)
-    return wrap(TensorDataset(torch.rand(n, 1, 28, 28), torch.arange(n) % 2), task_labels=tasks)
+    return task_dataset(TensorImages(torch.rand(n, 1, 28, 28), [i % 2 for i in range(n)]), tasks)
 
 
 def test_template_passes_a_single_tasks_label_as_an_int():
     parts = [_experience_data([0] * 8), _experience_data([1] * 8),
              _experience_data([0, 1] * 4)]  # the last experience mixes two tasks
-    bench = dataset_benchmark(parts, parts)
+    bench = avalanche_benchmark(train=parts, test=parts)
     model = RecordingViT()
     strategy = ContinualTemplate(
         model=model, param_groups=lambda m, t: [{"params": list(m.parameters()), "lr": 1e-3}],

@@ -46,9 +46,10 @@ def bench(stream):
 
 @pytest.fixture(scope="module")
 def pretrained(stream, cache_dir):
-    cfg = {"backbone": "vit_nano", "base_epochs": 5, "batch_size": 64, "seed": 0,
-           "device": "cpu"}
-    return prepare_backbone(cfg, stream, cache_dir)[0]
+    from benchmarks.suites import expand, load_suite
+
+    (config,) = expand({**load_suite("smoke"), "backbone": "vit_nano", "strategies": ["meat"]})
+    return prepare_backbone(config.replace(batch_size=64), stream, cache_dir)[0]
 
 
 def _train_first_task(bench, backbone, strategy, head_init, epochs=1):

@@ -154,14 +154,15 @@ def test_paper_suite_config():
     suite = load_suite("paper")
     assert suite["stream"] == "meat-paper6" and suite["epochs"] == 30
     assert suite["batch_size"] == 256
-    meat = next(c for c in expand(suite) if c["strategy"] == "meat")
-    assert meat["hparams_source"] == "paper+code"  # no override: the registered values
+    meat = next(c for c in expand(suite) if c.strategy == "meat")
+    assert meat.hparams_source == "paper+code"  # no override: the registered values
     from models.factory import create_backbone
     from strategies.registry import TrainSettings
 
-    strategy = get_strategy("meat").build(create_backbone("vit_nano"), meat["hparams"],
+    strategy = get_strategy("meat").build(create_backbone("vit_nano"), meat.hparams,
                                           TrainSettings(batch_size=suite["batch_size"]))
-    token, ffn, head = strategy.param_groups(strategy.model)
+    strategy.model.heads["0"] = torch.nn.Linear(strategy.model.num_features, 200)  # task 0's
+    token, ffn, head = strategy.param_groups(strategy.model, 0)
     # the paper: lr = base x batch / 1024, masks 0.1 (two logits: x2 for one), heads 5e-4
     assert token["lr"] == ffn["lr"] == pytest.approx(2 * 0.1 * 256 / 1024)
     assert head["lr"] == pytest.approx(5e-4 * 256 / 1024) and head["weight_decay"] == 0.05

@@ -3,6 +3,8 @@ gates, scores included), gradients and optimizer state stay fp32 and losses are 
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from avalanche.core import SupervisedPlugin
@@ -67,9 +69,9 @@ def test_cuda_runs_set_tf32_as_configured(tf32):
     before = (matmul.allow_tf32, cudnn.allow_tf32)
     try:
         matmul.allow_tf32 = cudnn.allow_tf32 = not tf32
-        set_tf32({"device": "cpu", "tf32": tf32})  # a CPU run leaves the flags alone
+        set_tf32(SimpleNamespace(device="cpu", tf32=tf32))  # a CPU run leaves the flags alone
         assert matmul.allow_tf32 is (not tf32)
-        set_tf32({"device": "cuda", "tf32": tf32})
+        set_tf32(SimpleNamespace(device="cuda", tf32=tf32))
         assert matmul.allow_tf32 is tf32 and cudnn.allow_tf32 is tf32
     finally:
         matmul.allow_tf32, cudnn.allow_tf32 = before

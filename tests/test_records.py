@@ -1,5 +1,6 @@
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +57,17 @@ def test_nan_is_not_written_silently(tmp_path):
     rec["acc_matrix"] = [[float("nan")]]
     with pytest.raises(ValueError):
         write_run(tmp_path / "r", rec, [])
+
+
+def test_typed_run_config_keeps_every_committed_runs_id():
+    """RunConfig.run_id is the hash the run folders were named with before configs were typed."""
+    from benchmarks.config import RunConfig
+    from results.records import find_records
+
+    records = find_records([Path(__file__).resolve().parent.parent / "results" / "data" / "runs"])
+    assert records
+    for rec in records:
+        config = RunConfig.from_dict(rec["config"])
+        assert config.run_id == rec["run_id"] and config.to_dict() == rec["config"]
+    with pytest.raises(ValueError, match="unknown run config keys"):
+        RunConfig.from_dict({**records[0]["config"], "colour": "blue"})

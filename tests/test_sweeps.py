@@ -10,17 +10,18 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.config import RunConfig
 from benchmarks.executors import ExecutorError, ExecutorOptions, check_available, execute
 from benchmarks.resume import RESUME_FILE, run_lock
 from benchmarks.runner import run_one
 from benchmarks.suites import expand, load_suite
-from results.records import RecordError, load_record, run_id
+from results.records import RecordError, load_record
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, str(ROOT / "run_benchmark.py")]
 
 
-def smoke_config(strategy: str, seed: int = 0, **overrides) -> dict:
+def smoke_config(strategy: str, seed: int = 0, **overrides) -> RunConfig:
     suite = {**load_suite("smoke"), "strategies": [strategy], "seeds": [seed], **overrides}
     (config,) = expand(suite)
     return config
@@ -91,14 +92,14 @@ def test_ctrl_c_then_resume_is_exact_for_stateful_strategies(strategy, tmp_path,
     with pytest.raises(KeyboardInterrupt):
         run_one(config, tmp_path / "int", cache_dir, progress=False)
     monkeypatch.undo()
-    folder = tmp_path / "int" / run_id(config)
+    folder = tmp_path / "int" / config.run_id
     assert load_record(folder)["acc_matrix"][2][0] is None  # stopped after task 1
     resumed = run_one(config, tmp_path / "int", cache_dir, progress=False)
     assert resumed["acc_matrix"] == reference["acc_matrix"]
     for key in ("probe_acc", "probe_train_acc", "random_probe_acc", "train_acc", "train_steps",
                 "mask_movement"):
         assert resumed[key] == reference[key], key
-    assert matrix_and_rows(folder) == matrix_and_rows(tmp_path / "ref" / run_id(config))
+    assert matrix_and_rows(folder) == matrix_and_rows(tmp_path / "ref" / config.run_id)
 
 
 def test_same_config_same_matrix_and_seeds_are_independent(tmp_path, cache_dir):
@@ -107,7 +108,7 @@ def test_same_config_same_matrix_and_seeds_are_independent(tmp_path, cache_dir):
     b = run_one(config, tmp_path / "b", cache_dir, progress=False)
     assert a["acc_matrix"] == b["acc_matrix"]
     other = smoke_config("finetune", seed=1, backbone="vit_nano")
-    assert run_id(other) != a["run_id"]
+    assert other.run_id != a["run_id"]
     c = run_one(other, tmp_path / "a", cache_dir, progress=False)
     assert c["acc_matrix"] != a["acc_matrix"]
     assert c["base"]["seed"] == 1  # its own base pre-training, not seed 0's
@@ -136,7 +137,7 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, cache_dir):
 def test_a_corrupted_record_is_refused_and_redone(tmp_path, cache_dir):
     config = smoke_config("classifier")
     first = run_one(config, tmp_path, cache_dir, progress=False)
-    path = tmp_path / run_id(config) / "record.json"
+    path = tmp_path / config.run_id / "record.json"
     rec = json.loads(path.read_text())
     rec["acc_matrix"][-1][0] = 1.0  # valid JSON, wrong content
     path.write_text(json.dumps(rec))
@@ -152,7 +153,7 @@ def test_a_corrupted_record_is_refused_and_redone(tmp_path, cache_dir):
 
 def test_a_locked_run_is_skipped_and_left_untouched(tmp_path, cache_dir):
     config = smoke_config("classifier")
-    folder = tmp_path / run_id(config)
+    folder = tmp_path / config.run_id
     with run_lock(folder):
         outcome = execute(config, str(tmp_path), str(cache_dir))
     assert outcome.status == "locked" and "another process" in outcome.error

@@ -85,11 +85,11 @@ def test_tune_never_reads_test_data_and_its_file_reaches_the_runs(tmp_path, cach
 
     configs = expand({**suite, "hparams_from": "tuned"})
     for config in configs:
-        chosen = result["strategies"][config["strategy"]]["chosen"]
-        assert config["hparams_source"] == "tuned"
-        assert all(config["hparams"][k] == v for k, v in chosen.items())
+        chosen = result["strategies"][config.strategy]["chosen"]
+        assert config.hparams_source == "tuned"
+        assert all(config.hparams[k] == v for k, v in chosen.items())
     user = expand({**suite, "hparams_from": "tuned", "hparams": {"piggyback": {"init": 0.02}}})
-    assert {c["strategy"]: c["hparams_source"] for c in user} == {
+    assert {c.strategy: c.hparams_source for c in user} == {
         "piggyback": "tuned+user", "classifier": "tuned"}
     with pytest.raises(SuiteError, match="no values for 'meat'"):
         expand({**suite, "strategies": ["meat"], "hparams_from": "tuned"})
@@ -135,7 +135,7 @@ def test_a_suite_that_runs_on_tuned_values_can_be_tuned_before_its_file_exists(
                                "--out", str(tmp_path / "trials"), "--cache", str(cache_dir)])
     assert code == 0
     configs = expand({**load_suite(str(suite)), "strategies": ["classifier"]})
-    assert [c["hparams_source"] for c in configs] == ["tuned"]
+    assert [c.hparams_source for c in configs] == ["tuned"]
 
 
 def test_tuning_one_strategy_keeps_the_others_entries_under_the_same_protocol():

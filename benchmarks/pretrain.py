@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -19,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from models.factory import create_backbone, save_checkpoint
 from models.losses import auxiliary_loss, loss_sources
+from strategies.schedules import lr_factor
 
 DEFAULT_RECIPE = {"epochs": 10, "lr": 1e-3, "weight_decay": 0.05, "batch_size": 64}
 
@@ -53,8 +53,7 @@ def train_classifier(model: nn.Module, train: Dataset, recipe: dict, seed: int, 
     opt = torch.optim.AdamW(model.parameters(), lr=recipe["lr"],
                             weight_decay=recipe["weight_decay"])
     total = recipe["epochs"] * len(loader)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor("cosine", s, total))
     model.train()
     sources = loss_sources(model)
     for _ in range(recipe["epochs"]):
