@@ -21,14 +21,19 @@ ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, str(ROOT / "run_benchmark.py")]
 
 
+STEPS = "3"  # optimizer steps per task: these tests check mechanics, not what training reaches
+
+
 def smoke_config(strategy: str, seed: int = 0, **overrides) -> RunConfig:
-    suite = {**load_suite("smoke"), "strategies": [strategy], "seeds": [seed], **overrides}
+    suite = {**load_suite("smoke"), "strategies": [strategy], "seeds": [seed],
+             "steps_per_task": int(STEPS), **overrides}
     (config,) = expand(suite)
     return config
 
 
 def cli(*args, cache, out):
-    return [*CLI, *args, "--out", str(out), "--cache", str(cache), "--quiet"]
+    return [*CLI, *args, "--steps-per-task", STEPS, "--out", str(out), "--cache", str(cache),
+            "--quiet"]
 
 
 def matrix_and_rows(folder: Path):
