@@ -258,21 +258,25 @@ MASKABLE = {Attention: MaskableAttention, TalkingHeadAttn: MaskableTalkingHeadAt
 
 
 def make_maskable(model: nn.Module) -> list[AttentionHooks]:
-    """Swap every supported timm attention layer in ``model`` to its maskable class (in place);
-    return all maskable layers in forward order. Prefix tokens: the model's own count (class,
-    distillation, register tokens), none in CaiT's self-attention stage, the class token in its
-    class-attention layers."""
-    prefix = int(getattr(model, "num_prefix_tokens", 1))
-    out = []
+    """Swap every supported timm attention layer in ``model`` to its maskable class (in place;
+    for models not built by ``models.factory.create_backbone``, which builds them maskable);
+    return all maskable layers in forward order."""
     for m in model.modules():
         cls = MASKABLE.get(type(m))
         if cls is not None:
             m.__class__ = cls
-            if cls is MaskableAttention:
-                m.num_prefix_tokens = prefix
-        if isinstance(m, AttentionHooks):
-            out.append(m)
-    return out
+    set_prefix_tokens(model)
+    return [m for m in model.modules() if isinstance(m, AttentionHooks)]
+
+
+def set_prefix_tokens(model: nn.Module) -> None:
+    """Prefix tokens of the maskable self-attention layers: the model's own count (class,
+    distillation, register tokens). CaiT's self-attention stage has none and its
+    class-attention layers the class token (their classes say so)."""
+    prefix = int(getattr(model, "num_prefix_tokens", 1))
+    for m in model.modules():
+        if type(m) is MaskableAttention:
+            m.num_prefix_tokens = prefix
 
 
 def maskable_attention(model: nn.Module) -> list[AttentionHooks]:

@@ -18,7 +18,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from models import anatomy
 from models.atomic import atomic_write
-from models.attention import make_maskable
+from models.attention import (
+    AttentionHooks,
+    MaskableAttention,
+    MaskableClassAttn,
+    MaskableTalkingHeadAttn,
+    set_prefix_tokens,
+)
 from models.lavit import LaViT, Stage
 
 
@@ -135,10 +141,21 @@ def create_backbone(
     if arch == LAVIT:
         model = LaViT(num_classes=0, **kwargs)
     else:
-        model = timm.create_model(arch, pretrained=False, num_classes=0, **kwargs)
+        model = timm.create_model(arch, pretrained=False, num_classes=0,
+                                  **maskable_attention_kwargs(arch), **kwargs)
+        set_prefix_tokens(model)
     if pretrained is not None:
         load_checkpoint(model, pretrained)
     return model
+
+
+def maskable_attention_kwargs(arch: str) -> dict:
+    """timm constructor arguments that build the architecture with the suite's maskable
+    attention classes (``models.attention``) in place of timm's: CaiT takes its two attention
+    blocks, ViT/DeiT its attention layer."""
+    if arch.startswith("cait"):
+        return {"attn_block": MaskableTalkingHeadAttn, "attn_block_token_only": MaskableClassAttn}
+    return {"attn_layer": MaskableAttention}
 
 
 def pretrained_normalization(name: str) -> tuple[tuple, tuple] | None:
@@ -209,7 +226,7 @@ def backbone_card(name: str) -> dict:
     counter = FlopCounterMode(display=False)
     with counter:  # (not under no_grad: timm's CaiT then trips the counter's module tracker)
         model(torch.zeros(1, chans, img, img))
-    n_attn = len(make_maskable(model))
+    n_attn = sum(isinstance(m, AttentionHooks) for m in model.modules())
     n_blocks = len(anatomy.blocks(model))
     return {
         "name": name, "arch": arch, "img_size": img, "in_chans": chans,

@@ -62,3 +62,27 @@ def test_the_standard_stream_needs_pre_training():
         individual = [r["metrics"]["final_avg_acc"] - sum(r["probe_acc"]) / len(r["probe_acc"])
                       for r in mine if r["config"]["strategy"] == "individual"]
         assert sum(individual) / len(individual) >= 0.05, backbone
+
+
+def test_committed_task_files_load_into_todays_models():
+    """Every committed tasks/task_<t>.pt (written before the per-task-state interface) reads
+    through models.tasks and imports into a MEAT model built by today's code."""
+    import torch
+
+    from models.factory import create_backbone
+    from models.tasks import load_task_file
+    from strategies.registry import TrainSettings
+
+    folders = sorted({p.parent.parent for p in (DATA / "runs").glob("*/tasks/task_0.pt")})
+    assert folders
+    for folder in folders:
+        rec = next(r for r in find_records([folder]))
+        config = rec["config"]
+        strategy = STRATEGIES[config["strategy"]].build(
+            create_backbone(config["backbone"]), config["hparams"], TrainSettings())
+        for t in range(len(rec["tasks"])):
+            state = load_task_file(folder / "tasks" / f"task_{t}.pt")
+            assert {s.kind for s in state.values()} >= {"token"}
+            strategy.model.import_task(t, {k: s.value for k, s in state.items()})
+            masks = [m for m in strategy.model.modules() if getattr(m, "kind", None) == "token"]
+            assert all(m.binary(t).dtype == torch.bool for m in masks)
