@@ -8,11 +8,11 @@ used. Tiny configs are timm architectures with small overrides, so they are ordi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import timm
 import torch
+from timm.models import cait, deit, vision_transformer
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -25,77 +25,31 @@ from models.attention import (
     MaskableTalkingHeadAttn,
     set_prefix_tokens,
 )
-from models.lavit import LaViT, Stage
+from models.registered import SUITE_MODELS
 
 
 class BackboneError(ValueError):
     """A backbone cannot be built as asked (unknown name, bad sizes, bad checkpoint)."""
 
 
-@dataclass(frozen=True)
-class TinyConfig:
-    """A small named config: a timm architecture plus keyword overrides."""
-
-    arch: str
-    kwargs: dict = field(default_factory=dict)
-    description: str = ""
+FAMILIES = ("vit", "deit", "cait")  # timm families whose names the suite accepts
 
 
-TINY_CONFIGS: dict[str, TinyConfig] = {
-    "vit_micro": TinyConfig(
-        "vit_tiny_patch16_224",
-        dict(img_size=28, patch_size=7, embed_dim=96, depth=4, num_heads=3, in_chans=1),
-        "ViT 28x28, patch 7, dim 96, depth 4, 3 heads (CPU)",
-    ),
-    "cait_micro": TinyConfig(
-        "cait_xxs24_224",
-        dict(img_size=28, patch_size=7, embed_dim=96, depth=4, depth_token_only=2, num_heads=3,
-             in_chans=1),
-        "CaiT 28x28, patch 7, dim 96, 4 talking-heads + 2 class-attention layers, LayerScale "
-        "(CPU)",
-    ),
-    "vit_nano": TinyConfig(
-        "vit_tiny_patch16_224",
-        dict(img_size=28, patch_size=7, embed_dim=64, depth=2, num_heads=2, in_chans=1),
-        "ViT 28x28, patch 7, dim 64, depth 2, 2 heads (tests)",
-    ),
-}
-
-FAMILIES = ("vit", "deit", "cait")
-
-
-LAVIT = "lavit"  # the architecture name of the suite's own LaViT (models.lavit)
-LAVIT_CONFIGS: dict[str, TinyConfig] = {
-    "lavit_micro": TinyConfig(
-        LAVIT,
-        dict(img_size=28, patch_size=7, in_chans=1,
-             stages=(Stage(depth=2, dim=64, num_heads=2, l_va=1),
-                     Stage(depth=2, dim=96, num_heads=3, l_va=1))),
-        "LaViT 28x28, patch 7, stages 4x4 tokens (dim 64) and 2x2 (dim 96), 2 layers each, "
-        "1 vanilla + 1 less-attention (CPU)",
-    ),
-    "lavit_tiny": TinyConfig(
-        LAVIT,
-        dict(img_size=224, patch_size=16, in_chans=3,
-             stages=(Stage(depth=6, dim=192, num_heads=3, l_va=2),
-                     Stage(depth=6, dim=192, num_heads=3, l_va=2))),
-        "LaViT DeiT-Ti size: 224x224, patch 16, stages 14x14 and 7x7 tokens, dim 192, "
-        "6 layers each (2 vanilla)",
-    ),
-}
-NAMED_CONFIGS = {**TINY_CONFIGS, **LAVIT_CONFIGS}
+def family(name: str) -> str:
+    """The backbone's family: a registered suite model's, else the timm name's prefix."""
+    return SUITE_MODELS[name].family if name in SUITE_MODELS else name.split("_")[0]
 
 
 def resolve(name: str, img_size: int | None = None, in_chans: int | None = None,
             **overrides) -> tuple[str, dict]:
     """(architecture, kwargs) for a backbone name; validates the name and the sizes."""
-    if name in NAMED_CONFIGS:
-        arch, kwargs = NAMED_CONFIGS[name].arch, dict(NAMED_CONFIGS[name].kwargs)
-    elif name.split("_")[0] in FAMILIES and timm.is_model(name):
+    if name in SUITE_MODELS:
+        arch, kwargs = name, dict(SUITE_MODELS[name].defaults)
+    elif family(name) in FAMILIES and timm.is_model(name):
         arch, kwargs = name, {}
     else:
         raise BackboneError(
-            f"unknown backbone {name!r}; valid: {', '.join(NAMED_CONFIGS)} or a timm "
+            f"unknown backbone {name!r}; valid: {', '.join(SUITE_MODELS)} or a timm "
             f"vit_*/deit_*/cait_* name (timm.list_models('vit_*'))"
         )
     if img_size is not None:
@@ -110,7 +64,7 @@ def resolve(name: str, img_size: int | None = None, in_chans: int | None = None,
             f"patch size {patch} of backbone {name!r} does not divide image size {size}; "
             f"use an image size that is a multiple of {patch}"
         )
-    if arch == LAVIT:
+    if "stages" in kwargs:  # a hierarchical backbone (LaViT)
         halvings = len(kwargs["stages"]) - 1
         if (size // patch) % 2**halvings:
             raise BackboneError(
@@ -138,33 +92,41 @@ def create_backbone(
 ) -> nn.Module:
     """Build backbone ``name`` (features only) and optionally load a local checkpoint file."""
     arch, kwargs = resolve(name, img_size, in_chans, **overrides)
-    if arch == LAVIT:
-        model = LaViT(num_classes=0, **kwargs)
-    else:
-        model = timm.create_model(arch, pretrained=False, num_classes=0,
-                                  **maskable_attention_kwargs(arch), **kwargs)
-        set_prefix_tokens(model)
+    model = timm.create_model(arch, pretrained=False, num_classes=0,
+                              **maskable_attention_kwargs(family(name)), **kwargs)
+    set_prefix_tokens(model)
     if pretrained is not None:
         load_checkpoint(model, pretrained)
     return model
 
 
-def maskable_attention_kwargs(arch: str) -> dict:
-    """timm constructor arguments that build the architecture with the suite's maskable
-    attention classes (``models.attention``) in place of timm's: CaiT takes its two attention
-    blocks, ViT/DeiT its attention layer."""
-    if arch.startswith("cait"):
+def maskable_attention_kwargs(family: str) -> dict:
+    """Constructor arguments that build a family with the suite's maskable attention classes
+    (``models.attention``) in place of timm's: CaiT takes its two attention blocks, ViT/DeiT
+    its attention layer; LaViT is built with its own."""
+    if family == "cait":
         return {"attn_block": MaskableTalkingHeadAttn, "attn_block_token_only": MaskableClassAttn}
+    if family == "lavit":
+        return {}
     return {"attn_layer": MaskableAttention}
 
 
 def pretrained_normalization(name: str) -> tuple[tuple, tuple] | None:
     """(mean, std) that a timm model's pretrained weights expect (its ``pretrained_cfg``); None
     for the suite's own configs, which are pre-trained here on raw [0, 1] inputs."""
-    if name in NAMED_CONFIGS:
+    if name in SUITE_MODELS:
         return None
     cfg = timm.models.get_pretrained_cfg(name)
     return (tuple(cfg.mean), tuple(cfg.std)) if cfg is not None else None
+
+
+# timm's own key remapping per architecture (most specific class first): position embeddings
+# resampled, older checkpoint layouts renamed
+CHECKPOINT_FILTERS = (
+    (deit.VisionTransformerDistilled, deit.checkpoint_filter_fn),
+    (vision_transformer.VisionTransformer, vision_transformer.checkpoint_filter_fn),
+    (cait.Cait, cait.checkpoint_filter_fn),
+)
 
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> None:
@@ -178,8 +140,7 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> None:
     if not path.is_file():
         raise BackboneError(f"pretrained checkpoint not found: {path}")
     state = timm.models.load_state_dict(str(path), weights_only=True)
-    filter_fn = getattr(__import__(type(model).__module__, fromlist=["_"]),
-                        "checkpoint_filter_fn", None)
+    filter_fn = next((f for cls, f in CHECKPOINT_FILTERS if isinstance(model, cls)), None)
     if filter_fn is not None:
         state = filter_fn(state, model)
     head_keys = {k for k in state if k.startswith(("head.", "fc_norm_head."))}
@@ -208,7 +169,7 @@ SHOWCASE_TIMM = ("deit_tiny_patch16_224", "deit_small_patch16_224", "vit_base_pa
 def backbone_names() -> list[str]:
     """The suite's named configs, then well-known timm names (any timm vit_*/deit_*/cait_* name
     works)."""
-    return [*NAMED_CONFIGS, *SHOWCASE_TIMM]
+    return [*SUITE_MODELS, *SHOWCASE_TIMM]
 
 
 def timm_family_count() -> int:
@@ -234,5 +195,5 @@ def backbone_card(name: str) -> dict:
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "gflops": counter.get_total_flops() / 1e9,
         "token_masks": n_attn == n_blocks, "dropkey": n_attn == n_blocks,
-        "description": NAMED_CONFIGS[name].description if name in NAMED_CONFIGS else "timm",
+        "description": SUITE_MODELS[name].description if name in SUITE_MODELS else "timm",
     }
