@@ -27,7 +27,7 @@ benchmark: $(STAMP)
 	$(PY) run_benchmark.py --suite default --out $(OUT)
 
 test: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest -n 2 --dist loadfile tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,6 +1,5 @@
 """Sweeps that survive interruption: resume after SIGKILL and Ctrl-C, determinism, contained
-failures, corrupted records, run-folder locks, and the worker / Ray / Slurm (submitit local)
-executors."""
+failures, corrupted records and run-folder locks (the executors: ``test_executors.py``)."""
 
 import json
 import signal
@@ -9,9 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_cli import run_main
 
 from benchmarks.config import RunConfig
-from benchmarks.executors import ExecutorError, ExecutorOptions, check_available, execute
+from benchmarks.executors import execute
 from benchmarks.resume import RESUME_FILE, run_lock
 from benchmarks.runner import run_one
 from benchmarks.suites import expand, load_suite
@@ -41,14 +41,14 @@ def matrix_and_rows(folder: Path):
     return rec["acc_matrix"], (folder / "rows.csv").read_text()
 
 
-def test_sigkill_mid_sequence_then_resume_gives_the_uninterrupted_result(tmp_path, cache_dir):
-    args = ("--suite", "smoke", "--strategies", "lwf")
-    ref = subprocess.run(cli(*args, cache=cache_dir, out=tmp_path / "ref"),
-                         capture_output=True, text=True, timeout=900)
-    assert ref.returncode == 0, ref.stderr[-2000:]
+def test_sigkill_mid_sequence_then_resume_gives_the_uninterrupted_result(tmp_path, cache_dir,
+                                                                         capsys):
+    config = smoke_config("lwf")
+    reference = run_one(config, tmp_path / "ref", cache_dir, progress=False)
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(cli(*args, cache=cache_dir, out=out), stderr=subprocess.PIPE,
+    proc = subprocess.Popen(cli("--suite", "smoke", "--strategies", "lwf", cache=cache_dir,
+                                out=out), stderr=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, text=True)
     for line in proc.stderr:  # blocks until the run reports its second task
         if "task 2/5 done" in line:
@@ -62,13 +62,11 @@ def test_sigkill_mid_sequence_then_resume_gives_the_uninterrupted_result(tmp_pat
     assert partial["acc_matrix"][1][1] is not None and partial["acc_matrix"][4][0] is None
     assert (folder / RESUME_FILE).exists()
 
-    again = subprocess.run(cli(*args, cache=cache_dir, out=out), capture_output=True, text=True,
-                           timeout=900)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert "resuming at task" in again.stderr
-    (ref_folder,) = [p.parent for p in (tmp_path / "ref").glob("*/record.json")]
-    assert ref_folder.name == folder.name
-    assert matrix_and_rows(folder) == matrix_and_rows(ref_folder)
+    assert folder.name == config.run_id  # the CLI's run is the same config
+    resumed = run_one(config, out, cache_dir, progress=False)
+    assert "resuming at task 2" in capsys.readouterr().err
+    assert resumed["acc_matrix"] == reference["acc_matrix"]
+    assert matrix_and_rows(folder) == matrix_and_rows(tmp_path / "ref" / folder.name)
     assert not (folder / RESUME_FILE).exists()
 
 
@@ -125,8 +123,7 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, cache_dir):
                      "strategies: [finetune, classifier]\nepochs: 1\nbase_epochs: 5\n"
                      "hparams:\n  finetune: {lr: 1.0e+30}\n")
     out = tmp_path / "out"
-    r = subprocess.run(cli("--suite", str(suite), cache=cache_dir, out=out),
-                       capture_output=True, text=True, timeout=600)
+    r = run_main(*cli("--suite", str(suite), cache=cache_dir, out=out)[len(CLI):])
     assert r.returncode == 1
     assert "1 run(s) failed" in r.stderr and "training loss is" in r.stderr
     records = {}
@@ -148,7 +145,7 @@ def test_a_corrupted_record_is_refused_and_redone(tmp_path, cache_dir):
     path.write_text(json.dumps(rec))
     with pytest.raises(RecordError, match="checksum"):
         load_record(path.parent)
-    r = subprocess.run([*CLI, "report", str(tmp_path)], capture_output=True, text=True)
+    r = run_main("report", str(tmp_path))
     assert r.returncode == 2 and "corrupted" in r.stderr
     path.write_text(path.read_text()[:100])  # truncated
     redone = run_one(config, tmp_path, cache_dir, progress=False)
@@ -164,46 +161,3 @@ def test_a_locked_run_is_skipped_and_left_untouched(tmp_path, cache_dir):
     assert outcome.status == "locked" and "another process" in outcome.error
     assert not (folder / "record.json").exists()
     assert execute(config, str(tmp_path), str(cache_dir)).status == "finished"
-
-
-def test_two_sweeps_into_one_folder_do_not_corrupt_it(tmp_path, cache_dir):
-    args = cli("--suite", "smoke", "--strategies", "classifier", "--seeds", "0,1",
-               cache=cache_dir, out=tmp_path)
-    procs = [subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
-    errs = [p.communicate(timeout=900)[1] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], errs
-    folders = [p.parent for p in tmp_path.glob("*/record.json")]
-    assert len(folders) == 2
-    assert all(load_record(f)["status"] == "finished" for f in folders)
-    assert not list(tmp_path.rglob("*.tmp"))
-
-
-def test_missing_extras_name_the_install_command(monkeypatch):
-    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    with pytest.raises(ExecutorError, match=r"pip install -e '\.\[ray\]'"):
-        check_available(ExecutorOptions(executor="ray"))
-    with pytest.raises(ExecutorError, match="--workers"):
-        check_available(ExecutorOptions(executor="slurm", workers=2))
-
-
-def test_cli_rejects_an_executor_it_cannot_use():
-    r = subprocess.run([*CLI, "--suite", "smoke", "--executor", "ray", "--workers", "2"],
-                       capture_output=True, text=True)
-    assert r.returncode == 2 and "--workers is for --executor local" in r.stderr
-
-
-@pytest.mark.parametrize("executor", [
-    ["--executor", "local", "--workers", "2"],
-    ["--executor", "ray"],
-    ["--executor", "slurm", "--slurm-cluster", "local", "--slurm-array"],
-], ids=["workers", "ray", "slurm"])
-def test_executors_run_the_same_runs(executor, tmp_path, cache_dir):
-    r = subprocess.run(cli("--suite", "smoke", "--strategies", "classifier", "--seeds", "0,1",
-                           *executor, cache=cache_dir, out=tmp_path),
-                       capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    records = [load_record(p.parent) for p in tmp_path.glob("*/record.json")]
-    assert sorted(rec["config"]["seed"] for rec in records) == [0, 1]
-    assert all(rec["status"] == "finished" for rec in records)
-    assert "2 of 2 runs finished" in r.stdout
