@@ -68,6 +68,12 @@ def token_counts(backbone: nn.Module) -> list[int]:
     return [int(getattr(b.attn, "n_tokens", n)) for b in blocks(backbone)]
 
 
+def prefix_tokens(backbone: nn.Module) -> int:
+    """Tokens before the patches in the self-attention blocks' sequence (class, distillation,
+    register tokens): timm's ``num_prefix_tokens``, 1 for a model without it."""
+    return int(getattr(backbone, "num_prefix_tokens", 1))
+
+
 def patch_projection(backbone: nn.Module) -> nn.Conv2d:
     """The patch-embedding convolution."""
     return backbone.patch_embed.proj

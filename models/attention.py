@@ -273,7 +273,7 @@ def set_prefix_tokens(model: nn.Module) -> None:
     """Prefix tokens of the maskable self-attention layers: the model's own count (class,
     distillation, register tokens). CaiT's self-attention stage has none and its
     class-attention layers the class token (their classes say so)."""
-    prefix = int(getattr(model, "num_prefix_tokens", 1))
+    prefix = anatomy.prefix_tokens(model)
     for m in model.modules():
         if type(m) is MaskableAttention:
             m.num_prefix_tokens = prefix
