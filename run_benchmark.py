@@ -56,9 +56,17 @@ def csv_list(value: str) -> list[str]:
 
 def seed_list(value: str) -> list[int]:
     try:
-        return [int(v) for v in csv_list(value)]
+        seeds = [int(v) for v in csv_list(value)]
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"seeds must be integers like 0,1,2, got {value!r}") from e
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:  # a seed given twice would be one run counted as two
+        raise argparse.ArgumentTypeError(f"seed {twice[0]} is given twice in {value!r}")
+    return seeds
+
+
+def warn(line: str) -> None:
+    print(f"warning: {line}", file=sys.stderr, flush=True)
 
 
 def positive_int(value: str) -> int:
@@ -174,6 +182,9 @@ def report_parser() -> Parser:
     p.add_argument("--compare", type=strategy_pair, metavar="A,B",
                    help="print only the paired difference of strategies A and B (final average "
                         "accuracy, same seeds, 95%% interval) per stream and backbone")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse (exit 2) if a record is unreadable or corrupted, instead of "
+                        "skipping it with a warning")
     return p
 
 
@@ -291,6 +302,7 @@ def cmd_run(argv: list[str]) -> int:
     options = executor_options(args)
     _, configs = build_configs(args)
     out = Path(args.out or ROOT / "runs" / Path(args.suite).stem)
+    check_report_folder(out / "report")
     from benchmarks.executors import run_all
     from results.records import find_records
 
@@ -318,14 +330,29 @@ def cmd_run(argv: list[str]) -> int:
     return 1 if failed else 0
 
 
+def check_report_folder(out: Path) -> None:
+    """Refuse, before any work, a report folder that holds files a report would replace."""
+    from results.report import is_report_folder
+
+    if out.exists() and not (out.is_dir() and is_report_folder(out)):
+        raise UsageError(f"{out} holds files that are not a report; give another report "
+                         "folder (--out)")
+
+
 def print_report(records: list[dict], out: Path) -> None:
     """Summary table, then the paper-style table (final accuracy per task) for every (stream,
     backbone); writes every table and figure into ``out`` and lists the files."""
-    from results.report import run_order, write_report
-    from results.tables import format_summary, group_records, per_task_table, summary
+    from results.report import ReportError, run_order, write_report
+    from results.tables import budget_note, format_summary, group_records, per_task_table, summary
 
     records = run_order(records)
-    paths = write_report(records, out)
+    try:
+        paths = write_report(records, out)
+    except ReportError as e:
+        raise UsageError(str(e)) from e
+    note = budget_note(records)
+    if note:
+        print(note)
     print(format_summary(summary(records)))
     for (stream, backbone), recs in group_records(records).items():
         print(f"\n{stream} / {backbone}: final accuracy per task (%), probe_acc = converged "
@@ -344,14 +371,16 @@ def cmd_report(argv: list[str]) -> int:
     if missing:
         raise UsageError(f"run folder not found: {missing[0]}")
     try:
-        records = find_records(args.run_dirs)
+        records = find_records(args.run_dirs, strict=args.strict, warn=warn)
     except RecordError as e:
-        raise UsageError(str(e)) from e
+        raise UsageError(f"{e} (without --strict it is skipped)") from e
     if not records:
         raise UsageError(f"no finished run records under {', '.join(args.run_dirs)}")
     if args.compare:
         return print_comparison(records, *args.compare)
-    print_report(records, Path(args.out) if args.out else Path(args.run_dirs[0]) / "report")
+    out = Path(args.out) if args.out else Path(args.run_dirs[0]) / "report"
+    check_report_folder(out)
+    print_report(records, out)
     return 0
 
 
@@ -486,6 +515,13 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"run_benchmark.py: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outside a sweep (which resumes): e.g. while a report is drawn
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like: the reader left
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout
+        return 141
 
 
 if __name__ == "__main__":

@@ -133,15 +133,38 @@ def schema_problem(record: dict) -> str | None:
     return None
 
 
-def find_records(paths) -> list[dict]:
-    """Finished records under the given run folders or folders of run folders."""
-    out = []
+def find_records(paths, strict: bool = True, warn=None) -> list[dict]:
+    """Finished records under the given run folders or folders of run folders, each run once.
+
+    A run is identified by its ``run_id``: copies of one run in several folders (a backup beside
+    the original, the same folder given twice) are counted once, the first found, and ``warn``
+    names the copies. A record that fails :func:`load_record` is skipped with a ``warn`` line
+    naming it and how to redo it if not ``strict``; with ``strict`` (the default for code; the
+    ``report`` command skips) it raises :class:`RecordError`.
+    ``warn`` takes one line (default: ignore)."""
+    warn = warn or (lambda line: None)
+    out, seen = [], {}
     for p in map(Path, paths):
         folders = [p] if (p / "record.json").exists() else sorted(p.glob("*/record.json"))
         for f in folders:
             folder = f if f.is_dir() else f.parent
-            rec = load_record(folder)
-            if rec["status"] == "finished":
-                rec["_folder"] = str(folder)
-                out.append(rec)
+            try:
+                rec = load_record(folder)
+            except RecordError as e:
+                if strict:
+                    raise
+                warn(f"skipped {folder}: {e}. To redo it, run its suite again into the same "
+                     "folder (the runner redoes a run whose record is unreadable)")
+                continue
+            if rec["status"] != "finished":
+                continue
+            rid = rec.get("run_id") or folder.name
+            if rid in seen:
+                if seen[rid].resolve() != folder.resolve():
+                    warn(f"run {rid} is in {seen[rid]} and in {folder}: counted once (the "
+                         f"first)")
+                continue
+            seen[rid] = folder
+            rec["_folder"] = str(folder)
+            out.append(rec)
     return out

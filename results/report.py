@@ -18,6 +18,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +28,7 @@ import pandas as pd
 from results.records import atomic_write_text
 from results.tables import (
     acc_matrix_frame,
+    budget_note,
     group_records,
     hparams_table,
     movement_table,
@@ -37,12 +41,15 @@ from results.tables import (
 
 
 def write_frame(df: pd.DataFrame, out: Path, name: str, index: bool = True,
-                csv_df: pd.DataFrame | None = None) -> list[Path]:
-    """``df`` as ``name.md``, ``name.tex`` and ``name.csv`` (``csv_df`` if given), atomically."""
+                csv_df: pd.DataFrame | None = None, note: str | None = None) -> list[Path]:
+    """``df`` as ``name.md``, ``name.tex`` and ``name.csv`` (``csv_df`` if given), atomically;
+    ``note`` as a line above the Markdown table and a comment above the LaTeX one."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.md", out / f"{name}.tex", out / f"{name}.csv"]
-    atomic_write_text(paths[0], to_markdown(df, index=index) + "\n")
-    atomic_write_text(paths[1], df.to_latex(index=index, float_format="%.1f", na_rep="--"))
+    atomic_write_text(paths[0], (f"{note}\n\n" if note else "")
+                      + to_markdown(df, index=index) + "\n")
+    atomic_write_text(paths[1], (f"% {note}\n" if note else "")
+                      + df.to_latex(index=index, float_format="%.1f", na_rep="--"))
     atomic_write_text(paths[2], (df if csv_df is None else csv_df).to_csv(index=index))
     return paths
 
@@ -58,7 +65,8 @@ def write_tables(records: list[dict], out: Path) -> list[Path]:
     out = Path(out)
     records = run_order(records)
     stats = summary(records)
-    paths = write_frame(readable_summary(stats), out, "summary", index=False, csv_df=stats)
+    paths = write_frame(readable_summary(stats), out, "summary", index=False, csv_df=stats,
+                        note=budget_note(records))
     paths += write_frame(hparams_table(records), out, "hparams", index=False)
     masks = movement_table(records)
     if not masks.empty:
@@ -84,10 +92,44 @@ def write_tables(records: list[dict], out: Path) -> list[Path]:
     return paths
 
 
+REPORT_SUFFIXES = {".md", ".tex", ".csv", ".png", ".pdf"}
+
+
+class ReportError(ValueError):
+    """The report cannot be written where it was asked to be."""
+
+
+def is_report_folder(path: Path) -> bool:
+    """True for a folder holding only what :func:`write_report` writes (or nothing)."""
+    return all(f.is_dir() or f.suffix in REPORT_SUFFIXES for f in Path(path).rglob("*"))
+
+
 def write_report(records: list[dict], out: Path) -> list[Path]:
-    """Tables and figures for ``records`` (each with ``_folder``, as ``find_records`` gives)."""
+    """Tables and figures for ``records`` (each with ``_folder``, as ``find_records`` gives),
+    replacing the folder ``out`` whole: the report is drawn in a temporary sibling folder that
+    then takes ``out``'s place, so no file of an earlier report stays beside the new ones, and an
+    interrupted report leaves the earlier one as it was. ``out`` must not hold other files
+    (:class:`ReportError`)."""
     from results.plots import all_figures
 
+    out = Path(out)
+    if out.exists() and not (out.is_dir() and is_report_folder(out)):
+        raise ReportError(f"{out} holds files that are not a report; give another report "
+                          "folder (--out)")
+    out.parent.mkdir(parents=True, exist_ok=True)
     records = run_order(records)
     run_dirs = {r["run_id"]: Path(r["_folder"]) for r in records if r.get("_folder")}
-    return write_tables(records, out) + all_figures(records, run_dirs, Path(out))
+    draft = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.draft-"))
+    try:
+        paths = write_tables(records, draft) + all_figures(records, run_dirs, draft)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            draft.rename(out)
+            shutil.rmtree(old)
+        else:
+            draft.rename(out)
+    except BaseException:
+        shutil.rmtree(draft, ignore_errors=True)
+        raise
+    return [out / p.relative_to(draft) for p in paths]

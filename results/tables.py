@@ -207,6 +207,20 @@ def movement_label(records: list[dict], stream: str, backbone: str) -> str:
     return ", ".join(parts)
 
 
+COMPARISON_STEPS = 100  # per task: below it, a run checks the plumbing, not the strategy
+
+
+def budget_note(records: list[dict]) -> str | None:
+    """One line when every trained run took fewer than :data:`COMPARISON_STEPS` optimizer steps
+    per task (the smoke suite's budget): such numbers rank training budgets, not strategies."""
+    steps = [s for r in records for s in r.get("train_steps") or [] if s]
+    if not steps or max(steps) >= COMPARISON_STEPS:
+        return None
+    return (f"Note: at most {max(steps)} optimizer steps per task — a plumbing check, not a "
+            f"comparison of strategies (compare at >= {COMPARISON_STEPS} steps per task, e.g. "
+            "`make benchmark`).")
+
+
 def format_summary(df: pd.DataFrame) -> str:
     """Human table: mean ± std (n) per strategy, accuracies in %."""
     return readable_summary(df).to_string(index=False)

@@ -131,13 +131,31 @@ def get_strategy(name: str) -> StrategyInfo:
 
 
 def _coerce(default, value):
-    """Cast a user value (often a string from the CLI or YAML) to the default's type."""
-    if isinstance(default, bool) and isinstance(value, str):
-        if value.lower() not in ("true", "false", "1", "0"):
-            raise KeyError(f"expected true/false, got {value!r}")
-        return value.lower() in ("true", "1")
-    if isinstance(default, (int, float)) and not isinstance(default, bool):
-        return type(default)(value)
+    """A user value (often a string from the CLI or YAML) as the default's type; ValueError
+    naming the type when it is not one."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            return value.lower() in ("true", "1")
+        raise ValueError("true or false")
+    if isinstance(default, int):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = None
+        if isinstance(value, bool) or number is None or not number.is_integer():
+            raise ValueError("an integer")
+        return int(number)
+    if isinstance(default, float):
+        if isinstance(value, bool):
+            raise ValueError("a number")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError("a number") from None
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ValueError("a string")
     return value
 
 
@@ -147,5 +165,9 @@ def resolve_hparams(name: str, overrides: dict | None = None) -> dict:
     for k, v in (overrides or {}).items():
         if k not in hp:
             raise KeyError(f"strategy {name!r} has no hyperparameter {k!r}; valid: {', '.join(hp)}")
-        hp[k] = _coerce(hp[k], v)
+        try:
+            hp[k] = _coerce(hp[k], v)
+        except ValueError as e:
+            raise KeyError(f"strategy {name!r}: hyperparameter {k!r} must be {e} (registered: "
+                           f"{hp[k]!r}), got {v!r}") from None
     return hp

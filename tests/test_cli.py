@@ -41,6 +41,7 @@ def run_main(*args):
         (["--suite", "smoke", "--epochs", "0"], "must be an integer >= 1"),
         (["--suite", "smoke", "--epochs", "two"], "must be an integer >= 1"),
         (["--suite", "smoke", "--seeds", "a,b"], "seeds must be integers"),
+        (["--suite", "smoke", "--seeds", "0,1,0"], "seed 0 is given twice"),
         (["--suite", "smoke", "--frobnicate"], "unrecognized arguments: --frobnicate"),
         (["--suite", "smoke", "--head-init", "zeros"], "invalid choice: 'zeros'"),
         (["--suite", "smoke", "--stream", "cifar10-split5", "--data-root", "/no/such/dir"],
@@ -152,3 +153,33 @@ def test_head_init_choices_are_the_registrys():
 
     action = next(a for a in run_benchmark.run_parser()._actions if a.dest == "head_init")
     assert tuple(action.choices) == HEAD_INIT_CHOICES
+
+
+@pytest.mark.parametrize("text, expect", [
+    ("hparams:\n  meat: {tau: four}\n", "hyperparameter 'tau' must be a number"),
+    ("hparams:\n  adapter: {hidden: 2.5}\n", "hyperparameter 'hidden' must be an integer"),
+    ("hparams: {meat: 3}\n", "hparams must be a mapping"),
+    ("stream: [mnist5k-split5\n", "is not valid YAML (line 2"),
+    ("- stream\n", "must be a mapping of suite keys"),
+    ("seeds: [0, 0]\n", "seeds must be a list of distinct integers"),
+    ("epochs: two\n", "epochs must be an integer >= 1, got 'two'"),
+    ("batch_size: 3.5\n", "batch_size must be an integer >= 1"),
+    ("tf32: maybe\n", "tf32 must be true or false"),
+])
+def test_a_wrongly_typed_suite_file_is_one_line_naming_the_key(tmp_path, text, expect):
+    suite = tmp_path / "mine.yaml"
+    suite.write_text(text)
+    r = run_main("--suite", str(suite), "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and expect in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    """`... | head -1`: the reader leaves early; no BrokenPipeError traceback."""
+    cmd = (f"{sys.executable} {ROOT / 'run_benchmark.py'} storage --backbone vit_micro "
+           "--classes 2,2,2,2,2,2,2,2,2,2 | head -1")
+    r = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True,
+                       timeout=300)
+    assert r.stdout.count("\n") == 1
+    assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr

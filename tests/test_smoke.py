@@ -47,6 +47,7 @@ def test_every_strategy_finishes_with_a_full_record(smoke):
         assert 0 < t["train_step_s"] + t["eval_step_s"] + t["probe_s"] <= t["wall_s"]
         assert not (Path(rec["_folder"]) / "resume.pt").exists()  # dropped once finished
     assert f"{len(STRATEGIES)} of {len(STRATEGIES)} runs finished" in stdout
+    assert "a plumbing check, not a comparison" in stdout.splitlines()[0]
 
 
 def test_classifier_is_the_converged_probe(smoke):

@@ -145,7 +145,7 @@ def test_a_corrupted_record_is_refused_and_redone(tmp_path, cache_dir):
     path.write_text(json.dumps(rec))
     with pytest.raises(RecordError, match="checksum"):
         load_record(path.parent)
-    r = run_main("report", str(tmp_path))
+    r = run_main("report", str(tmp_path), "--strict")
     assert r.returncode == 2 and "corrupted" in r.stderr
     path.write_text(path.read_text()[:100])  # truncated
     redone = run_one(config, tmp_path, cache_dir, progress=False)
