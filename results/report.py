@@ -43,13 +43,14 @@ from results.tables import (
 def write_frame(df: pd.DataFrame, out: Path, name: str, index: bool = True,
                 csv_df: pd.DataFrame | None = None, note: str | None = None) -> list[Path]:
     """``df`` as ``name.md``, ``name.tex`` and ``name.csv`` (``csv_df`` if given), atomically;
-    ``note`` as a line above the Markdown table and a comment above the LaTeX one."""
+    ``note`` as a line above the Markdown table and a comment above the LaTeX one. LaTeX
+    special characters in headers and cells (``%``, ``_``, ``&``, ...) are escaped."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.md", out / f"{name}.tex", out / f"{name}.csv"]
     atomic_write_text(paths[0], (f"{note}\n\n" if note else "")
                       + to_markdown(df, index=index) + "\n")
     atomic_write_text(paths[1], (f"% {note}\n" if note else "")
-                      + df.to_latex(index=index, float_format="%.1f", na_rep="--"))
+                      + df.to_latex(index=index, float_format="%.1f", na_rep="--", escape=True))
     atomic_write_text(paths[2], (df if csv_df is None else csv_df).to_csv(index=index))
     return paths
 

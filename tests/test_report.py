@@ -172,3 +172,18 @@ def test_per_task_table_of_forgetting_strategies_only_has_the_random_init_refere
     both = per_task_table([rec, {**_record("meat", 0, C), "random_probe_acc": [0.25, 0.75]}])
     assert list(both.columns)[:3] == ["probe_acc", "random_init_probe_acc", "pretrain_gain"]
     assert both.loc["t0", "pretrain_gain"] == pytest.approx(50 - 25)
+
+
+def test_latex_tables_escape_what_latex_would_read_as_markup(tmp_path):
+    """No LaTeX engine is installed here to compile them: every LaTeX special character in a
+    header or cell ("%" in "final acc %", "_" in names) must arrive escaped."""
+    import re
+
+    recs = [_record("my_strategy", seed, A, hparams={"head_lr": 0.5}, stream="s_1")
+            for seed in (0, 1)]
+    write_tables(recs, tmp_path)
+    for tex in tmp_path.glob("*.tex"):
+        body = [line for line in tex.read_text().splitlines() if not line.startswith("%")]
+        text = "\n".join(body)
+        assert "my\\_strategy" in text or tex.stem != "summary", tex.name
+        assert not re.search(r"(?<!\\)[%_#$]", text), (tex.name, text)  # & separates cells
