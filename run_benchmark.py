@@ -249,13 +249,18 @@ def resolve_device(choice: str, args=None) -> str:
 def build_configs(args) -> tuple[dict, list[dict]]:
     """Suite + flags -> (the suite with the flags applied, its validated run configs). Raises
     UsageError before any training."""
+    from benchmarks.suitefile import SuiteError, load_suite
+
+    try:  # the suite file first: its mistakes are reported before torch loads
+        suite = load_suite(args.suite)
+    except SuiteError as e:
+        raise UsageError(str(e)) from e
     from benchmarks.datasets import DataError
     from benchmarks.streams import PAPER_STREAM, build_stream
-    from benchmarks.suites import SuiteError, expand, load_suite, stream_list
+    from benchmarks.suites import expand, stream_list
     from models.factory import BackboneError, resolve
 
     try:
-        suite = load_suite(args.suite)
         for key in ("strategies", "backbone", "stream", "seeds", "epochs", "steps_per_task",
                     "base_epochs", "batch_size", "head_init", "dropkey", "dropkey_schedule",
                     "data_root", "pretrained", "hparams", "precision", "preprocess"):
@@ -478,7 +483,8 @@ def cmd_cache(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from benchmarks.datasets import DataError
     from benchmarks.streams import build_stream
-    from benchmarks.suites import SuiteError, load_suite, resolved_preprocess, stream_list
+    from benchmarks.suitefile import SuiteError, load_suite
+    from benchmarks.suites import resolved_preprocess, stream_list
 
     try:
         suite = load_suite(args.suite)

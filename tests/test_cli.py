@@ -183,3 +183,15 @@ def test_output_into_a_closed_pipe_ends_quietly():
                        timeout=300)
     assert r.stdout.count("\n") == 1
     assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("args", [["--suite", "nope"], ["--suite", "smoke", "--epochs", "two"]])
+def test_flag_and_suite_file_errors_come_before_torch_loads(args):
+    """A typo costs a fraction of a second: torch is not imported when the suite name, the suite
+    file or a flag is wrong."""
+    code = ("import sys, run_benchmark; code = run_benchmark.main(sys.argv[1:]); "
+            "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(code)")
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                       cwd=ROOT, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("run_benchmark.py: error: ")

@@ -4,7 +4,8 @@ committed code makes of the committed records, and those records are the runs of
 
 from pathlib import Path
 
-from benchmarks.suites import expand, load_suite
+from benchmarks.suitefile import load_suite
+from benchmarks.suites import expand
 from results.records import find_records, run_id
 from results.report import write_tables
 from strategies import STRATEGIES

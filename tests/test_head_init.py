@@ -46,7 +46,8 @@ def bench(stream):
 
 @pytest.fixture(scope="module")
 def pretrained(stream, cache_dir):
-    from benchmarks.suites import expand, load_suite
+    from benchmarks.suitefile import load_suite
+    from benchmarks.suites import expand
 
     (config,) = expand({**load_suite("smoke"), "backbone": "vit_nano", "strategies": ["meat"]})
     return prepare_backbone(config.replace(batch_size=64), stream, cache_dir)[0]

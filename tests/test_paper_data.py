@@ -13,7 +13,8 @@ from test_local_datasets import _labels, _pickle, _pixels, skip_md5  # noqa: F40
 
 from benchmarks.datasets import DataError, local_source
 from benchmarks.streams import PAPER_TASKS, build_stream
-from benchmarks.suites import expand, load_suite
+from benchmarks.suitefile import load_suite
+from benchmarks.suites import expand
 from strategies import get_strategy
 
 N_CLASSES, TRAIN, TEST = 3, 5, 2

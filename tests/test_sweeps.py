@@ -14,7 +14,8 @@ from benchmarks.config import RunConfig
 from benchmarks.executors import execute
 from benchmarks.resume import RESUME_FILE, run_lock
 from benchmarks.runner import run_one
-from benchmarks.suites import expand, load_suite
+from benchmarks.suitefile import load_suite
+from benchmarks.suites import expand
 from results.records import RecordError, load_record
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,8 @@ from test_cli import run_main
 from torch.utils.data import Dataset
 
 from benchmarks.streams import build_stream
-from benchmarks.suites import SuiteError, expand, load_suite
+from benchmarks.suitefile import SuiteError, load_suite
+from benchmarks.suites import expand
 from benchmarks.tuning import choose, trial_hparams, tune
 from strategies import STRATEGIES
 
