@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -91,11 +93,17 @@ def pretrained_checkpoint(
     path = Path(cache_dir) / f"{backbone}-{key}.pt"
     if path.is_file():
         return path, torch.load(path, map_location="cpu", weights_only=True)["meta"]
+    print(f"pre-training {backbone} on {base_name} (seed {seed}, {recipe['epochs']} epochs; once, "
+          f"then cached in {cache_dir}) ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
     torch.manual_seed(seed)
     model = Classifier(create_backbone(backbone, **backbone_kwargs), n_classes).to(device)
     train_classifier(model, base_train, recipe, seed, device)
     meta = {"base": base_name, "n_classes": n_classes, "seed": seed, "recipe": recipe,
             "base_test_acc": accuracy(model, base_test, device)}
+    print(f"pre-trained {backbone} on {base_name} (seed {seed}) in "
+          f"{time.perf_counter() - start:.0f} s: base test accuracy {meta['base_test_acc']:.1%}",
+          file=sys.stderr, flush=True)
     # timm key layout: backbone params at top level, the base head under head.*
     model.cpu()
     state = {**model.backbone.state_dict(),

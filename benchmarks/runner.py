@@ -275,6 +275,11 @@ def prepare_backbone(config: RunConfig, stream: Stream, cache_dir: Path):
                 config.backbone, kwargs, f"{stream.name}:{stream.base.name}",
                 stream.base.train, stream.base.test, stream.base.n_classes, config.seed,
                 cache_dir, recipe, config.device)
+    if ckpt is None:  # nothing to start from: the results say nothing about pre-training
+        base_meta = {"base": "none"}
+        print(f"warning: {config.backbone} starts from random weights: stream {stream.name!r} "
+              "has no base to pre-train on and no --pretrained FILE was given", file=sys.stderr,
+              flush=True)
     backbone = create_backbone(config.backbone, pretrained=ckpt, **kwargs)
     if config.dropkey:  # a regularizer of the strategy's training, not of pre-training
         set_dropkey(backbone, config.dropkey, config.dropkey_schedule)
@@ -356,6 +361,8 @@ def run_one(config: RunConfig, out_dir: Path, cache_dir: Path, progress: bool = 
             try:
                 old = load_record(folder)
                 if old["status"] == "finished":
+                    print(f"{folder.name}: skipped (finished earlier; delete its folder to redo "
+                          "it)", file=sys.stderr, flush=True)
                     return old
             except RecordError as e:
                 print(f"redoing {folder.name}: {e}", file=sys.stderr)
