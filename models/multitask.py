@@ -25,6 +25,12 @@ class MultiTaskViT(MultiTaskModule):
 
     def __init__(self, backbone: nn.Module):
         super().__init__()
+        head = backbone.get_classifier() if hasattr(backbone, "get_classifier") else None
+        if isinstance(head, nn.Module) and not isinstance(head, nn.Identity):
+            raise ValueError(
+                f"the backbone ends in its own classifier ({type(head).__name__} with "
+                f"{getattr(backbone, 'num_classes', '?')} classes); build it with "
+                "timm.create_model(name, num_classes=0) so that it returns pooled features")
         self.backbone = backbone
         self.num_features = backbone.num_features
         self.heads = nn.ModuleDict()

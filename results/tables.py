@@ -108,7 +108,7 @@ def summary(records: list[dict]) -> pd.DataFrame:
     g = df.groupby(keys, sort=False)
     out = g[list(SUMMARY_COLUMNS)].mean()
     std = g[list(SUMMARY_COLUMNS)].std(ddof=1).fillna(0.0)
-    out = out.join(std, rsuffix="_std")
+    out = out.join(std.add_suffix("_std"))
     out["n"] = g.size()
     out["hparams"] = g["hparams_source"].agg(lambda s: "/".join(dict.fromkeys(s)))
     out = out.reset_index()

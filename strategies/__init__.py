@@ -1,4 +1,11 @@
-"""Continual-learning strategies. Importing the package registers every strategy module."""
+"""Continual-learning strategies. Importing the package imports every module in it, and so
+registers every strategy: a new strategy is a new file here (see README "Adding a strategy").
+Strategies register in module-name order (the order of ``strategies: all`` and the README)."""
 
-from strategies import adapter, classifier, finetune, hat, individual, lwf, meat, piggyback, supsup  # noqa: F401  (registration, in table order)
+import importlib
+import pkgutil
+
 from strategies.registry import STRATEGIES, get_strategy, register_strategy  # noqa: F401
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")

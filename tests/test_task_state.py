@@ -90,3 +90,27 @@ def test_a_task_file_alone_restores_its_predictions(trained, bench, tmp_path):
     with torch.inference_mode():
         for t in range(TASKS):
             assert torch.equal(fresh.model(x, t), strategy.model(x, t)), (name, t)
+
+
+def test_every_strategy_file_registers_itself_by_being_in_the_package():
+    import re
+    from pathlib import Path
+
+    import strategies
+
+    folder = Path(strategies.__file__).parent
+    declared = {m for f in folder.glob("*.py")
+                for m in re.findall(r'@register_strategy\(\s*"([a-z0-9_-]+)"', f.read_text())}
+    assert declared == set(STRATEGIES)
+
+
+def test_a_backbone_with_its_own_classifier_is_refused_with_the_fix():
+    import pytest
+    import timm
+
+    import models.registered  # noqa: F401  (the suite's own timm models)
+    from models.multitask import MultiTaskViT
+
+    with pytest.raises(ValueError, match=r"num_classes=0"):
+        MultiTaskViT(timm.create_model("vit_nano", num_classes=10))
+    assert MultiTaskViT(timm.create_model("vit_nano", num_classes=0)).num_features > 0
