@@ -83,19 +83,24 @@ def heatmaps(records: list[dict], out: Path, title: str, name: str) -> list[Path
 
 
 def task_curves(records: list[dict], out: Path, title: str, name: str) -> list[Path]:
-    """Accuracy on each task (one panel per task) as later tasks are learned."""
+    """Accuracy on each task (one panel per task) as later tasks are learned. Strategies differ
+    in color and marker and are dodged sideways, so curves that coincide (every strategy that
+    cannot forget is flat) stay visible."""
     groups = by_arm(records)
     T = len(records[0]["acc_matrix"])
     task_names = [t["name"] for t in records[0]["tasks"]]
     fig, axes = plt.subplots(1, T, figsize=(2.6 * T, 2.8), sharey=True, squeeze=False)
+    dodge = 0.5 / max(len(groups), 1)
     for j, ax in enumerate(axes[0]):
-        for strat, recs in groups.items():
+        for k, (strat, recs) in enumerate(groups.items()):
             m = mean_matrix(recs)
-            ax.plot(range(j, T), m[j:, j], marker="o", ms=3, color=strategy_color(strat),
-                    label=strat)
+            x = np.arange(j, T) + (k - (len(groups) - 1) / 2) * dodge
+            ax.plot(x, m[j:, j], marker=MARKERS[k % len(MARKERS)], ms=3.5,
+                    lw=1, color=strategy_color(strat), label=strat)
         ax.set_title(f"task {j}: {task_names[j]}", fontsize=8)
         ax.set_xlabel("after task")
         ax.set_xticks(range(T))
+        ax.set_xlim(-0.5, T - 0.5)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy %")
     axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
@@ -116,7 +121,7 @@ def tradeoff(records: list[dict], out: Path, title: str, name: str) -> list[Path
             acc = [100 * r["metrics"]["final_avg_acc"] for r in recs]
             mib = [r["storage"]["total_mib"] for r in recs]
             ax.errorbar(np.mean(mib), np.mean(acc), yerr=np.std(acc, ddof=1) if len(acc) > 1
-                        else 0, fmt=MARKERS[b_idx % len(MARKERS)], color=strategy_color(strat),
+                        else None, fmt=MARKERS[b_idx % len(MARKERS)], color=strategy_color(strat),
                         ms=7, capsize=3, alpha=0.85)
             strategies.setdefault(strat, strategy_color(strat))
     ax.set_xscale("log")
@@ -156,7 +161,7 @@ def train_time(records: list[dict], out: Path, title: str, name: str) -> list[Pa
                 xs.append(s_idx + (b_idx - (len(backbones) - 1) / 2) * width)
                 means.append(np.mean(t))
                 stds.append(np.std(t, ddof=1) if len(t) > 1 else 0)
-        ax.bar(xs, means, width, yerr=stds, capsize=2, label=backbone,
+        ax.bar(xs, means, width, yerr=stds if any(stds) else None, capsize=2, label=backbone,
                color=[strategy_color(s) for s in strategies if s in groups],
                hatch=["", "//", "..", "xx"][b_idx % 4], edgecolor="black", linewidth=0.5)
     ax.set_xticks(range(len(strategies)))
@@ -206,7 +211,9 @@ def token_mask_figure(run_dir: Path, record: dict, out: Path, name: str) -> list
     ax.grid(alpha=0.3)
     cfg = record["config"]
     fig.suptitle(f"{cfg['strategy']} token masks, task {last} ({record['tasks'][last]['name']}), "
-                 f"{cfg['backbone']} / {cfg['stream']} seed {cfg['seed']}; red = dropped",
+                 f"{cfg['backbone']} / {cfg['stream']} seed {cfg['seed']}; "
+                 + ("red = dropped" if any(not bool(m.all()) for m in layers.values())
+                    else "no token dropped in any layer"),
                  fontsize=8, y=1.05)
     return save(fig, out, name)
 
