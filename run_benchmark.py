@@ -337,11 +337,13 @@ def cmd_run(argv: list[str]) -> int:
 
 def check_report_folder(out: Path) -> None:
     """Refuse, before any work, a report folder that holds files a report would replace."""
-    from results.report import is_report_folder
+    from results.report import ReportError
+    from results.report import check_report_folder as check
 
-    if out.exists() and not (out.is_dir() and is_report_folder(out)):
-        raise UsageError(f"{out} holds files that are not a report; give another report "
-                         "folder (--out)")
+    try:
+        check(out)
+    except ReportError as e:
+        raise UsageError(str(e)) from e
 
 
 def print_report(records: list[dict], out: Path) -> None:

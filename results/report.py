@@ -100,9 +100,14 @@ class ReportError(ValueError):
     """The report cannot be written where it was asked to be."""
 
 
-def is_report_folder(path: Path) -> bool:
-    """True for a folder holding only what :func:`write_report` writes (or nothing)."""
-    return all(f.is_dir() or f.suffix in REPORT_SUFFIXES for f in Path(path).rglob("*"))
+def check_report_folder(out: Path) -> None:
+    """:class:`ReportError` unless ``out`` is absent or holds only what :func:`write_report`
+    writes (so replacing it loses nothing of the user's)."""
+    out = Path(out)
+    if out.exists() and not (out.is_dir() and all(
+            f.is_dir() or f.suffix in REPORT_SUFFIXES for f in out.rglob("*"))):
+        raise ReportError(f"{out} holds files that are not a report; give another report "
+                          "folder (--out)")
 
 
 def write_report(records: list[dict], out: Path) -> list[Path]:
@@ -114,9 +119,7 @@ def write_report(records: list[dict], out: Path) -> list[Path]:
     from results.plots import all_figures
 
     out = Path(out)
-    if out.exists() and not (out.is_dir() and is_report_folder(out)):
-        raise ReportError(f"{out} holds files that are not a report; give another report "
-                          "folder (--out)")
+    check_report_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     records = run_order(records)
     run_dirs = {r["run_id"]: Path(r["_folder"]) for r in records if r.get("_folder")}

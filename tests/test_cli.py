@@ -195,3 +195,10 @@ def test_flag_and_suite_file_errors_come_before_torch_loads(args):
                        cwd=ROOT, timeout=120)
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("run_benchmark.py: error: ")
+
+
+def test_structured_hyperparameters_pass_as_given():
+    from strategies.registry import resolve_hparams
+
+    assert resolve_hparams("meat", {"layers": [2, 5, 8]})["layers"] == [2, 5, 8]
+    assert resolve_hparams("meat", {"tau": "4"})["tau"] == 4.0
