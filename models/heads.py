@@ -23,17 +23,31 @@ Logits are centered over the present classes (the softmax is unchanged; it makes
 unique), so the largest present logit is >= 0 at every input. Classes absent from training get
 weight and bias 0: their logit 0 can at most tie with the winner, never beat it.
 
-Standardization is folded into the head:
+Standardization folded into a linear layer,
 
-    W z + b = (W / sigma) f + (b - (W / sigma) mu)
+    W z + b = (W / sigma) f + (b - (W / sigma) mu),
 
-so the head is an ordinary linear layer on raw features.
+gives an ordinary linear head on raw features, but one with huge weights: frozen ViT features
+vary little within a task (per-feature sigma of 0.01-0.1), so the folded rows have norms in the
+hundreds, and a feature moving by delta moves the logits by W delta / sigma. A strategy that
+changes the features (adapters, fine-tuning) and starts from such a head blows its loss up by
+orders of magnitude within a few steps. Hence :class:`StandardizedHead`, the head every task
+trains: logits = W (f - mu) / sigma + b with (mu, sigma) *following the features*, as batch norm
+does — in training the batch's own mean and population std (gradients flow through them), which
+bounds every standardized entry by sqrt(B - 1) for a batch of B, so the logits stay bounded by
+the head's weights however far the features move; running estimates (exponential moving average,
+``momentum`` 0.1 as in ``nn.BatchNorm1d``) for evaluation. A probe starts it exactly: (W, b) =
+the probe's coefficients on standardized features, (mu, sigma) = the probe's training statistics,
+so at step 0 it predicts what the probe predicts. When its task ends, the head is folded into an
+``nn.Linear`` (:meth:`StandardizedHead.fold`): what is kept per task is the paper's linear head,
+and in evaluation the head computes exactly that folded layer.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import math
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -50,39 +64,104 @@ C_GRID: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)
 MAX_ITER = 2000
 TOLERANCE_GRAD = 1e-6  # on the largest absolute entry of the gradient of the mean-scaled loss
 TOLERANCE_CHANGE = 64 * torch.finfo(torch.float64).eps  # on the loss and on the step
+STD_FLOOR = 1e-6  # smallest standard deviation a feature is divided by
 
 
 @dataclass
 class LinearProbe:
-    """A fitted probe as raw-feature logits ``weight @ f + bias`` (standardization folded in)."""
+    """A fitted probe: logits ``coef @ ((f - mean) / std) + intercept`` (float32 CPU tensors)."""
 
-    weight: torch.Tensor  # (n_classes, d), float32 on CPU
-    bias: torch.Tensor  # (n_classes,)
+    coef: torch.Tensor  # (n_classes, d), on standardized features
+    intercept: torch.Tensor  # (n_classes,)
+    mean: torch.Tensor  # (d,) training mean of the features
+    std: torch.Tensor  # (d,) training population std, >= 1e-6
     C: float
     val_acc: float | None
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The folded weight (module docstring)."""
+        return fold_standardization(self.coef, self.intercept, self.mean, self.std)[0]
+
+    @property
+    def bias(self) -> torch.Tensor:
+        return fold_standardization(self.coef, self.intercept, self.mean, self.std)[1]
+
     def logits(self, feats: torch.Tensor) -> torch.Tensor:
-        """Logits of ``feats``, computed on their device."""
-        return feats @ self.weight.to(feats).T + self.bias.to(feats)
+        """Logits of ``feats`` by the folded layer, computed on their device (in float32 for
+        float32 features: exactly what a :class:`StandardizedHead` started from this probe
+        computes in evaluation)."""
+        weight, bias = fold_standardization(self.coef, self.intercept, self.mean, self.std)
+        return F.linear(feats, weight.to(feats), bias.to(feats))
 
     def accuracy(self, feats: torch.Tensor, labels: torch.Tensor) -> float:
         return float((self.logits(feats).argmax(1) == labels.to(feats.device)).float().mean())
 
-    def copy_into(self, head: nn.Linear) -> None:
-        """Overwrite ``head``'s parameters in place (the optimizer keeps its references)."""
-        if head.weight.shape != self.weight.shape:
-            raise ValueError(f"head {tuple(head.weight.shape)} != probe {tuple(self.weight.shape)}")
+    def copy_into(self, head: StandardizedHead) -> None:
+        """Overwrite ``head``'s weights and statistics in place (the optimizer keeps its
+        references)."""
+        if head.weight.shape != self.coef.shape:
+            raise ValueError(f"head {tuple(head.weight.shape)} != probe {tuple(self.coef.shape)}")
         with torch.no_grad():
-            head.weight.copy_(self.weight.to(head.weight))
-            head.bias.copy_(self.bias.to(head.bias))
+            head.weight.copy_(self.coef.to(head.weight))
+            head.bias.copy_(self.intercept.to(head.bias))
+        head.set_statistics(self.mean, self.std)
 
 
 def fold_standardization(coef, intercept, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
-    """(W', b') with W' f + b' == coef @ ((f - mean) / std) + intercept, as float32 CPU tensors
-    (inputs: numpy arrays or tensors)."""
+    """(W', b') with W' f + b' == coef @ ((f - mean) / std) + intercept, in the inputs' dtype
+    and device."""
     w = coef / std[None, :]
-    b = intercept - w @ mean
-    return torch.as_tensor(w).float().cpu(), torch.as_tensor(b).float().cpu()
+    return w, intercept - w @ mean
+
+
+class StandardizedHead(nn.Linear):
+    """``weight @ ((f - mean) / std) + bias`` with (mean, std) following the features (module
+    docstring): the batch's statistics in training, running estimates in evaluation.
+
+    The running estimates start from :meth:`set_statistics` (the task's features, set by the
+    probe plugin) or, for a head nobody initialized, from its first training batch: the k-th
+    update uses momentum max(``momentum``, 1 / k). A batch of one sample has no spread: it is
+    standardized by the running estimates.
+    """
+
+    def __init__(self, in_features: int, out_features: int, momentum: float = 0.1):
+        super().__init__(in_features, out_features)
+        self.momentum = momentum
+        self.register_buffer("mean", torch.zeros(in_features))
+        self.register_buffer("std", torch.ones(in_features))
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+
+    def set_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Start the running estimates at a whole dataset's (mean, std), as if converged."""
+        with torch.no_grad():
+            self.mean.copy_(mean)
+            self.std.copy_(std.clamp_min(STD_FLOOR))
+            self.updates.fill_(math.ceil(1 / self.momentum))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        if not self.training or len(feats) < 2:
+            return F.linear(feats, *fold_standardization(self.weight, self.bias, self.mean,
+                                                         self.std))
+        mean = feats.mean(0)
+        var = feats.var(0, correction=0)
+        with torch.no_grad():
+            self.updates += 1
+            m = max(self.momentum, 1.0 / float(self.updates))
+            self.mean.lerp_(mean.detach().to(self.mean), m)
+            self.std.copy_(self.std.square().lerp(var.detach().to(self.std), m).sqrt()
+                           .clamp_min(STD_FLOOR))
+        return F.linear((feats - mean) / (var + STD_FLOOR**2).sqrt(), self.weight, self.bias)
+
+    def fold(self) -> nn.Linear:
+        """The ordinary linear layer this head computes in evaluation."""
+        linear = nn.Linear(self.in_features, self.out_features).to(self.weight)
+        weight, bias = fold_standardization(self.weight.detach(), self.bias.detach(), self.mean,
+                                            self.std)
+        with torch.no_grad():
+            linear.weight.copy_(weight)
+            linear.bias.copy_(bias)
+        return linear
 
 
 def fit_linear_probe(
@@ -142,7 +221,7 @@ def _fit_probe(train_feats, train_labels, n_classes, val_feats, val_labels, c_gr
     device = train_feats.device
     f = train_feats.double()
     mean = f.mean(0)
-    std = f.std(0, correction=0).clamp_min(1e-6)
+    std = f.std(0, correction=0).clamp_min(STD_FLOOR)
     z = (f - mean) / std
     present, y = torch.unique(train_labels.to(device), return_inverse=True)
     has_val = val_feats is not None and len(val_feats) > 0
@@ -167,8 +246,7 @@ def _fit_probe(train_feats, train_labels, n_classes, val_feats, val_labels, c_gr
         if best is None or (score is not None and score < best[0]):
             best = (score, c, coef, intercept, acc)
     _, best_c, coef, intercept, best_val = best
-    weight, bias = fold_standardization(coef, intercept, mean, std)
-    return LinearProbe(weight, bias, best_c, best_val)
+    return LinearProbe(*(t.float().cpu() for t in (coef, intercept, mean, std)), best_c, best_val)
 
 
 SMALL_FIT = 1 << 20  # feature entries below which a CPU fit runs on one thread
@@ -205,7 +283,7 @@ def _minimize(w: torch.Tensor, b: torch.Tensor, z: torch.Tensor, y: torch.Tensor
 
 def probe_key(*inputs) -> str:
     """sha256 of a probe fit's inputs (tensors by dtype, shape and bytes; other values by repr)."""
-    h = hashlib.sha256(f"linear-probe v2 torch-lbfgs {torch.__version__}".encode())
+    h = hashlib.sha256(f"linear-probe v3 torch-lbfgs {torch.__version__}".encode())
     for x in inputs:
         if isinstance(x, torch.Tensor):
             x = x.detach().cpu().contiguous()

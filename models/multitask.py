@@ -1,5 +1,9 @@
 """Multi-head ViT for task-incremental learning: a feature backbone plus one linear head per task.
 
+A task's head trains as a ``models.heads.StandardizedHead`` (its input standardized by statistics
+that follow the features, so a probe-started head cannot blow up when the features move) and is
+folded into an ordinary ``nn.Linear`` when its task ends.
+
 ``MultiTaskViT`` is an Avalanche ``MultiTaskModule``: a mini-batch may mix tasks (it is split by
 task label) and a new task's head is created in ``adaptation`` (so Avalanche adds it to the
 optimizer). The model drives the lifecycle of its backbone's per-task state
@@ -17,6 +21,7 @@ import torch
 from avalanche.models import MultiTaskModule
 from torch import nn
 
+from models.heads import StandardizedHead
 from models.tasks import TaskModule, TaskTensor, task_modules
 
 
@@ -104,14 +109,18 @@ class MultiTaskViT(MultiTaskModule):
             if not self.training:
                 raise KeyError(f"task {t} is evaluated before it was trained (no head)")
             device = next(self.backbone.parameters()).device
-            self.heads[str(t)] = nn.Linear(self.num_features, n_classes).to(device)
+            self.heads[str(t)] = StandardizedHead(self.num_features, n_classes).to(device)
             self.on_new_task(t)
             for m in self.task_modules(self.backbone_for(t)):
                 if not m.has_task(t):
                     m.add_task(t, device)
 
     def finish_task(self, task: int) -> None:
-        """End ``task``'s training in every task module (masks keep their bits, ...)."""
+        """End ``task``'s training: its head is folded into the linear layer it computes in
+        evaluation, and every task module ends the task (masks keep their bits, ...)."""
+        head = self.heads[str(task)]
+        if isinstance(head, StandardizedHead):
+            self.heads[str(task)] = head.fold()
         for m in self.task_modules(self.backbone_for(task)):
             m.finish_task(task)
 

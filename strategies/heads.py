@@ -5,9 +5,11 @@ task's head: it computes the task's features with the backbone *as the strategy 
 the start of that task* (eval mode, ``torch.inference_mode``, large batches, once per task), fits
 a converged linear probe (``models.heads.fit_linear_probe``; C chosen on the task's validation
 split; memoized on disk across runs, as strategies on frozen features fit the same one), records
-the probe's test accuracy as the task's ``probe_acc`` reference and, with
-``head_init="probe"``, copies the probe (standardization folded in) into the new head. Features
-stay on the run's device, where the probe is fitted and its test accuracy computed.
+the probe's test accuracy as the task's ``probe_acc`` reference and starts the new head's
+standardization (``models.heads.StandardizedHead``) at the features' training statistics; with
+``head_init="probe"`` the head's weights are the probe's too, so it starts predicting exactly what
+the probe predicts. Features stay on the run's device, where the probe is fitted and its test
+accuracy computed.
 
 Two more references per task: the probe's accuracy on the task's training data
 (``probe_train_acc``: a head that ends its task well below it did not converge), and, given a
@@ -107,6 +109,8 @@ class ProbeHeadPlugin(SupervisedPlugin):
             self.random_probe_acc[i] = reference.accuracy(*te)
         if self.head_init == "probe":
             probe.copy_into(model.heads[str(task)])
+        else:
+            model.heads[str(task)].set_statistics(probe.mean, probe.std)
         model.train(was_training)
         self.seconds += time.perf_counter() - start
 

@@ -21,7 +21,7 @@ from sklearn.metrics import log_loss
 from torch import nn
 
 import models.heads
-from models.heads import C_GRID, fit_linear_probe, fold_standardization
+from models.heads import C_GRID, StandardizedHead, fit_linear_probe, fold_standardization
 
 
 def _standardize(f: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
@@ -98,11 +98,11 @@ def test_folded_standardization_equals_standardize_then_linear():
     rng = np.random.RandomState(0)
     coef, intercept = rng.randn(3, 5), rng.randn(3)
     mean, std = rng.randn(5), rng.rand(5) + 0.1
-    w, b = fold_standardization(coef, intercept, mean, std)
+    w, b = fold_standardization(*map(torch.from_numpy, (coef, intercept, mean, std)))
     f = rng.randn(7, 5)
     expected = ((f - mean) / std) @ coef.T + intercept
-    got = torch.from_numpy(f).float() @ w.T + b
-    assert torch.allclose(got, torch.from_numpy(expected).float(), atol=1e-5)
+    got = torch.from_numpy(f) @ w.T + b
+    assert torch.allclose(got, torch.from_numpy(expected), atol=1e-12)
 
 
 def test_probe_on_linearly_separable_features_is_perfect():
@@ -123,13 +123,45 @@ def test_binary_probe_gives_two_logits():
     assert probe.accuracy(f, y) == 1.0
 
 
-def test_probe_copies_into_a_linear_head():
+def test_probe_started_head_predicts_exactly_like_the_probe_and_folds_to_it():
     y = torch.arange(60) % 3
     f = torch.randn(60, 6) + torch.nn.functional.one_hot(y, 6).float() * 3
     probe = fit_linear_probe(f, y, 3)
-    head = nn.Linear(6, 3)
+    head = StandardizedHead(6, 3)
     probe.copy_into(head)
-    assert torch.allclose(head(f), probe.logits(f), atol=1e-5)
+    head.eval()
+    assert torch.equal(head(f), probe.logits(f))
+    folded = head.fold()
+    assert type(folded) is nn.Linear
+    assert torch.equal(folded(f), probe.logits(f))
+    assert torch.equal(folded.weight, probe.weight) and torch.equal(folded.bias, probe.bias)
+
+
+def test_standardized_head_follows_the_features_in_training():
+    """Training standardizes by the batch (a shifted and scaled batch gives the same logits, and
+    every entry is within sqrt(B - 1)); the running estimates move toward the batch's."""
+    g = torch.Generator().manual_seed(0)
+    head = StandardizedHead(4, 2)
+    head.set_statistics(torch.zeros(4), torch.ones(4))
+    f = torch.randn(16, 4, generator=g)
+    head.train()
+    out = head(f)
+    assert torch.allclose(head(f * 1000 + 50), out, atol=1e-4)
+    z = (f - f.mean(0)) / f.std(0, correction=0)
+    assert z.abs().max() <= (len(f) - 1) ** 0.5
+    assert torch.allclose(out, z @ head.weight.T + head.bias, atol=1e-5)
+    shifted = StandardizedHead(4, 2)
+    shifted.set_statistics(torch.zeros(4), torch.ones(4))
+    shifted.train()
+    shifted(f + 10.0)
+    assert torch.allclose(shifted.mean, 0.1 * (f + 10).mean(0), atol=1e-5)  # momentum 0.1
+
+
+def test_head_nobody_initialized_takes_its_first_batch_statistics():
+    f = torch.randn(32, 5) * 3 + 7
+    head = StandardizedHead(5, 2).train()
+    head(f)
+    assert torch.allclose(head.mean, f.mean(0)) and torch.allclose(head.std, f.std(0, correction=0))
 
 
 def test_cached_probe_is_exactly_the_fitted_one_and_misses_on_other_inputs(tmp_path,
