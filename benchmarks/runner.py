@@ -209,18 +209,20 @@ class ProgressBar(SupervisedPlugin):
 def train_accuracy(strategy, dataset, task: int) -> float:
     """The trained model's accuracy on a task's training data (evaluation mode, no
     augmentation). Next to the probe's (``probe_train_acc``) it shows whether the head
-    converged: a head far below the probe on its own training data underfits."""
+    converged: a head far below the probe on its own training data underfits. It leaves the
+    global RNG as it found it, so measuring does not change the run's training."""
     model = strategy.model
     was_training = model.training
     model.eval()
     correct, n = 0, 0
-    for x, y in DataLoader(dataset, batch_size=strategy.eval_mb_size):
-        x = x.to(strategy.device)
-        if strategy.inputs is not None:
-            x = strategy.inputs(x, False)
-        with strategy.autocast():
-            correct = correct + (model(x, task).argmax(1).cpu() == y).sum()
-        n += len(y)
+    with torch.random.fork_rng(devices=[]):  # a DataLoader draws a seed: leave training's RNG
+        for x, y in DataLoader(dataset, batch_size=strategy.eval_mb_size):
+            x = x.to(strategy.device)
+            if strategy.inputs is not None:
+                x = strategy.inputs(x, False)
+            with strategy.autocast():
+                correct = correct + (model(x, task).argmax(1).cpu() == y).sum()
+            n += len(y)
     model.train(was_training)
     return int(correct) / n
 

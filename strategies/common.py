@@ -96,7 +96,7 @@ class ContinualTemplate(SupervisedTemplate):
             eval_mb_size=settings.eval_batch_size,
             device=torch.device(settings.device),
             plugins=[*plugins, AuxiliaryLossPlugin(), *settings.plugins],
-            evaluator=silent_evaluator(),
+            evaluator=settings.evaluator or silent_evaluator(),
         )
 
     def check_model_and_optimizer(self, **kwargs) -> None:

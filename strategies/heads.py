@@ -44,23 +44,26 @@ def task_features(features, dataset: Dataset, device, batch_size: int = 1024,
     """(features, labels) of a whole dataset through ``features(x)`` (e.g. a multi-task model's
     ``features(x, task)``), as float32 features and labels on ``device``. ``inputs(x,
     train=False)`` turns a batch on the device into model inputs and ``autocast()`` gives the
-    precision context, as for evaluation."""
+    precision context, as for evaluation. The global RNG is left as it was found: a run trains
+    the same with or without probes and references."""
     feats, labels = [], []
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        x, y = batch[0].to(device), batch[1]
-        if inputs is not None:
-            x = inputs(x, False)
-        with autocast():
-            feats.append(features(x).float())
-        labels.append(torch.as_tensor(y).to(device))
+    with torch.random.fork_rng(devices=[]):  # a DataLoader draws a seed: leave training's RNG
+        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            x, y = batch[0].to(device), batch[1]
+            if inputs is not None:
+                x = inputs(x, False)
+            with autocast():
+                feats.append(features(x).float())
+            labels.append(torch.as_tensor(y).to(device))
     return torch.cat(feats), torch.cat(labels)
 
 
 class ProbeHeadPlugin(SupervisedPlugin):
     """Fit the probe reference for each new task; optionally start the head from it.
 
-    ``benchmark`` must have ``valid_stream`` and ``test_stream`` aligned with ``train_stream``
-    (as ``benchmarks.streams.Stream.to_benchmark`` builds them). ``probe_acc[i]`` holds the
+    ``benchmark`` must have a ``test_stream`` aligned with ``train_stream`` (experience i of each
+    is task i, as ``benchmarks.streams.Stream.to_benchmark`` builds them); a ``valid_stream``
+    aligned the same way chooses the probe's C (without one, C = 1). ``probe_acc[i]`` holds the
     reference test accuracy of experience ``i``.
     """
 
@@ -95,7 +98,8 @@ class ProbeHeadPlugin(SupervisedPlugin):
         n_classes = model.heads[str(task)].out_features
         as_eval = {"inputs": getattr(strategy, "inputs", None),
                    "autocast": getattr(strategy, "autocast", nullcontext)}
-        datasets = (exp.dataset.eval(), self.benchmark.valid_stream[i].dataset.eval(),
+        valid = getattr(self.benchmark, "valid_stream", None)
+        datasets = (exp.dataset.eval(), valid[i].dataset.eval() if valid is not None else None,
                     self.benchmark.test_stream[i].dataset.eval())
         probe, (tr, _, te) = self.fit(lambda x: model.features(x, task), datasets, n_classes,
                                       device, as_eval)
@@ -116,6 +120,7 @@ class ProbeHeadPlugin(SupervisedPlugin):
 
     def fit(self, features, datasets, n_classes: int, device, as_eval: dict):
         """The probe on ``features`` of (train, validation, test) and those features."""
-        tr, va, te = (task_features(features, d, device, **as_eval) for d in datasets)
+        tr, va, te = (task_features(features, d, device, **as_eval) if d is not None
+                      else (None, None) for d in datasets)
         return fit_linear_probe(*tr, n_classes, *va, c_grid=self.c_grid,
                                 cache_dir=self.cache_dir), (tr, va, te)

@@ -32,6 +32,7 @@ class TrainSettings:
     # batch (on the device), training? -> model input: conversion, augmentation, normalization
     inputs: Callable[[Tensor, bool], Tensor] | None = None
     loader_workers: int = 0  # DataLoader worker processes for training and evaluation
+    evaluator: object = None  # an Avalanche EvaluationPlugin (None: no metrics, no loggers)
 
 
 Builder = Callable[[nn.Module, dict, TrainSettings], object]

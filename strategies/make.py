@@ -1,0 +1,60 @@
+"""Any registered strategy for your own Avalanche loop, set up as the suite's runner sets it up.
+
+:func:`make_strategy` gives the strategy its registered hyperparameters (updated with yours), its
+per-group learning rates and per-task optimizer (``strategies.common.ContinualTemplate``), the
+probe head (``strategies.heads.ProbeHeadPlugin``, started as ``head_init`` says) and, if you pass
+one, your Avalanche evaluator::
+
+    strategy = make_strategy("meat", backbone, benchmark, epochs=1, evaluator=evaluator)
+    for i, experience in enumerate(benchmark.train_stream):
+        strategy.train(experience)
+        metrics = strategy.eval(benchmark.test_stream[: i + 1])
+
+``backbone`` is a timm ViT that returns pooled features (``timm.create_model(name,
+num_classes=0)``); ``benchmark`` is an Avalanche benchmark with task labels whose ``train_stream``
+and ``test_stream`` are aligned (experience i of each is task i). A ``valid_stream`` aligned the
+same way, if present, chooses the probe's regularization (C = 1 without one). With the suite's
+own streams (``benchmarks.streams.build_stream(...).to_benchmark()``), the same seed and the same
+budget, the accuracies equal the runner's (tests/test_make_strategy.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from strategies.common import ContinualTemplate
+from strategies.heads import ProbeHeadPlugin
+from strategies.registry import HEAD_INIT_CHOICES, TrainSettings, get_strategy, resolve_hparams
+
+
+def uint8_to_float(x, train: bool):
+    """Model inputs from image batches: uint8 [0, 255] -> float [0, 1]; floats pass."""
+    return x.float().div(255) if not x.is_floating_point() else x
+
+
+def make_strategy(name: str, backbone, benchmark, *, hparams: dict | None = None,
+                  head_init: str = "auto", epochs: int = 1, steps_per_task: int | None = None,
+                  batch_size: int = 64, eval_batch_size: int = 512, device: str = "cpu",
+                  precision: str = "fp32", inputs=uint8_to_float, plugins=(), evaluator=None,
+                  probe_cache: Path | None = None) -> ContinualTemplate:
+    """The registered strategy ``name`` on ``backbone``, trained and evaluated on ``benchmark``.
+
+    ``hparams`` override the registered values (``run_benchmark.py strategies`` lists them);
+    ``head_init`` is ``auto`` (the strategy's registered choice), ``probe`` or ``random``; a budget
+    is ``epochs`` per task or exactly ``steps_per_task`` optimizer steps; ``inputs(x, train)``
+    turns a batch on the device into model inputs; ``plugins`` are added to the strategy's own;
+    ``probe_cache`` memoizes probe fits on disk. The probe plugin is ``strategy.probe``: its
+    ``probe_acc`` holds each task's linear-probe reference accuracy.
+    """
+    info = get_strategy(name)
+    if head_init not in HEAD_INIT_CHOICES:
+        raise ValueError(f"head_init must be one of {HEAD_INIT_CHOICES}, got {head_init!r}")
+    head_init = info.head_init if head_init == "auto" else head_init
+    probe = ProbeHeadPlugin(benchmark, head_init, cache_dir=probe_cache)
+    settings = TrainSettings(epochs=epochs, steps_per_task=steps_per_task, batch_size=batch_size,
+                             eval_batch_size=eval_batch_size, device=device, head_init=head_init,
+                             plugins=[probe, *plugins], precision=precision, inputs=inputs,
+                             evaluator=evaluator)
+    strategy = info.build(backbone, resolve_hparams(name, hparams), settings)
+    strategy.probe = probe
+    return strategy
