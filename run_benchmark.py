@@ -108,6 +108,9 @@ def run_parser(tune: bool = False) -> Parser:
     p.add_argument("--stream", type=csv_list,
                    help="stream name(s) (default: the suite's), e.g. mnist5k-split5")
     p.add_argument("--data-root", help="folder of a local dataset (cifar10, svhn, imagefolder...)")
+    p.add_argument("--img-size", type=positive_int,
+                   help="resize a local dataset's images to N x N pixels on load (decoded once "
+                        "into the image cache); default: their own size (the paper stream: 224)")
     p.add_argument("--pretrained", help="local checkpoint file to start from instead of base "
                                         "pre-training")
     p.add_argument("--seeds", type=seed_list, help="comma list of integer seeds, e.g. 0,1,2")
@@ -263,7 +266,8 @@ def build_configs(args) -> tuple[dict, list[dict]]:
     try:
         for key in ("strategies", "backbone", "stream", "seeds", "epochs", "steps_per_task",
                     "base_epochs", "batch_size", "head_init", "dropkey", "dropkey_schedule",
-                    "data_root", "pretrained", "hparams", "precision", "preprocess"):
+                    "data_root", "img_size", "pretrained", "hparams", "precision",
+                    "preprocess"):
             value = getattr(args, key, None)
             if value is not None:
                 suite["hparams_from" if key == "hparams" else key] = value
@@ -276,7 +280,7 @@ def build_configs(args) -> tuple[dict, list[dict]]:
                              "--pretrained FILE (a local timm checkpoint of the backbone)")
         for name in stream_list(suite["stream"]):
             stream = build_stream(name, suite["seeds"][0], data_root=suite["data_root"],
-                                  val_fraction=suite["val_fraction"])
+                                  val_fraction=suite["val_fraction"], img_size=suite["img_size"])
             c, h, _ = stream.image_shape
             for backbone in stream_list(suite["backbone"]):
                 resolve(backbone, img_size=h, in_chans=c)

@@ -40,12 +40,15 @@ class RunConfig:
     precision: str  # "fp32" | "bf16"
     tf32: bool
     tuning: dict | None = field(default=None)  # a tuning trial: {tasks, trial, searched}
+    img_size: int | None = field(default=None)  # local images resized to this on load
 
     def to_dict(self) -> dict:
-        """The run's ``config`` as recorded (``tuning`` only for tuning trials)."""
+        """The run's ``config`` as recorded (``tuning`` and ``img_size`` only when set, so runs
+        without them keep their ids)."""
         out = dataclasses.asdict(self)
-        if out["tuning"] is None:
-            del out["tuning"]
+        for key in ("tuning", "img_size"):
+            if out[key] is None:
+                del out[key]
         return out
 
     @property

@@ -358,9 +358,30 @@ def _decoded(raw: ImageSource, img_size, preprocess, cache_dir) -> ImageSource:
             steps = [t for t in (ds.transform, storage) if t is not None]
             ds.transform = T.Compose([*steps, T.ToTensor()])
             parts[split] = ds
+    if not img_size:
+        check_one_size(raw)
     c = parts["train"][0][0].shape[0]
     h, w = (img_size, img_size) if img_size else tuple(parts["train"][0][0].shape[1:])
     return ImageSource(raw.name, parts["train"], parts["test"], raw.class_names, (c, h, w))
+
+
+def check_one_size(raw: ImageSource) -> None:
+    """Raise a :class:`DataError` naming two files of different sizes if the images of a
+    file-based source (train and test) do not all share one size (headers only are read)."""
+    from PIL import Image
+
+    sizes: dict[tuple[int, int], str] = {}
+    for split in ("train", "test"):
+        ds = getattr(raw, split)
+        paths = getattr(ds, "paths", None) or [p for p, _ in getattr(ds, "samples", [])]
+        for path in paths:
+            with Image.open(path) as img:
+                sizes.setdefault(img.size, str(path))
+            if len(sizes) > 1:
+                (a, pa), (b, pb) = sizes.items()
+                raise DataError(f"{raw.name}: images of different sizes ({a[0]}x{a[1]} {pa}, "
+                                f"{b[0]}x{b[1]} {pb}): pass --img-size N (img_size: N in a "
+                                "suite) to resize every image to N x N on load")
 
 
 def _raw_source(name: str, path: Path) -> ImageSource:

@@ -415,6 +415,7 @@ class Run:
         seed_everything(config.seed)
         set_tf32(config)
         stream = build_stream(config.stream, config.seed, data_root=config.data_root,
+                              img_size=config.img_size,
                               val_fraction=config.val_fraction, preprocess=config.preprocess,
                               cache_dir=cache_dir / "images")
         if config.tuning is not None:  # a tuning trial: the first tasks, on validation data

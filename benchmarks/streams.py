@@ -395,6 +395,10 @@ def build_stream(
     Local datasets go through the storage part of ``preprocess`` and, with ``cache_dir`` and an
     image size, the decode-once image cache (:func:`benchmarks.datasets.local_source`); the
     bundled streams keep their in-memory tensors."""
+    bundled = name in FIXED_STREAMS or name.split("-")[0] in BUNDLED_SPLITS
+    if bundled and img_size is not None:
+        raise DataError(f"stream {name!r} is bundled 28 x 28 data: an image size applies to "
+                        "local datasets (--data-root); backbones take the stream's own size")
     if name in FIXED_STREAMS:
         return FIXED_STREAMS[name](seed, val_fraction)
     if name == PAPER_STREAM:

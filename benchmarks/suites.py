@@ -135,7 +135,8 @@ def _expand_stream(suite: dict) -> list[RunConfig]:
                 head_init=resolve_head_init(strategy, suite["head_init"]),
                 dropkey=float(suite["dropkey"]), dropkey_schedule=suite["dropkey_schedule"],
                 val_fraction=float(suite["val_fraction"]), device=suite["device"],
-                data_root=suite["data_root"], pretrained=suite["pretrained"],
+                data_root=suite["data_root"], img_size=suite["img_size"],
+                pretrained=suite["pretrained"],
                 hparams=hp, hparams_source=hparams_source(strategy, tuned, user),
                 preprocess=preprocess, precision=suite["precision"], tf32=bool(suite["tf32"])))
     return configs

@@ -62,7 +62,8 @@ def resolve(name: str, img_size: int | None = None, in_chans: int | None = None,
     if size % patch:
         raise BackboneError(
             f"patch size {patch} of backbone {name!r} does not divide image size {size}; "
-            f"use an image size that is a multiple of {patch}"
+            f"use an image size that is a multiple of {patch} (a local dataset: --img-size "
+            f"{max(patch, size // patch * patch)})"
         )
     if "stages" in kwargs:  # a hierarchical backbone (LaViT)
         halvings = len(kwargs["stages"]) - 1

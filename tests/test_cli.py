@@ -165,6 +165,7 @@ def test_head_init_choices_are_the_registrys():
     ("epochs: two\n", "epochs must be an integer >= 1, got 'two'"),
     ("batch_size: 3.5\n", "batch_size must be an integer >= 1"),
     ("tf32: maybe\n", "tf32 must be true or false"),
+    ("img_size: big\n", "img_size must be an integer >= 1 or null"),
 ])
 def test_a_wrongly_typed_suite_file_is_one_line_naming_the_key(tmp_path, text, expect):
     suite = tmp_path / "mine.yaml"

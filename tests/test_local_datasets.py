@@ -18,6 +18,7 @@ import pytest
 import torch
 import torchvision
 from PIL import Image
+from test_cli import run_main
 from torchvision.datasets.utils import check_integrity
 
 from benchmarks.datasets import (
@@ -28,6 +29,7 @@ from benchmarks.datasets import (
     targets_of,
 )
 from benchmarks.streams import build_stream
+from results.records import find_records
 
 # Every class gets TRAIN_PER_CLASS training images: with val_fraction=0.2, sklearn's stratified
 # split of a 5-class (cifar10/svhn/fashionmnist) or 50-class (cifar100) task needs at least one
@@ -391,3 +393,47 @@ def test_unknown_local_dataset(tmp_path):
         local_source("stl10", tmp_path)
     with pytest.raises(DataError, match="unknown stream"):
         build_stream("stl10-split2", seed=0, data_root=str(tmp_path))
+
+
+# ----------------------------------------------------------------------------- image sizes
+@pytest.fixture
+def mixed_sizes_root(imagefolder_root):
+    """The image folder with one training image of another size."""
+    Image.new("RGB", (9, 7), (1, 2, 3)).save(imagefolder_root / "train" / "cat" / "cat_0.png")
+    return imagefolder_root
+
+
+def test_mixed_image_sizes_are_named_with_the_fix(mixed_sizes_root):
+    with pytest.raises(DataError, match=r"different sizes \(9x7 .*cat_0.png, 12x10 .*--img-size"):
+        local_source("imagefolder", mixed_sizes_root)
+
+
+def test_mixed_image_sizes_resized_on_load_into_the_cache(mixed_sizes_root, tmp_path):
+    stream = build_stream("imagefolder-split2", 0, data_root=str(mixed_sizes_root), img_size=14,
+                          val_fraction=VAL_FRACTION, cache_dir=tmp_path / "cache")
+    assert stream.image_shape == (3, 14, 14)
+    x, _ = stream.tasks[0].train[0][:2]
+    assert x.dtype == torch.uint8 and x.shape == (3, 14, 14)  # decoded once, cached as uint8
+    assert any((tmp_path / "cache").iterdir())
+
+
+def test_cli_img_size_runs_a_folder_of_mixed_sizes_and_records_it(mixed_sizes_root, tmp_path):
+    suite = tmp_path / "own.yaml"
+    suite.write_text(f"stream: imagefolder-split2\nstrategies: [classifier]\nepochs: 1\n"
+                     f"val_fraction: {VAL_FRACTION}\n")
+    args = ("--suite", str(suite), "--data-root", str(mixed_sizes_root), "--out",
+            str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), "--quiet")
+    refused = run_main(*args)
+    assert refused.returncode == 2 and "--img-size N" in refused.stderr
+    assert not (tmp_path / "out").exists()
+    done = run_main(*args, "--img-size", "14")
+    assert done.returncode == 0, done.stderr[-2000:]
+    (record,) = find_records([tmp_path / "out"])
+    assert record["config"]["img_size"] == 14
+    assert record["base"] == {"base": "none"}  # no base task, no --pretrained: random weights
+    assert "starts from random weights" in done.stderr
+
+
+def test_img_size_on_a_bundled_stream_is_refused():
+    r = run_main("--suite", "smoke", "--img-size", "32")
+    assert r.returncode == 2 and "applies to local datasets" in r.stderr
