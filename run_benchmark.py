@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -354,7 +355,14 @@ def print_report(records: list[dict], out: Path) -> None:
     """Summary table, then the paper-style table (final accuracy per task) for every (stream,
     backbone); writes every table and figure into ``out`` and lists the files."""
     from results.report import ReportError, run_order, write_report
-    from results.tables import budget_note, format_summary, group_records, per_task_table, summary
+    from results.tables import (
+        as_text,
+        budget_note,
+        format_summary,
+        group_records,
+        per_task_table,
+        summary,
+    )
 
     records = run_order(records)
     try:
@@ -366,9 +374,9 @@ def print_report(records: list[dict], out: Path) -> None:
         print(note)
     print(format_summary(summary(records)))
     for (stream, backbone), recs in group_records(records).items():
-        print(f"\n{stream} / {backbone}: final accuracy per task (%), probe_acc = converged "
-              "linear probe on the task's starting features")
-        print(per_task_table(recs).round(1).to_string())
+        print(f"\n{stream} / {backbone}: final accuracy per task (%); probe_acc = the converged "
+              "linear\nprobe on the task's starting features")
+        print(as_text(per_task_table(recs).round(1)))
     figures = sorted(str(p) for p in paths if p.suffix == ".png")
     print(f"\nTables (md, tex, csv) and figures (png, pdf) in {out}:")
     print("\n".join(f"  {p}" for p in figures))
@@ -396,14 +404,14 @@ def cmd_report(argv: list[str]) -> int:
 
 
 def print_comparison(records: list[dict], a: str, b: str) -> int:
-    from results.tables import by_arm, compare
+    from results.tables import as_text, by_arm, compare
 
     table = compare(records, a, b)
     if table.empty:
         found = sorted(set(by_arm(records)))
         raise UsageError(f"--compare {a},{b}: no stream and backbone with finished runs of both "
                          f"on common seeds; strategies found: {', '.join(found)}")
-    print(table.to_string(index=False))
+    print(as_text(table, index=False))
     return 0
 
 
@@ -435,6 +443,7 @@ def cmd_backbones(argv: list[str]) -> int:
     import pandas as pd
 
     from models.factory import backbone_card, backbone_names, timm_family_count
+    from results.tables import WIDTH, as_text
 
     cards = [backbone_card(n) for n in backbone_names()]
     if args.format == "json":
@@ -443,9 +452,14 @@ def cmd_backbones(argv: list[str]) -> int:
     df = pd.DataFrame(cards).set_index("name")
     df["token_masks"] = df["token_masks"].map({True: "yes", False: "no"})
     df["dropkey"] = df["dropkey"].map({True: "yes", False: "no"})
-    print(df[["img_size", "tokens", "params_m", "gflops", "token_masks", "dropkey",
-              "description"]].to_string(float_format=lambda v: f"{v:.3f}"))
-    print(f"\n+ any timm vit_*/deit_*/cait_* name ({timm_family_count()} in this timm); "
+    print(as_text(df[["img_size", "tokens", "params_m", "gflops", "token_masks", "dropkey"]],
+                  float_format=lambda v: f"{v:.3f}"))
+    width = max(map(len, df.index)) + 2
+    print()
+    for name, text in df["description"].items():
+        print(textwrap.fill(text, WIDTH, initial_indent=f"{name:<{width}}",
+                            subsequent_indent=" " * width))
+    print(f"\n+ any timm vit_*/deit_*/cait_* name ({timm_family_count()} in this timm)\n"
           "FLOPs: one image, forward, counted by torch.utils.flop_counter")
     return 0
 

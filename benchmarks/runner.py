@@ -153,7 +153,7 @@ class TrainLog(SupervisedPlugin):
                "accuracy": float(correct) / max(n, 1), "seconds": time.perf_counter() - start}
         if not math.isfinite(row["loss"]):
             raise NonFiniteLoss(
-                f"training loss is {row['loss']} in task {row['task']}, epoch {row['epoch']}: "
+                f"training loss is {row['loss']} in task {row['task'] + 1}: "
                 "the run stops (lower the learning rate, or check the data)")
         self.rows.append(row)
         if self.writer is not None:
@@ -179,16 +179,16 @@ class ProgressBar(SupervisedPlugin):
     the last finished epoch: the per-step losses are summed on the device and read once per
     epoch, not synced every step."""
 
-    def __init__(self, label: str):
+    def __init__(self, label: str, n_tasks: int):
         super().__init__()
-        self.label = label
+        self.label, self.n_tasks = label, n_tasks
         self.bar = None
         self._loss, self._n = 0.0, 0
 
     def before_training_exp(self, strategy, **kwargs):
-        total = strategy.task_steps()
-        self.bar = tqdm(total=total, desc=f"{self.label} task {strategy.experience.task_label}",
-                        leave=False, file=sys.stderr, disable=None)
+        task = strategy.experience.current_experience + 1
+        self.bar = tqdm(total=strategy.task_steps(), leave=False, file=sys.stderr, disable=None,
+                        desc=f"{self.label} task {task}/{self.n_tasks}")
 
     def before_training_epoch(self, strategy, **kwargs):
         self._loss, self._n = 0.0, 0
@@ -435,10 +435,11 @@ class Run:
         self.counter, self.timer = EvalCounter(), StepTimer()
         self.probe = ProbeHeadPlugin(self.bench, config.head_init,
                                      cache_dir=cache_dir / "probes",
-                                     reference=random_backbone(config, stream))
+                                     reference=random_backbone(config, stream),
+                                     announce=self.say)
         self.log = TrainLog(tensorboard_writer(self.folder) if self.tensorboard else None)
         self.plugins = [self.probe, self.counter, self.log, self.timer] + (
-            [ProgressBar(config.strategy)] if self.progress else [])
+            [ProgressBar(config.strategy, T)] if self.progress else [])
         settings = TrainSettings(epochs=config.epochs, steps_per_task=config.steps_per_task,
                                  batch_size=config.batch_size,
                                  eval_batch_size=config.eval_batch_size, device=config.device,
@@ -450,6 +451,10 @@ class Run:
         self.shared = shared_items(self.info, backbone, config.hparams)
         seed_everything(config.seed)
         self.strategy = self.info.build(backbone, dict(config.hparams), settings)
+
+    def say(self, line: str) -> None:
+        """A progress line on stderr, prefixed by the run's id."""
+        print(f"{self.folder.name}: {line}", file=sys.stderr, flush=True)
 
     def resume(self) -> int:
         """Restore the state after the last finished task, if any; the next task's index."""
@@ -463,8 +468,7 @@ class Run:
         for name in REFERENCES:
             setattr(self.probe, name,
                     {k: v for k, v in enumerate(getattr(self.record, name)) if v is not None})
-        print(f"{self.folder.name}: resuming at task {done['next']} of {self.T}",
-              file=sys.stderr, flush=True)
+        self.say(f"resuming at task {done['next'] + 1}/{self.T}")
         return done["next"]
 
     def train_task(self, i: int, exp) -> None:
@@ -479,7 +483,7 @@ class Run:
         movement = mask_movement(strategy.model, exp.task_label)
         record.mask_movement.append(movement)
         for line in static_mask_warnings(self.config.strategy, movement, i, self.T):
-            print(f"{self.folder.name}: {line}", file=sys.stderr, flush=True)
+            self.say(line)
 
     def evaluate(self, i: int) -> None:
         """Evaluate tasks 0..i: row i of the accuracy matrix and the raw counts."""
@@ -531,7 +535,7 @@ class Run:
                          "file_bytes": self.file_bytes})
         write_run(self.folder, record.to_dict(), self.rows)
         atomic_write_text(self.folder / "train_log.csv", self.log.csv())
-        print(f"{self.folder.name}: task {i + 1}/{self.T} done", file=sys.stderr, flush=True)
+        self.say(f"task {i + 1}/{self.T} done")
         writer = self.log.writer
         if writer is not None:
             for j, acc in enumerate(record.acc_matrix[i][: i + 1]):

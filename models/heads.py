@@ -49,7 +49,7 @@ import fcntl
 import hashlib
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -172,6 +172,7 @@ def fit_linear_probe(
     val_labels: torch.Tensor | None = None,
     c_grid: Sequence[float] = C_GRID,
     cache_dir: Path | None = None,
+    on_fit: Callable[[], None] | None = None,
 ) -> LinearProbe:
     """Fit a converged multinomial probe; C from ``c_grid`` by validation log-loss if given.
 
@@ -189,15 +190,20 @@ def fit_linear_probe(
     returns exactly what fitting would on the same device. Hits are the rule: every strategy
     that starts a task from the frozen base features (classifier, MEAT, Piggyback, Adapter;
     every strategy on its first task) fits the same probe for a given backbone, seed and task.
+    ``on_fit()`` is called just before a fit that is not a cache hit (e.g. to announce it).
     """
     args = (train_feats, train_labels, n_classes, val_feats, val_labels, tuple(c_grid))
     if cache_dir is None:
+        if on_fit is not None:
+            on_fit()
         return _fit_probe(*args)
     key = probe_key(*args)
     path = Path(cache_dir) / f"{key}.pt"
     with file_lock(path.with_suffix(".lock")):
         if path.is_file():
             return LinearProbe(**torch.load(path, map_location="cpu", weights_only=True))
+        if on_fit is not None:
+            on_fit()
         probe = _fit_probe(*args)
         # atomic: readers without the lock never see half a file
         atomic_write(path, lambda f: torch.save(asdict(probe), f))

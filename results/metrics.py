@@ -18,7 +18,8 @@ def _check(R: Matrix) -> int:
     for i in range(T):
         for j in range(i + 1):
             if R[i][j] is None:
-                raise ValueError(f"R[{i}][{j}] (task {j} after training task {i}) is missing")
+                raise ValueError(
+                    f"R[{i}][{j}] (task {j + 1} after training task {i + 1}) is missing")
     return T
 
 

@@ -73,8 +73,8 @@ def heatmaps(records: list[dict], out: Path, title: str, name: str) -> list[Path
             ax.set_ylabel("after training task i")
         if k >= n - cols:
             ax.set_xlabel("evaluated task j")
-        ax.set_xticks(range(m.shape[1]))
-        ax.set_yticks(range(m.shape[0]))
+        ax.set_xticks(range(m.shape[1]), [str(j + 1) for j in range(m.shape[1])])
+        ax.set_yticks(range(m.shape[0]), [str(i + 1) for i in range(m.shape[0])])
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.colorbar(im, ax=axes, shrink=0.7, label="accuracy %")
@@ -97,9 +97,9 @@ def task_curves(records: list[dict], out: Path, title: str, name: str) -> list[P
             x = np.arange(j, T) + (k - (len(groups) - 1) / 2) * dodge
             ax.plot(x, m[j:, j], marker=MARKERS[k % len(MARKERS)], ms=3.5,
                     lw=1, color=strategy_color(strat), label=strat)
-        ax.set_title(f"task {j}: {task_names[j]}", fontsize=8)
+        ax.set_title(f"task {j + 1}: {task_names[j]}", fontsize=8)
         ax.set_xlabel("after task")
-        ax.set_xticks(range(T))
+        ax.set_xticks(range(T), [str(t + 1) for t in range(T)])
         ax.set_xlim(-0.5, T - 0.5)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy %")
@@ -203,14 +203,15 @@ def token_mask_figure(run_dir: Path, record: dict, out: Path, name: str) -> list
     ax = axes[0][-1]
     for t, layers_t in enumerate(masks):
         frac = [float(m.float().mean()) for m in layers_t.values()]
-        ax.plot(range(len(frac)), frac, marker="o", ms=3, label=f"task {t}")
+        ax.plot(range(len(frac)), frac, marker="o", ms=3, label=f"task {t + 1}")
     ax.set_xlabel("masked layer")
     ax.set_ylabel("kept fraction")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=6)
     ax.grid(alpha=0.3)
     cfg = record["config"]
-    fig.suptitle(f"{cfg['strategy']} token masks, task {last} ({record['tasks'][last]['name']}), "
+    fig.suptitle(f"{cfg['strategy']} token masks, task {last + 1} "
+                 f"({record['tasks'][last]['name']}), "
                  f"{cfg['backbone']} / {cfg['stream']} seed {cfg['seed']}; "
                  + ("red = dropped" if any(not bool(m.all()) for m in layers.values())
                     else "no token dropped in any layer"),

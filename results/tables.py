@@ -221,9 +221,22 @@ def budget_note(records: list[dict]) -> str | None:
             "`make benchmark`).")
 
 
+WIDTH = 100  # console tables wrap their columns to fit this many characters
+
+
+def as_text(df: pd.DataFrame, **kwargs) -> str:
+    """``df.to_string`` in blocks of columns that fit :data:`WIDTH` characters (pandas repeats
+    the row labels in every block and ends a continued line with a backslash)."""
+    return df.to_string(line_width=WIDTH - 2, **kwargs)
+
+
 def format_summary(df: pd.DataFrame) -> str:
-    """Human table: mean ± std (n) per strategy, accuracies in %."""
-    return readable_summary(df).to_string(index=False)
+    """Human table per (stream, backbone): mean ± std (n) per strategy, accuracies in %."""
+    table = readable_summary(df)
+    return "\n\n".join(
+        f"{stream} / {backbone}\n"
+        + as_text(rows.drop(columns=["stream", "backbone"]).set_index("strategy"))
+        for (stream, backbone), rows in table.groupby(["stream", "backbone"], sort=False))
 
 
 def readable_summary(df: pd.DataFrame) -> pd.DataFrame:
@@ -361,7 +374,7 @@ def format_storage(bills: dict[str, dict], classes: list[int], fmt: str) -> str:
     if fmt == "csv":
         return df.to_csv(index=False).rstrip("\n")
     table = df.pivot(index="strategy", columns="task", values="mib").loc[list(bills)]
-    table.columns = [f"task {t} ({n} cl.) MiB" for t, n in enumerate(classes)]
+    table.columns = [f"task {t + 1} ({n} cl.) MiB" for t, n in enumerate(classes)]
     table["per task % of backbone"] = [float(np.mean(b["per_task_pct_of_backbone"]))
                                        for b in bills.values()]
     table["shared MiB"] = [b["shared_mib"] for b in bills.values()]  # kept once for all tasks
@@ -369,4 +382,4 @@ def format_storage(bills: dict[str, dict], classes: list[int], fmt: str) -> str:
     table["can forget"] = ["yes" if b["forgets"] else "no" for b in bills.values()]
     base = next(iter(bills.values()))["base_mib"]
     return (f"base model (fp32, with its original head): {base:.2f} MiB\n"
-            + table.to_string(float_format=lambda v: f"{v:.4f}"))
+            + as_text(table, float_format=lambda v: f"{v:.4f}"))

@@ -27,6 +27,7 @@ probe everywhere.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -68,7 +69,8 @@ class ProbeHeadPlugin(SupervisedPlugin):
     """
 
     def __init__(self, benchmark, head_init: str = "probe", c_grid=C_GRID,
-                 cache_dir: Path | None = None, reference: torch.nn.Module | None = None):
+                 cache_dir: Path | None = None, reference: torch.nn.Module | None = None,
+                 announce: Callable[[str], None] | None = None):
         super().__init__()
         if head_init not in HEAD_INITS:
             raise ValueError(f"head_init must be one of {HEAD_INITS}, got {head_init!r}")
@@ -77,6 +79,7 @@ class ProbeHeadPlugin(SupervisedPlugin):
         self.c_grid = tuple(c_grid)
         self.cache_dir = cache_dir  # fitted probes, shared between runs (None: no cache)
         self.reference = reference  # a randomly initialized backbone, or None
+        self.announce = announce  # announce(line): progress of probe fits that are not cached
         self.probe_acc: dict[int, float] = {}
         self.probe_train_acc: dict[int, float] = {}
         self.random_probe_acc: dict[int, float] = {}
@@ -101,15 +104,16 @@ class ProbeHeadPlugin(SupervisedPlugin):
         valid = getattr(self.benchmark, "valid_stream", None)
         datasets = (exp.dataset.eval(), valid[i].dataset.eval() if valid is not None else None,
                     self.benchmark.test_stream[i].dataset.eval())
+        where = f"task {i + 1}/{len(self.benchmark.train_stream)}"
         probe, (tr, _, te) = self.fit(lambda x: model.features(x, task), datasets, n_classes,
-                                      device, as_eval)
+                                      device, as_eval, f"{where}: linear probe")
         self.probes[i] = probe
         self.probe_acc[i] = probe.accuracy(*te)
         self.probe_train_acc[i] = probe.accuracy(*tr)
         if self.reference is not None and i not in self.random_probe_acc:
             self.reference.to(device).eval()
             reference, (_, _, te) = self.fit(self.reference, datasets, n_classes, device,
-                                             as_eval)
+                                             as_eval, f"{where}: random-init probe")
             self.random_probe_acc[i] = reference.accuracy(*te)
         if self.head_init == "probe":
             probe.copy_into(model.heads[str(task)])
@@ -118,9 +122,23 @@ class ProbeHeadPlugin(SupervisedPlugin):
         model.train(was_training)
         self.seconds += time.perf_counter() - start
 
-    def fit(self, features, datasets, n_classes: int, device, as_eval: dict):
-        """The probe on ``features`` of (train, validation, test) and those features."""
+    def fit(self, features, datasets, n_classes: int, device, as_eval: dict, label: str):
+        """The probe on ``features`` of (train, validation, test) and those features; a fit that
+        is not cached is announced as ``label``."""
         tr, va, te = (task_features(features, d, device, **as_eval) if d is not None
                       else (None, None) for d in datasets)
-        return fit_linear_probe(*tr, n_classes, *va, c_grid=self.c_grid,
-                                cache_dir=self.cache_dir), (tr, va, te)
+        start, fitted = time.perf_counter(), []
+
+        def on_fit():
+            fitted.append(True)
+            if self.announce is not None:
+                self.announce(f"{label}: fitting on {len(tr[0]):,} training features "
+                              f"(C from {len(self.c_grid)} values; cached for later runs) ...")
+
+        probe = fit_linear_probe(*tr, n_classes, *va, c_grid=self.c_grid,
+                                 cache_dir=self.cache_dir, on_fit=on_fit)
+        if fitted and self.announce is not None:
+            val = "" if probe.val_acc is None else f", validation accuracy {probe.val_acc:.1%}"
+            self.announce(f"{label}: fitted in {time.perf_counter() - start:.1f} s "
+                          f"(C = {probe.C:g}{val})")
+        return probe, (tr, va, te)

@@ -203,3 +203,15 @@ def test_structured_hyperparameters_pass_as_given():
 
     assert resolve_hparams("meat", {"layers": [2, 5, 8]})["layers"] == [2, 5, 8]
     assert resolve_hparams("meat", {"tau": "4"})["tau"] == 4.0
+
+
+@pytest.mark.parametrize("args", [
+    ["backbones"],
+    ["storage", "--backbone", "vit_micro", "--classes", "10,10,10,10,10"],
+    ["report", "results/data/runs", "--out", "{tmp}/report"],
+])
+def test_console_tables_fit_100_columns(args, tmp_path):
+    r = run_main(*[a.format(tmp=tmp_path) for a in args])
+    assert r.returncode == 0, r.stderr
+    text = [line for line in r.stdout.splitlines() if str(tmp_path) not in line]  # paths
+    assert len(text) > 5 and max(map(len, text)) <= 100

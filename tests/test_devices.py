@@ -229,7 +229,7 @@ def test_template_passes_a_single_tasks_label_as_an_int():
 
 
 def test_eval_counts_and_progress_read_the_device_once_per_experience_and_epoch():
-    counter, bar = EvalCounter(), ProgressBar("x")
+    counter, bar = EvalCounter(), ProgressBar("x", 1)
     bar.bar = SimpleNamespace(update=lambda n: None)
     meta = SimpleNamespace(mb_output=torch.zeros(4, 3, device="meta"),
                            mb_y=torch.zeros(4, dtype=torch.long, device="meta"),

@@ -112,3 +112,19 @@ def test_a_probe_started_head_trains_stably_while_the_features_move(bench, pretr
         s.train(bench.train_stream[task])
         bound = 2 * max(losses.losses[0], math.log(s.model.heads[str(task)].out_features))
         assert len(losses.losses) > 5 and max(losses.losses) <= bound, losses.losses
+
+
+def test_a_probe_fit_announces_itself_and_a_cached_one_is_silent(bench, pretrained, tmp_path):
+    said = []
+    for _ in range(2):
+        lines = []
+        probe = ProbeHeadPlugin(bench, "probe", cache_dir=tmp_path, announce=lines.append)
+        settings = TrainSettings(head_init="probe", plugins=[probe])
+        get_strategy("classifier").build(copy.deepcopy(pretrained),
+                                         resolve_hparams("classifier"),
+                                         settings).train(bench.train_stream[0])
+        said.append(lines)
+    first, again = said
+    assert len(first) == 2 and first[0].startswith("task 1/5: linear probe: fitting on")
+    assert "fitted in" in first[1] and "C = " in first[1]
+    assert again == []

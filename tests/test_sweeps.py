@@ -65,7 +65,7 @@ def test_sigkill_mid_sequence_then_resume_gives_the_uninterrupted_result(tmp_pat
 
     assert folder.name == config.run_id  # the CLI's run is the same config
     resumed = run_one(config, out, cache_dir, progress=False)
-    assert "resuming at task 2" in capsys.readouterr().err
+    assert "resuming at task 3/5" in capsys.readouterr().err
     assert resumed["acc_matrix"] == reference["acc_matrix"]
     assert matrix_and_rows(folder) == matrix_and_rows(tmp_path / "ref" / folder.name)
     assert not (folder / RESUME_FILE).exists()
