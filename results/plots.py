@@ -109,40 +109,58 @@ def task_curves(records: list[dict], out: Path, title: str, name: str) -> list[P
 
 
 def tradeoff(records: list[dict], out: Path, title: str, name: str) -> list[Path]:
-    """Final average accuracy vs total storage (log x), error bars = std over seeds; color =
-    strategy, marker = backbone (two legends instead of a label per point, which overlap where
-    strategies tie)."""
+    """Final average accuracy vs total storage (log x), one panel per backbone, every point named
+    beside it (:func:`label_points`); error bars = std over seeds (none for a single run)."""
     backbones = sorted({r["config"]["backbone"] for r in records})
-    fig, ax = plt.subplots(figsize=(7.0, 4.4))
-    strategies = {}
-    for b_idx, backbone in enumerate(backbones):
-        recs_b = [r for r in records if r["config"]["backbone"] == backbone]
-        for strat, recs in by_arm(recs_b).items():
+    fig, axes = plt.subplots(1, len(backbones), figsize=(5.2 * len(backbones), 4.4),
+                             squeeze=False, sharey=True)
+    for ax, backbone in zip(axes[0], backbones, strict=True):
+        points = []
+        for strat, recs in by_arm([r for r in records
+                                   if r["config"]["backbone"] == backbone]).items():
             acc = [100 * r["metrics"]["final_avg_acc"] for r in recs]
-            mib = [r["storage"]["total_mib"] for r in recs]
-            ax.errorbar(np.mean(mib), np.mean(acc), yerr=np.std(acc, ddof=1) if len(acc) > 1
-                        else None, fmt=MARKERS[b_idx % len(MARKERS)], color=strategy_color(strat),
-                        ms=7, capsize=3, alpha=0.85)
-            strategies.setdefault(strat, strategy_color(strat))
-    ax.set_xscale("log")
-    ax.margins(x=0.1)
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    ax.tick_params(axis="x", which="minor", labelsize=7)
-    ax.set_xlabel("total storage after all tasks (MiB, log scale)")
-    ax.set_ylabel("final average accuracy % (± std over seeds)")
-    ax.grid(alpha=0.3, which="both")
-    handles = [matplotlib.lines.Line2D([], [], color=c, marker="o", ls="", label=s)
-               for s, c in strategies.items()]
-    first = ax.legend(handles=handles, fontsize=7, title="strategy", title_fontsize=8,
-                      loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    ax.add_artist(first)
-    markers = [matplotlib.lines.Line2D([], [], color="black", marker=MARKERS[i % len(MARKERS)],
-                                       ls="", label=b) for i, b in enumerate(backbones)]
-    ax.legend(handles=markers, fontsize=7, title="backbone", title_fontsize=8,
-              loc="lower left", bbox_to_anchor=(1.02, 0.0))
-    ax.set_title(f"Accuracy vs storage — {title}")
+            mib = float(np.mean([r["storage"]["total_mib"] for r in recs]))
+            color = strategy_color(strat)
+            ax.errorbar(mib, np.mean(acc), yerr=np.std(acc, ddof=1) if len(acc) > 1 else None,
+                        fmt="o", color=color, ms=6, capsize=3, alpha=0.85)
+            points.append((mib, float(np.mean(acc)), strat, color))
+        ax.set_xscale("log")
+        ax.margins(x=0.15, y=0.08)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.tick_params(axis="x", which="minor", labelsize=7)
+        ax.set_xlabel("total storage after all tasks (MiB, log scale)")
+        ax.grid(alpha=0.3, which="both")
+        ax.set_title(backbone, fontsize=9)
+        label_points(ax, points)
+    axes[0][0].set_ylabel("final average accuracy % (± std over seeds)")
+    fig.suptitle(f"Accuracy vs storage — {title}")
     return save(fig, out, name)
+
+
+LABEL_GAP = 0.055  # axes heights between two labels' centres
+
+
+def label_points(ax, points: list[tuple[float, float, str, str]]) -> None:
+    """Write each (x, y, text, color) point's text beside it: right of the point, left of it in
+    the axes' right third; labels on a side are spread vertically to be >= ``LABEL_GAP`` apart,
+    each tied to its point by a thin line."""
+    ax.autoscale_view()
+    to_axes = ax.transScale + ax.transLimits  # data -> axes fraction, with the log scale
+    placed = [(*to_axes.transform((x, y)), text, color) for x, y, text, color in points]
+    for right in (True, False):
+        side = sorted((p for p in placed if (p[0] < 0.67) == right), key=lambda p: p[1])
+        ys = []
+        for _, y, _, _ in side:
+            ys.append(max(y, ys[-1] + LABEL_GAP) if ys else y)
+        overflow = (ys[-1] - 0.97) if ys else 0
+        if overflow > 0:  # shift the column down, keeping the gaps
+            ys = [y - overflow for y in ys]
+        for (x, y, text, color), label_y in zip(side, ys, strict=True):
+            ax.annotate(text, xy=(x, y), xycoords="axes fraction", fontsize=7, color=color,
+                        xytext=(x + (0.05 if right else -0.05), label_y),
+                        textcoords="axes fraction", va="center", ha="left" if right else "right",
+                        arrowprops={"arrowstyle": "-", "lw": 0.5, "color": color, "alpha": 0.6})
 
 
 def train_time(records: list[dict], out: Path, title: str, name: str) -> list[Path]:

@@ -187,3 +187,22 @@ def test_latex_tables_escape_what_latex_would_read_as_markup(tmp_path):
         text = "\n".join(body)
         assert "my\\_strategy" in text or tex.stem != "summary", tex.name
         assert not re.search(r"(?<!\\)[%_#$]", text), (tex.name, text)  # & separates cells
+
+
+def test_every_tradeoff_point_is_named_and_labels_do_not_overlap():
+    import matplotlib.pyplot as plt
+
+    from results.plots import LABEL_GAP, label_points
+
+    fig, ax = plt.subplots()
+    names = ["meat", "hat", "supsup", "piggyback", "classifier", "individual"]
+    xs, ys = [1.27, 1.28, 1.29, 1.3, 1.27, 7.5], [61.0, 60.9, 61.1, 63.0, 58.0, 65.0]
+    ax.scatter(xs, ys)
+    ax.set_xscale("log")
+    label_points(ax, [(x, y, n, "black") for x, y, n in zip(xs, ys, names, strict=True)])
+    labels = {a.get_text(): a for a in ax.texts}
+    assert set(labels) == set(names)
+    heights = sorted(labels[n].xyann[1] for n in names if n != "individual")  # the cluster
+    assert min(np.diff(heights)) >= LABEL_GAP - 1e-9
+    assert labels["individual"].get_ha() == "right"  # in the right third: named on its left
+    plt.close(fig)
