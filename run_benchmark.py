@@ -122,8 +122,8 @@ def run_parser(tune: bool = False) -> Parser:
     p.add_argument("--batch-size", type=positive_int, help="training mini-batch size")
     p.add_argument("--head-init", choices=["auto", "probe", "random"],  # HEAD_INIT_CHOICES
                    help="new heads start from the converged linear probe or at random; auto "
-                        "(default) = probe, except random for strategies that fine-tune the "
-                        "backbone (finetune, individual)")
+                        "(default) = each strategy's registered choice (the probe for all of "
+                        "the suite's)")
     p.add_argument("--dropkey", type=dropkey_ratio,
                    help="DropKey ratio p in [0, 1) for every attention layer while strategies "
                         "train (0 = off)")

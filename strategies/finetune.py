@@ -37,7 +37,6 @@ def fine_tuning(model, hp: dict, settings, plugins=()) -> ContinualTemplate:
     storage=head_only_storage,
     trains="whole backbone + new head",
     keeps="head",
-    head_init="random",
     forgets=True,
     paper="lower bound",
 )

@@ -49,11 +49,10 @@ Optimizer. The paper trains with plain SGD at lr 0.05 (``optimizer="sgd"``, ``lr
 adapter training on transformers, with its own rate for the gate embeddings (``gate_lr``): Adam's
 steps are about lr whatever the compensated gradient, so at the weights' rate an embedding started
 from N(0, 1) could not cross 0 within a task. Heads start from the converged probe on the task's
-starting features (``head_init: auto``, as for the other strategies on frozen features): a random
-head trained by SGD for a few hundred steps stays far from converged (training accuracy near test
-accuracy, well below the probe's), while a probe head's large weights (standardization folded in)
-make SGD steps on the features explode. The record's ``train_acc`` next to ``probe_train_acc`` shows
-whether the head converged.
+starting features (``head_init: auto``, as for every strategy): a random head trained by SGD for
+a few hundred steps stays far from converged (training accuracy near test accuracy, well below
+the probe's). The record's ``train_acc`` next to ``probe_train_acc`` shows whether the head
+converged.
 """
 
 from __future__ import annotations

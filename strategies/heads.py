@@ -17,11 +17,12 @@ Two more references per task: the probe's accuracy on the task's training data
 that backbone's features (``random_probe_acc``): the probe minus it is how much the task gains
 from pre-training.
 
-Which strategies start from the probe (``head_init: auto``): those on frozen features, where a
-few SGD epochs leave a head far from converged. Strategies that fine-tune the whole backbone
-(finetune, individual) start from a random head: a probe fitted to the frozen features leans on
-their low-variance directions and anchors the backbone there. ``--head-init probe`` forces the
-probe everywhere.
+Every registered strategy starts its heads from the probe (``head_init: auto``): on frozen
+features a few SGD epochs leave a random head far from converged, and with the head's
+standardization following the features (``models.heads.StandardizedHead``) a probe start also
+helps the strategies that fine-tune the whole backbone (measured on validation data:
+docs/strategies.md, "Heads"). A strategy may register ``head_init="random"``; ``--head-init
+random`` forces random heads everywhere.
 """
 
 from __future__ import annotations

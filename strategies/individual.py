@@ -25,7 +25,6 @@ def individual_storage(backbone, n_classes, hp):
     storage=individual_storage,
     trains="a fresh copy of the pre-trained backbone + head",
     keeps="fp32 backbone + head",
-    head_init="random",
     forgets=False,
     paper="upper bound (MEAT paper's Individual)",
 )

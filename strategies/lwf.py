@@ -26,7 +26,6 @@ from strategies.storage import head_only_storage
     trains="whole backbone + new head, distilling the earlier heads' outputs (Avalanche "
            "`LwFPlugin`, α = 1, T = 2)",
     keeps="head",
-    head_init="random",
     forgets=True,
     paper="Li & Hoiem, ECCV 2016",
 )

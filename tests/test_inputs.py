@@ -9,7 +9,7 @@ import torch
 from torchvision import transforms as T
 
 from benchmarks import imagecache
-from benchmarks.datasets import local_source
+from benchmarks.datasets import folder_source, local_source
 from benchmarks.inputs import (
     NONE,
     InputPipeline,
@@ -104,8 +104,7 @@ def test_concurrent_users_build_one_cache(folder_root, tmp_path, monkeypatch):
     builds = []
     build = imagecache._build
     monkeypatch.setattr(imagecache, "_build", lambda *a, **k: builds.append(1) or build(*a, **k))
-    raw = local_source("imagefolder", folder_root, img_size=None).train
-    raw.transform = None  # items as PIL images, as the cache reads them
+    raw = folder_source("imagefolder", folder_root, None).train  # PIL items, as the cache reads
     out = []
     threads = [threading.Thread(target=lambda: out.append(imagecache.cached(
         raw, "imagefolder", "train", T.Resize((16, 16)), tmp_path / "cache", workers=1)))
@@ -181,8 +180,7 @@ def test_bad_preprocess_settings_name_the_valid_values():
 
 def test_a_build_over_worker_processes_stores_the_same_bytes(folder_root, tmp_path,
                                                             monkeypatch):
-    raw = local_source("imagefolder", folder_root, img_size=None).train
-    raw.transform = None
+    raw = folder_source("imagefolder", folder_root, None).train  # PIL items
     one = imagecache.cached(raw, "imagefolder", "train", T.Resize((16, 16)), tmp_path / "a",
                             workers=1)
     monkeypatch.setattr(imagecache, "MIN_PER_WORKER", 1)  # this small set over 2 processes
