@@ -74,6 +74,7 @@ def prefix_tokens(backbone: nn.Module) -> int:
     return int(getattr(backbone, "num_prefix_tokens", 1))
 
 
-def patch_projection(backbone: nn.Module) -> nn.Conv2d:
-    """The patch-embedding convolution."""
-    return backbone.patch_embed.proj
+def patch_projection(backbone: nn.Module) -> nn.Module:
+    """The patch embedding's last projection: a convolution, or T2T-ViT's ``project`` Linear."""
+    embed = backbone.patch_embed
+    return embed.proj if hasattr(embed, "proj") else embed.project

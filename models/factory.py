@@ -8,6 +8,7 @@ used. Tiny configs are timm architectures with small overrides, so they are ordi
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import timm
@@ -16,7 +17,7 @@ from timm.models import cait, deit, vision_transformer
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from models import anatomy
+from models import anatomy, t2t
 from models.atomic import atomic_write
 from models.attention import (
     AttentionHooks,
@@ -59,7 +60,10 @@ def resolve(name: str, img_size: int | None = None, in_chans: int | None = None,
     kwargs.update(overrides)
     patch = kwargs.get("patch_size") or _default_patch_size(arch)
     size = kwargs.get("img_size", 224)
-    if size % patch:
+    if family(name) == "t2t":  # soft splits with padding: any size gives a square token grid
+        if t2t.grid_side(size) < 1:
+            raise BackboneError(f"image size {size} is too small for {name!r}'s soft splits")
+    elif size % patch:
         raise BackboneError(
             f"patch size {patch} of backbone {name!r} does not divide image size {size}; "
             f"use an image size that is a multiple of {patch} (a local dataset: --img-size "
@@ -113,10 +117,11 @@ def maskable_attention_kwargs(family: str) -> dict:
 
 
 def pretrained_normalization(name: str) -> tuple[tuple, tuple] | None:
-    """(mean, std) that a timm model's pretrained weights expect (its ``pretrained_cfg``); None
-    for the suite's own configs, which are pre-trained here on raw [0, 1] inputs."""
+    """(mean, std) that a model's pretrained weights expect (a timm model's ``pretrained_cfg``,
+    the official one for T2T-ViT); None for the suite's own small configs, which are pre-trained
+    here on raw [0, 1] inputs."""
     if name in SUITE_MODELS:
-        return None
+        return SUITE_MODELS[name].normalization
     cfg = timm.models.get_pretrained_cfg(name)
     return (tuple(cfg.mean), tuple(cfg.std)) if cfg is not None else None
 
@@ -124,6 +129,7 @@ def pretrained_normalization(name: str) -> tuple[tuple, tuple] | None:
 # timm's own key remapping per architecture (most specific class first): position embeddings
 # resampled, older checkpoint layouts renamed
 CHECKPOINT_FILTERS = (
+    (t2t.T2TViT, t2t.checkpoint_filter_fn),
     (deit.VisionTransformerDistilled, deit.checkpoint_filter_fn),
     (vision_transformer.VisionTransformer, vision_transformer.checkpoint_filter_fn),
     (cait.Cait, cait.checkpoint_filter_fn),
@@ -133,14 +139,16 @@ CHECKPOINT_FILTERS = (
 def load_checkpoint(model: nn.Module, path: str | Path) -> None:
     """Load a local checkpoint (timm file or ours) into a features-only model.
 
-    Accepts a raw state_dict or one under ``state_dict``/``model``; classifier keys are dropped,
+    Accepts a raw state_dict or one under ``state_dict``/``model`` (a training script's file,
+    with its ``args`` namespace, loads too; nothing else is unpickled); classifier keys are dropped,
     position embeddings are resampled by the architecture's own timm filter when sizes differ.
     Every backbone parameter must be present: a partial load is an error, not a silent mix.
     """
     path = Path(path)
     if not path.is_file():
         raise BackboneError(f"pretrained checkpoint not found: {path}")
-    state = timm.models.load_state_dict(str(path), weights_only=True)
+    with torch.serialization.safe_globals([argparse.Namespace]):  # training scripts' `args`
+        state = timm.models.load_state_dict(str(path), weights_only=True)
     filter_fn = next((f for cls, f in CHECKPOINT_FILTERS if isinstance(model, cls)), None)
     if filter_fn is not None:
         state = filter_fn(state, model)

@@ -1,9 +1,10 @@
 """The suite's own backbone configurations, registered as timm models.
 
 ``timm.create_model("vit_micro", ...)`` works like any timm name once this module is imported
-(``models.factory`` does). Each entry is a size configuration of a timm architecture (ViT, CaiT)
-or of the suite's LaViT (``models.lavit``), with a description for ``run_benchmark.py
-backbones``; keyword arguments given to ``create_model`` override its defaults. Weights come only
+(``models.factory`` does). Each entry is a size configuration of a timm architecture (ViT, CaiT),
+of the suite's LaViT (``models.lavit``) or of T2T-ViT (``models.t2t``, the official sizes), with
+a description for ``run_benchmark.py backbones`` and, for official weights, their input
+normalization; keyword arguments given to ``create_model`` override its defaults. Weights come only
 from local files (``models.factory.load_checkpoint``): ``pretrained=True`` is an error.
 """
 
@@ -16,20 +17,23 @@ import timm
 from timm.models import register_model
 
 from models.lavit import LaViT, Stage
+from models.t2t import IMAGENET, T2TViT
 
 
 @dataclass(frozen=True)
 class SuiteModel:
-    family: str  # "vit", "cait" or "lavit": which attention classes it is built with
+    family: str  # "vit", "cait", "lavit" or "t2t": which attention classes it is built with
     defaults: dict  # constructor arguments (sizes)
     description: str
+    normalization: tuple | None = None  # (mean, std) official weights expect; None: raw [0, 1]
 
 
 SUITE_MODELS: dict[str, SuiteModel] = {}
 
 
-def _register(name: str, family: str, build: Callable, description: str, **defaults) -> None:
-    SUITE_MODELS[name] = SuiteModel(family, defaults, description)
+def _register(name: str, family: str, build: Callable, description: str,
+              normalization: tuple | None = None, **defaults) -> None:
+    SUITE_MODELS[name] = SuiteModel(family, defaults, description, normalization)
 
     def entrypoint(pretrained: bool = False, pretrained_cfg=None, pretrained_cfg_overlay=None,
                    cache_dir=None, **kwargs):
@@ -70,3 +74,17 @@ _register("lavit_tiny", "lavit", LaViT,
           img_size=224, patch_size=16, in_chans=3,
           stages=(Stage(depth=6, dim=192, num_heads=3, l_va=2),
                   Stage(depth=6, dim=192, num_heads=3, l_va=2)))
+
+for _depth, _dim, _heads, _mlp, _official in ((7, 256, 4, 2.0, "4.3M / 1.1G"),
+                                              (10, 256, 4, 2.0, "5.9M / 1.5G"),
+                                              (12, 256, 4, 2.0, "6.9M / 1.8G"),
+                                              (14, 384, 6, 3.0, "21.5M / 4.8G")):
+    _register(f"t2t_vit_{_depth}", "t2t", T2TViT,
+              f"T2T-ViT-{_depth}: 224x224, Tokens-to-Token (Performer) to 14x14 tokens, "
+              f"dim {_dim}, depth {_depth}, {_heads} heads (official params / MACs {_official})",
+              normalization=IMAGENET, img_size=224, embed_dim=_dim, depth=_depth,
+              num_heads=_heads, mlp_ratio=_mlp)
+_register("t2t_micro", "t2t", T2TViT,
+          "T2T-ViT 28x28: Tokens-to-Token to 2x2 tokens (token dim 16), dim 64, depth 2, 2 heads "
+          "(tests)",
+          img_size=28, in_chans=1, token_dim=16, embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0)

@@ -86,7 +86,7 @@ def test_dropkey_schedules():
         dropkey_rates(0.1, 4, "cosine")
 
 
-@pytest.mark.parametrize("name", ["vit_nano", "cait_micro", "lavit_micro"])
+@pytest.mark.parametrize("name", ["vit_nano", "cait_micro", "lavit_micro", "t2t_micro"])
 def test_dropkey_is_training_only_and_safe_when_every_key_is_dropped(name):
     torch.manual_seed(0)
     model = create_backbone(name)
@@ -217,9 +217,9 @@ def split_bench():
     return build_stream("mnist5k-split5", seed=0).to_benchmark()
 
 
-@pytest.mark.parametrize("backbone", ["cait_micro", "lavit_micro"])
+@pytest.mark.parametrize("backbone", ["cait_micro", "lavit_micro", "t2t_micro"])
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
-def test_every_strategy_trains_on_cait_and_lavit(strategy, backbone, split_bench):
+def test_every_strategy_trains_on_cait_lavit_and_t2t(strategy, backbone, split_bench):
     torch.manual_seed(0)
     settings = TrainSettings(epochs=1, batch_size=128, head_init="random")
     bb = create_backbone(backbone)
@@ -247,7 +247,7 @@ def test_lavit_needs_a_grid_it_can_halve():
         resolve("lavit_micro", img_size=21)  # 3x3 tokens
 
 
-@pytest.mark.parametrize("name", ["vit_nano", "cait_micro", "lavit_micro"])
+@pytest.mark.parametrize("name", ["vit_nano", "cait_micro", "lavit_micro", "t2t_micro"])
 def test_backbone_card_counts_params_and_flops(name):
     from models.factory import backbone_card
 
@@ -255,4 +255,4 @@ def test_backbone_card_counts_params_and_flops(name):
     model = create_backbone(name)
     assert card["params_m"] == pytest.approx(sum(p.numel() for p in model.parameters()) / 1e6)
     assert card["gflops"] > 0 and card["token_masks"] and card["dropkey"]
-    assert card["img_size"] == 28 and card["tokens"] == 16
+    assert card["img_size"] == 28 and card["tokens"] == (4 if name == "t2t_micro" else 16)

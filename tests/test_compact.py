@@ -45,7 +45,7 @@ def empty_first_unit_rows(plugin):
             fc2_mask.trainable["1"][:, 1] = -10.0
 
 
-@pytest.mark.parametrize("backbone", ["vit_micro", "cait_micro", "lavit_micro"])
+@pytest.mark.parametrize("backbone", ["vit_micro", "cait_micro", "lavit_micro", "t2t_micro"])
 def test_meat_compacted_equals_masked_dense(backbone):
     model = masked_model(backbone, MEATPlugin(init="paper"), edit=empty_first_unit_rows)
     for task in (0, 1):

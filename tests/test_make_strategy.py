@@ -1,5 +1,8 @@
 """``strategies.make_strategy``: a registered strategy in a user's own Avalanche loop."""
 
+import re
+from pathlib import Path
+
 import pytest
 from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.training.plugins import EvaluationPlugin
@@ -40,3 +43,14 @@ def test_a_users_loop_with_make_strategy_reproduces_the_runners_meat_numbers(tmp
 def test_make_strategy_names_a_wrong_head_init():
     with pytest.raises(ValueError, match="head_init must be one of"):
         make_strategy("meat", None, None, head_init="zeros")
+
+
+def test_the_readmes_own_loop_runs():
+    """The README's example, verbatim but for a budget of 2 steps per task."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    assert "make_strategy(" in code and "steps_per_task=150" in code
+    scope = {}
+    exec(code.replace("steps_per_task=150", "steps_per_task=2"), scope)  # noqa: S102
+    accuracies = [v for k, v in scope["metrics"].items() if k.startswith("Top1_Acc_Exp")]
+    assert len(accuracies) == 5 and all(0 <= a <= 1 for a in accuracies)

@@ -84,6 +84,7 @@ def test_keep_diagonal_variant_lets_dropped_token_attend_to_itself():
 
 PLAIN_TIMM = {  # (timm name, overrides, input shape)
     "deit_tiny": ("deit_tiny_patch16_224", {}, (2, 3, 224, 224)),
+    "t2t_vit": ("t2t_micro", {"token_dropout": 0.0}, (2, 1, 28, 28)),  # train mode: no noise
     "cait_talking_heads_and_class_attention": (
         "cait_xxs24_224", dict(img_size=28, patch_size=7, embed_dim=96, depth=2,
                                depth_token_only=1, num_heads=3, in_chans=1), (2, 1, 28, 28)),
