@@ -1,4 +1,4 @@
-"""Converged linear probes, folded into ``nn.Linear`` heads.
+"""Converged linear probes, and the standardized heads every task trains (started from a probe).
 
 Frozen ViT features on shifted tasks are badly conditioned (some dimensions vary far less than
 others), so a head trained for a few SGD epochs is far from converged and rankings then measure
@@ -143,6 +143,7 @@ class StandardizedHead(nn.Linear):
         if not self.training or len(feats) < 2:
             return F.linear(feats, *fold_standardization(self.weight, self.bias, self.mean,
                                                          self.std))
+        feats = feats.float()  # statistics in float32, also under bf16 autocast
         mean = feats.mean(0)
         var = feats.var(0, correction=0)
         with torch.no_grad():

@@ -8,8 +8,9 @@ optimizer (and its schedule over the task's steps, ``strategies.schedules``) fro
 Avalanche's model adaptation has added the task's head and per-task state
 (``models.multitask.MultiTaskViT.adaptation``). The groups are what trains: every other
 parameter of the model is frozen for the task. When the task is trained the model finishes it
-(``MultiTaskViT.finish_task``: masks keep their bits, ...) before the plugins'
-``after_training_exp``.
+(``MultiTaskViT.finish_task``: masks keep their bits, the head is folded, ...) before the
+plugins' ``after_training_exp``; a head that trained is first given its final features' exact
+statistics (:meth:`ContinualTemplate.calibrate_head`).
 
 A task's budget is ``epochs`` passes over its data, or exactly ``steps_per_task`` optimizer steps
 (as many passes as needed, the last one cut short): a budget in steps means the same amount of
@@ -30,8 +31,10 @@ from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 
+from models.heads import StandardizedHead
 from models.losses import auxiliary_loss, loss_sources
 from models.multitask import MultiTaskViT
+from strategies.heads import task_features
 from strategies.registry import TrainSettings
 from strategies.schedules import SCHEDULES, lr_factor
 
@@ -122,8 +125,28 @@ class ContinualTemplate(SupervisedTemplate):
     def _after_training_exp(self, **kwargs) -> None:
         if isinstance(self.model, MultiTaskViT):
             for task in self.experience.task_labels:
+                if self.steps_taken:
+                    self.calibrate_head(task)
                 self.model.finish_task(task)
         super()._after_training_exp(**kwargs)
+
+    @torch.no_grad()
+    def calibrate_head(self, task: int) -> None:
+        """Give the task's ``StandardizedHead`` the exact mean and std of its final features on
+        the task's training data (evaluation mode) before it is folded: training standardized
+        by batch statistics, and the running estimates lag features that moved until the last
+        step."""
+        head = self.model.heads[str(task)]
+        if not isinstance(head, StandardizedHead):
+            return
+        was_training = self.model.training
+        self.model.eval()
+        feats, _ = task_features(lambda x: self.model.features(x, task),
+                                 self.experience.dataset.eval(), self.device,
+                                 batch_size=self.eval_mb_size, inputs=self.inputs,
+                                 autocast=self.autocast)
+        head.set_statistics(feats.mean(0), feats.std(0, correction=0))
+        self.model.train(was_training)
 
     def task_steps(self) -> int:
         """Optimizer steps of the current training task (its budget)."""
