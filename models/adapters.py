@@ -11,11 +11,13 @@ hook, so the backbone's own parameter names and code stay untouched.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
 from models import anatomy
-from models.tasks import TaskModule, TaskTensor
+from models.tasks import PerTaskModules
 
 
 class Bottleneck(nn.Module):
@@ -31,39 +33,16 @@ class Bottleneck(nn.Module):
         return h + self.up(self.act(self.down(h)))
 
 
-class TaskAdapters(TaskModule):
-    """One :class:`Bottleneck` per task (a :class:`models.tasks.TaskModule`); applies the
-    current task's (the identity for a task it has none for)."""
+class TaskAdapters(PerTaskModules):
+    """One :class:`Bottleneck` per task (``models.tasks.PerTaskModules``); applies the current
+    task's (the identity for a task it has none for)."""
 
     def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.dim, self.hidden = dim, hidden
-        self.per_task = nn.ModuleDict()
-
-    def add_task(self, task: int, device: torch.device | str = "cpu") -> None:
-        self.per_task[f"task_{task}"] = Bottleneck(self.dim, self.hidden).to(device)
-
-    def has_task(self, task: int) -> bool:
-        return f"task_{task}" in self.per_task
-
-    def finish_task(self, task: int) -> None:
-        self.per_task[f"task_{task}"].requires_grad_(False)
-
-    def export_task(self, task: int) -> dict[str, TaskTensor]:
-        return {f"per_task.task_{task}.{k}": TaskTensor(v, "adapter")
-                for k, v in self.per_task[f"task_{task}"].state_dict().items()}
-
-    def import_task(self, task: int, state: dict[str, torch.Tensor]) -> None:
-        device = next(iter(state.values())).device
-        self.add_task(task, device)
-        own = f"per_task.task_{task}."
-        self.per_task[f"task_{task}"].load_state_dict(
-            {k.removeprefix(own): v for k, v in state.items()})
-        self.finish_task(task)
+        super().__init__(partial(Bottleneck, dim, hidden), kind="adapter")
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        key = f"task_{self.task}"
-        return self.per_task[key](h) if key in self.per_task else h
+        adapter = self.current()
+        return h if adapter is None else adapter(h)
 
 
 def add_adapters(backbone: nn.Module, hidden: int,

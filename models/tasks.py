@@ -20,6 +20,7 @@ and logical shape; :func:`load_task_file` reads it back, unpacking bit-packed ma
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +79,44 @@ class TaskModule(nn.Module):
 
     def import_task(self, task: int, state: dict[str, torch.Tensor]) -> None:
         raise NotImplementedError
+
+
+class PerTaskModules(TaskModule):
+    """One module per task, made by ``make()`` (picklable, e.g. a ``functools.partial``), kept
+    whole in fp32 and exported as tensors of ``kind`` (adapters, low-rank updates, ...).
+    ``current()`` is the module of the task set by ``set_task`` (None if it has none)."""
+
+    def __init__(self, make: Callable[[], nn.Module], kind: str):
+        super().__init__()
+        self.make, self.kind = make, kind
+        self.per_task = nn.ModuleDict()
+
+    def add_task(self, task: int, device: torch.device | str = "cpu") -> None:
+        self.per_task[f"task_{task}"] = self.make().to(device)
+
+    def has_task(self, task: int) -> bool:
+        return f"task_{task}" in self.per_task
+
+    def finish_task(self, task: int) -> None:
+        self.per_task[f"task_{task}"].requires_grad_(False)
+
+    def export_task(self, task: int) -> dict[str, TaskTensor]:
+        return {f"per_task.task_{task}.{k}": TaskTensor(v, self.kind)
+                for k, v in self.per_task[f"task_{task}"].state_dict().items()}
+
+    def import_task(self, task: int, state: dict[str, torch.Tensor]) -> None:
+        self.add_task(task, next(iter(state.values())).device)
+        own = f"per_task.task_{task}."
+        self.per_task[f"task_{task}"].load_state_dict(
+            {k.removeprefix(own): v for k, v in state.items()})
+        self.finish_task(task)
+
+    def task_parameters(self, task: int) -> list[nn.Parameter]:
+        """The trainable parameters of ``task``'s module."""
+        return list(self.per_task[f"task_{task}"].parameters())
+
+    def current(self) -> nn.Module | None:
+        return self.per_task[f"task_{self.task}"] if self.has_task(self.task) else None
 
 
 def task_modules(module: nn.Module) -> list[tuple[str, TaskModule]]:

@@ -41,8 +41,7 @@ def build_adapter(backbone, hp, settings):
     model = MultiTaskViT(backbone)
 
     def groups(m, task):
-        return [{"params": [p for a in adapters for p in a.per_task[f"task_{task}"].parameters()],
-                 "lr": hp["lr"]},
+        return [{"params": [p for a in adapters for p in a.task_parameters(task)], "lr": hp["lr"]},
                 {"params": list(m.heads[str(task)].parameters()), "lr": hp["head_lr"]}]
 
     return ContinualTemplate(model=model, param_groups=groups, settings=settings,
