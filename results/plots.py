@@ -23,8 +23,9 @@ from results.tables import by_arm, group_records, safe_name, strategy_train_s  #
 
 COLORS = {"meat": "tab:red", "piggyback": "tab:blue", "hat": "tab:orange",
           "adapter": "tab:green", "lwf": "tab:purple", "finetune": "tab:brown",
-          "individual": "tab:pink", "classifier": "tab:gray"}
-PALETTE = ("tab:olive", "tab:cyan", "navy", "gold", "teal", "maroon")
+          "individual": "tab:pink", "classifier": "tab:gray", "supsup": "tab:olive",
+          "lora": "tab:cyan"}
+PALETTE = ("navy", "gold", "teal", "maroon", "lime", "black")  # other strategies, by name hash
 MARKERS = "osD^v<>Pp*"
 
 

@@ -206,3 +206,10 @@ def test_every_tradeoff_point_is_named_and_labels_do_not_overlap():
     assert min(np.diff(heights)) >= LABEL_GAP - 1e-9
     assert labels["individual"].get_ha() == "right"  # in the right third: named on its left
     plt.close(fig)
+
+
+def test_every_registered_strategy_has_its_own_color():
+    from results.plots import strategy_color
+    from strategies import STRATEGIES
+
+    assert len({strategy_color(s) for s in STRATEGIES}) == len(STRATEGIES)
