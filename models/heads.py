@@ -38,9 +38,11 @@ bounds every standardized entry by sqrt(B - 1) for a batch of B, so the logits s
 the head's weights however far the features move; running estimates (exponential moving average,
 ``momentum`` 0.1 as in ``nn.BatchNorm1d``) for evaluation. A probe starts it exactly: (W, b) =
 the probe's coefficients on standardized features, (mu, sigma) = the probe's training statistics,
-so at step 0 it predicts what the probe predicts. When its task ends, the head is folded into an
-``nn.Linear`` (:meth:`StandardizedHead.fold`): what is kept per task is the paper's linear head,
-and in evaluation the head computes exactly that folded layer.
+so at step 0 it predicts what the probe predicts. When its task ends, a head that trained is
+given the exact statistics of its final features (``strategies.common.ContinualTemplate.
+calibrate_head``: the running estimates lag features that moved until the last step), then folded
+into an ``nn.Linear`` (:meth:`StandardizedHead.fold`): what is kept per task is the paper's linear
+head, and in evaluation the head computes exactly that folded layer.
 """
 
 from __future__ import annotations
