@@ -22,20 +22,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmarks.inputs import to_float
 from strategies.common import ContinualTemplate
 from strategies.heads import ProbeHeadPlugin
 from strategies.registry import HEAD_INIT_CHOICES, TrainSettings, get_strategy, resolve_hparams
 
 
-def uint8_to_float(x, train: bool):
-    """Model inputs from image batches: uint8 [0, 255] -> float [0, 1]; floats pass."""
-    return x.float().div(255) if not x.is_floating_point() else x
+def as_float_images(x, train: bool):
+    """Model inputs from image batches (``benchmarks.inputs.to_float``: uint8 -> [0, 1], floats
+    pass), as the runner's ``preprocess: none`` gives them."""
+    return to_float(x)
 
 
 def make_strategy(name: str, backbone, benchmark, *, hparams: dict | None = None,
                   head_init: str = "auto", epochs: int = 1, steps_per_task: int | None = None,
                   batch_size: int = 64, eval_batch_size: int = 512, device: str = "cpu",
-                  precision: str = "fp32", inputs=uint8_to_float, plugins=(), evaluator=None,
+                  precision: str = "fp32", inputs=as_float_images, plugins=(), evaluator=None,
                   probe_cache: Path | None = None) -> ContinualTemplate:
     """The registered strategy ``name`` on ``backbone``, trained and evaluated on ``benchmark``.
 
