@@ -275,7 +275,10 @@ def build_configs(args) -> tuple[dict, list[dict]]:
         suite["device"] = resolve_device(args.device, args)
         if suite["pretrained"] and not Path(suite["pretrained"]).is_file():
             raise UsageError(f"--pretrained: checkpoint file not found: {suite['pretrained']}")
-        configs = expand(suite)
+        configs = expand(suite, say=lambda line: print(line, file=sys.stderr))
+        if not configs:
+            raise UsageError("nothing to run: every strategy of the suite refuses its backbones "
+                             "(lines above)")
         if PAPER_STREAM in stream_list(suite["stream"]) and not suite["pretrained"]:
             raise UsageError(f"stream {PAPER_STREAM!r} starts from ImageNet weights: give "
                              "--pretrained FILE (a local timm checkpoint of the backbone)")

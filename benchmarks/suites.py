@@ -8,6 +8,7 @@ config is complete — it alone determines the run and its folder name (a hash o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -16,9 +17,9 @@ from benchmarks.config import RunConfig
 from benchmarks.inputs import PreprocessError, resolve_preprocess
 from benchmarks.suitefile import CONFIG_DIR, SuiteError
 from models.attention import dropkey_rates
-from models.factory import pretrained_normalization
+from models.factory import family, pretrained_normalization
 from strategies import STRATEGIES
-from strategies.registry import HEAD_INIT_CHOICES, resolve_hparams
+from strategies.registry import HEAD_INIT_CHOICES, refusal, resolve_hparams
 
 TUNED_DIR = CONFIG_DIR.parent / "tuned"
 HPARAMS_FROM = ("registered", "tuned")
@@ -42,11 +43,13 @@ def stream_list(value) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def expand(suite: dict) -> list[RunConfig]:
-    """One resolved config per (stream, backbone, strategy, seed), in suite order."""
+def expand(suite: dict, say: Callable[[str], None] | None = None) -> list[RunConfig]:
+    """One resolved config per (stream, backbone, strategy, seed), in suite order. A strategy
+    that refuses a backbone's family (``strategies.registry.refusal``) gets no runs on it;
+    ``say`` gets a line for each such pair."""
     return [cfg for stream in stream_list(suite["stream"])
             for backbone in stream_list(suite["backbone"])
-            for cfg in _expand_stream({**suite, "stream": stream, "backbone": backbone})]
+            for cfg in _expand_stream({**suite, "stream": stream, "backbone": backbone}, say)]
 
 
 def check_dropkey(suite: dict) -> None:
@@ -101,7 +104,7 @@ def resolved_preprocess(suite: dict) -> dict:
         raise SuiteError(str(e)) from e
 
 
-def _expand_stream(suite: dict) -> list[RunConfig]:
+def _expand_stream(suite: dict, say: Callable[[str], None] | None) -> list[RunConfig]:
     check_dropkey(suite)
     if suite["precision"] not in PRECISIONS:
         raise SuiteError(f"precision {suite['precision']!r} is not one of {', '.join(PRECISIONS)}")
@@ -112,6 +115,11 @@ def _expand_stream(suite: dict) -> list[RunConfig]:
     tuned_all = tuned_hparams(suite["suite"]) if suite["hparams_from"] == "tuned" else None
     configs = []
     for strategy in strategy_list(suite["strategies"]):
+        why = refusal(strategy, family(suite["backbone"]))
+        if why is not None:
+            if say is not None:
+                say(f"{strategy} on {suite['backbone']}: not run ({why})")
+            continue
         user = (suite.get("hparams") or {}).get(strategy, {})
         tuned = {}
         if tuned_all is not None:

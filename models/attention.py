@@ -7,8 +7,9 @@ names and pretrained checkpoints are unchanged. With no hook active a layer runs
 forward. The hooks:
 
 - **token mask** (``token_mask``: a module returning the current task's mask over the n patch
-  tokens; MEAT). Prefix tokens (class, distillation, register) are always kept, and the mask
-  acts on key columns inside the softmax of every head:
+  tokens; MEAT). Prefix tokens (class, distillation, register) and inserted prompt tokens
+  (``models.prompts``) are always kept, and the mask acts on key columns inside the softmax
+  of every head:
 
       Psi_ij = m_j exp(A_ij) / sum_s m_s exp(A_is)
 
@@ -99,6 +100,7 @@ class AttentionHooks:
     module-valued hook lives in ``_modules``)."""
 
     num_prefix_tokens: int = 1
+    prompt_tokens: int = 0  # prompt tokens inserted after the prefix tokens (``models.prompts``)
     keep_diagonal: bool = False
     dropkey_rate: float = 0.0
     # Whether the layer evaluates a boolean token mask by selecting the kept keys (exact: the
@@ -112,15 +114,19 @@ class AttentionHooks:
         self._selection = None
         return super().train(mode)
 
+    def always_kept(self) -> int:
+        """Keys before the patches, never masked: prefix tokens and inserted prompts."""
+        return self.num_prefix_tokens + self.prompt_tokens
+
     def frozen_keys(self, token_mask, n: int, device) -> tuple | None:
         """At evaluation with a boolean token mask: (keep mask (1, 1, 1, n), kept key indices),
         both None when every key is kept — computed once per task. None for a float mask."""
-        key = (id(token_mask), getattr(token_mask, "task", None))
+        key = (id(token_mask), getattr(token_mask, "task", None), self.prompt_tokens)
         if self._selection is None or self._selection[0] != key:
             mask = token_mask()
             if mask.dtype != torch.bool:
                 return None
-            keep = full_key_mask(mask, self.num_prefix_tokens).to(device)
+            keep = full_key_mask(mask, self.always_kept()).to(device)
             if keep.shape[-1] != n:
                 raise ValueError(f"token mask covers {keep.shape[-1]} keys, sequence has {n}")
             everything = bool(keep.all())
@@ -149,7 +155,7 @@ class AttentionHooks:
             frozen = self.frozen_keys(token_mask, n, device)
             if frozen is not None:
                 return None if self.selects_keys else frozen[0]
-        keep = full_key_mask(token_mask(), self.num_prefix_tokens).to(device)
+        keep = full_key_mask(token_mask(), self.always_kept()).to(device)
         if keep.shape[-1] != n:
             raise ValueError(f"token mask covers {keep.shape[-1]} keys, sequence has {n}")
         keep = keep.reshape(1, 1, 1, n)

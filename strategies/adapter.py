@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from models.adapters import adapter_params, add_adapters
 from models.multitask import MultiTaskViT
-from strategies.common import ContinualTemplate
+from strategies.common import ContinualTemplate, per_task_groups
 from strategies.registry import register_strategy
 from strategies.storage import FP32, StorageItem, head_items
 
@@ -38,11 +38,6 @@ def adapter_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
 )
 def build_adapter(backbone, hp, settings):
     adapters = add_adapters(backbone, hp["hidden"])  # a new task's adapter comes in adaptation
-    model = MultiTaskViT(backbone)
-
-    def groups(m, task):
-        return [{"params": [p for a in adapters for p in a.task_parameters(task)], "lr": hp["lr"]},
-                {"params": list(m.heads[str(task)].parameters()), "lr": hp["head_lr"]}]
-
-    return ContinualTemplate(model=model, param_groups=groups, settings=settings,
-                             schedule=hp["schedule"])
+    return ContinualTemplate(model=MultiTaskViT(backbone),
+                             param_groups=per_task_groups(adapters, hp["lr"], hp["head_lr"]),
+                             settings=settings, schedule=hp["schedule"])

@@ -44,6 +44,16 @@ OPTIMIZERS = ("adamw", "sgd")
 PRECISIONS = ("fp32", "bf16")
 
 
+def per_task_groups(modules, lr: float, head_lr: float) -> ParamGroups:
+    """The groups of a strategy that trains, per task, its own modules
+    (``models.tasks.PerTaskModules``: adapters, low-rank updates, prompts) at ``lr`` and the
+    task's head at ``head_lr``."""
+    def groups(model: nn.Module, task: int) -> list[dict]:
+        return [{"params": [p for m in modules for p in m.task_parameters(task)], "lr": lr},
+                {"params": list(model.heads[str(task)].parameters()), "lr": head_lr}]
+    return groups
+
+
 def build_optimizer(name: str, groups: list[dict], weight_decay: float, momentum: float):
     if name == "adamw":
         return torch.optim.AdamW(groups, weight_decay=weight_decay)

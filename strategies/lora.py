@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from models.lora import add_lora, lora_params
 from models.multitask import MultiTaskViT
-from strategies.common import ContinualTemplate
+from strategies.common import ContinualTemplate, per_task_groups
 from strategies.registry import register_strategy
 from strategies.storage import FP32, StorageItem, head_items
 
@@ -45,12 +45,6 @@ def lora_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
 )
 def build_lora(backbone, hp, settings):
     updates = add_lora(backbone, hp["targets"], hp["rank"], hp["alpha"])
-    model = MultiTaskViT(backbone)
-
-    def groups(m, task):
-        return [{"params": [p for u in updates for p in u.task_parameters(task)],
-                 "lr": hp["lr"]},
-                {"params": list(m.heads[str(task)].parameters()), "lr": hp["head_lr"]}]
-
-    return ContinualTemplate(model=model, param_groups=groups, settings=settings,
-                             schedule=hp["schedule"])
+    return ContinualTemplate(model=MultiTaskViT(backbone),
+                             param_groups=per_task_groups(updates, hp["lr"], hp["head_lr"]),
+                             settings=settings, schedule=hp["schedule"])

@@ -63,6 +63,7 @@ class StrategyInfo:
     defaults: str  # where the registered values come from: a label of DEFAULT_SOURCES
     shared_storage: SharedStorageFn | None  # what it keeps once for all tasks (None: nothing)
     mask_kinds: tuple[str, ...]  # the kinds of binary masks it learns per task (models.masks)
+    refuses: dict[str, str]  # {backbone family: why the strategy cannot run on it}
 
 
 STRATEGIES: dict[str, StrategyInfo] = {}
@@ -82,6 +83,7 @@ def register_strategy(
     search_space: dict | None = None,
     shared_storage: SharedStorageFn | None = None,
     mask_kinds: tuple[str, ...] = (),
+    refuses: dict[str, str] | None = None,
 ) -> Callable[[Builder], Builder]:
     """Register ``build(backbone, hparams, settings) -> SupervisedTemplate`` under ``name``.
 
@@ -95,6 +97,8 @@ def register_strategy(
     ``mask_kinds``: the kinds of per-task binary masks the strategy learns (``TaskMask.kind``:
     "token", "ffn", "weight", "gate"); runs record how far each kind moved, and the
     performance benchmark measures the strategies that have any.
+    ``refuses``: backbone families (``models.factory.family``) the strategy's mechanism does not
+    apply to, each with the reason; suites skip those pairs and say why.
     """
     space = {k: list(v) for k, v in (search_space or {}).items()}
     unknown = set(space) - set(hparams)
@@ -110,7 +114,7 @@ def register_strategy(
             raise ValueError(f"strategy {name!r} registered twice")
         STRATEGIES[name] = StrategyInfo(
             name, build, dict(hparams), storage, trains, keeps, forgets, paper, head_init, space,
-            defaults, shared_storage, tuple(mask_kinds))
+            defaults, shared_storage, tuple(mask_kinds), dict(refuses or {}))
         return build
 
     return deco
@@ -123,6 +127,11 @@ def strategy_table() -> str:
     lines += [f"| `{s.name}` | {s.trains} | {s.keeps} | {'yes' if s.forgets else 'no'} | "
               f"{s.head_init} | {s.paper} |" for s in STRATEGIES.values()]
     return "\n".join(lines)
+
+
+def refusal(name: str, backbone_family: str) -> str | None:
+    """Why strategy ``name`` cannot run on a backbone of ``backbone_family`` (None: it can)."""
+    return get_strategy(name).refuses.get(backbone_family)
 
 
 def get_strategy(name: str) -> StrategyInfo:

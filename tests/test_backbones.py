@@ -10,13 +10,13 @@ from models.attention import (
     make_maskable,
     set_dropkey,
 )
-from models.factory import create_backbone
+from models.factory import create_backbone, family
 from models.lavit import LaViT, Stage, diagonality_loss
 from models.losses import auxiliary_loss, loss_sources
 from models.multitask import MultiTaskViT
 from strategies import STRATEGIES, get_strategy
 from strategies.meat import MEATPlugin
-from strategies.registry import TrainSettings, resolve_hparams
+from strategies.registry import TrainSettings, refusal, resolve_hparams
 
 
 class _FixedMask(torch.nn.Module):
@@ -224,6 +224,10 @@ def test_every_strategy_trains_on_cait_lavit_and_t2t(strategy, backbone, split_b
     settings = TrainSettings(epochs=1, batch_size=128, head_init="random")
     bb = create_backbone(backbone)
     set_dropkey(bb, 0.1)
+    if refusal(strategy, family(backbone)):  # the mechanism itself refuses, with the reason
+        with pytest.raises(ValueError, match="cannot be inserted"):
+            get_strategy(strategy).build(bb, resolve_hparams(strategy), settings)
+        return
     st = get_strategy(strategy).build(bb, resolve_hparams(strategy), settings)
     x = torch.stack([split_bench.test_stream[0].dataset[i][0] for i in range(16)])
     st.train(split_bench.train_stream[0])
