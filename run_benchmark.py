@@ -114,6 +114,9 @@ def run_parser(tune: bool = False) -> Parser:
                         "into the image cache); default: their own size (the paper stream: 224)")
     p.add_argument("--pretrained", help="local checkpoint file to start from instead of base "
                                         "pre-training")
+    p.add_argument("--task-agnostic", action="store_true", default=None,
+                   help="also evaluate without task ids: class-incremental accuracy and "
+                        "task-inference accuracy beside the task-incremental ones")
     p.add_argument("--seeds", type=seed_list, help="comma list of integer seeds, e.g. 0,1,2")
     p.add_argument("--epochs", type=positive_int, help="epochs per task (>= 1)")
     p.add_argument("--steps-per-task", type=positive_int,
@@ -268,7 +271,7 @@ def build_configs(args) -> tuple[dict, list[dict]]:
         for key in ("strategies", "backbone", "stream", "seeds", "epochs", "steps_per_task",
                     "base_epochs", "batch_size", "head_init", "dropkey", "dropkey_schedule",
                     "data_root", "img_size", "pretrained", "hparams", "precision",
-                    "preprocess"):
+                    "preprocess", "task_agnostic"):
             value = getattr(args, key, None)
             if value is not None:
                 suite["hparams_from" if key == "hparams" else key] = value
@@ -365,6 +368,7 @@ def print_report(records: list[dict], out: Path) -> None:
         group_records,
         per_task_table,
         summary,
+        task_agnostic_table,
     )
 
     records = run_order(records)
@@ -380,6 +384,12 @@ def print_report(records: list[dict], out: Path) -> None:
         print(f"\n{stream} / {backbone}: final accuracy per task (%); probe_acc = the converged "
               "linear\nprobe on the task's starting features")
         print(as_text(per_task_table(recs).round(1)))
+    agnostic = task_agnostic_table(records)
+    groups = [] if agnostic.empty else agnostic.groupby(["stream", "backbone"], sort=False)
+    for (stream, backbone), rows in groups:
+        print(f"\n{stream} / {backbone}: without task ids (class-incremental: a class is a "
+              "(task, label)\npair, right when both are; the task is inferred by the rule)")
+        print(as_text(rows.drop(columns=["stream", "backbone"]).set_index("strategy")))
     figures = sorted(str(p) for p in paths if p.suffix == ".png")
     print(f"\nTables (md, tex, csv) and figures (png, pdf) in {out}:")
     print("\n".join(f"  {p}" for p in figures))

@@ -41,13 +41,15 @@ class RunConfig:
     tf32: bool
     tuning: dict | None = field(default=None)  # a tuning trial: {tasks, trial, searched}
     img_size: int | None = field(default=None)  # local images resized to this on load
+    # also evaluate without task ids (models.task_inference): class-incremental accuracy
+    task_agnostic: bool = field(default=False)
 
     def to_dict(self) -> dict:
-        """The run's ``config`` as recorded (``tuning`` and ``img_size`` only when set, so runs
-        without them keep their ids)."""
+        """The run's ``config`` as recorded (``tuning``, ``img_size`` and ``task_agnostic`` only
+        when set, so runs without them keep their ids)."""
         out = dataclasses.asdict(self)
-        for key in ("tuning", "img_size"):
-            if out[key] is None:
+        for key in ("tuning", "img_size", "task_agnostic"):
+            if not out[key]:
                 del out[key]
         return out
 

@@ -36,8 +36,9 @@ from benchmarks.streams import Stream, build_stream
 from models.attention import set_dropkey
 from models.factory import create_backbone, resolve
 from models.masks import mask_movement
+from models.task_inference import infer
 from models.tasks import save_task_file
-from results.metrics import accuracy_from_counts, all_metrics
+from results.metrics import accuracy_from_counts, all_metrics, task_agnostic_metrics
 from results.records import RecordError, atomic_write_text, load_record, write_run
 from strategies import get_strategy
 from strategies.heads import ProbeHeadPlugin
@@ -205,26 +206,50 @@ class ProgressBar(SupervisedPlugin):
         self.bar.close()
 
 
-@torch.inference_mode()
-def train_accuracy(strategy, dataset, task: int) -> float:
-    """The trained model's accuracy on a task's training data (evaluation mode, no
-    augmentation). Next to the probe's (``probe_train_acc``) it shows whether the head
-    converged: a head far below the probe on its own training data underfits. It leaves the
-    global RNG as it found it, so measuring does not change the run's training."""
+def eval_batches(strategy, dataset):
+    """(model input on the device, labels) of ``dataset``'s batches, the model in evaluation
+    mode (no augmentation). The global RNG is left as it was found (a DataLoader draws a seed),
+    so measuring does not change the run's training."""
     model = strategy.model
     was_training = model.training
     model.eval()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            for x, y in DataLoader(dataset, batch_size=strategy.eval_mb_size):
+                x = x.to(strategy.device)
+                yield (x if strategy.inputs is None else strategy.inputs(x, False)), y
+    finally:
+        model.train(was_training)
+
+
+@torch.inference_mode()
+def train_accuracy(strategy, dataset, task: int) -> float:
+    """The trained model's accuracy on a task's training data. Next to the probe's
+    (``probe_train_acc``) it shows whether the head converged: a head far below the probe on its
+    own training data underfits."""
     correct, n = 0, 0
-    with torch.random.fork_rng(devices=[]):  # a DataLoader draws a seed: leave training's RNG
-        for x, y in DataLoader(dataset, batch_size=strategy.eval_mb_size):
-            x = x.to(strategy.device)
-            if strategy.inputs is not None:
-                x = strategy.inputs(x, False)
-            with strategy.autocast():
-                correct = correct + (model(x, task).argmax(1).cpu() == y).sum()
-            n += len(y)
-    model.train(was_training)
+    for x, y in eval_batches(strategy, dataset):
+        with strategy.autocast():
+            correct = correct + (strategy.model(x, task).argmax(1).cpu() == y).sum()
+        n += len(y)
     return int(correct) / n
+
+
+@torch.inference_mode()
+def task_agnostic_counts(strategy, dataset, task: int, rule: str) -> tuple[int, int, int]:
+    """(right class, right task, samples) on ``task``'s ``dataset`` predicted without its task
+    id: every seen task scores each sample and ``rule`` picks one (``models.task_inference``);
+    a class is right when its task and its label are."""
+    right_class, right_task, n = 0, 0, 0
+    for x, y in eval_batches(strategy, dataset):
+        with strategy.autocast():
+            scores = strategy.model.forward_all_tasks(x)
+        pred_task, pred_label = infer(scores, rule)
+        hit = pred_task.cpu() == task
+        right_task = right_task + hit.sum()
+        right_class = right_class + (hit & (pred_label.cpu() == y)).sum()
+        n += len(y)
+    return int(right_class), int(right_task), n
 
 
 def static_mask_warnings(strategy: str, movement: dict, task: int, n_tasks: int) -> list[str]:
@@ -330,11 +355,20 @@ class RunRecord:
     timing: Timing = field(default_factory=Timing)
     base: dict | None = None
     error: str | None = None
+    # a run evaluated without task ids too (config task_agnostic): its task-inference rule and
+    # R[i][j] in the class-incremental setting, and the share of task j's samples whose task
+    # was inferred right after training task i
+    task_inference: str | None = None
+    cil_acc_matrix: list | None = None
+    task_inference_matrix: list | None = None
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         if out["timing"]["peak_rss_mib"] is None:
             del out["timing"]["peak_rss_mib"]
+        for key in ("task_inference", "cil_acc_matrix", "task_inference_matrix"):
+            if out[key] is None:  # a task-incremental run's record keeps its form
+                del out[key]
         return out
 
     @classmethod
@@ -427,6 +461,10 @@ class Run:
         self.record.tasks = stream.describe()
         self.T = T = len(stream.tasks)
         self.record.acc_matrix = [[None] * T for _ in range(T)]
+        if config.task_agnostic:
+            self.record.task_inference = self.info.task_inference
+            self.record.cil_acc_matrix = [[None] * T for _ in range(T)]
+            self.record.task_inference_matrix = [[None] * T for _ in range(T)]
         self.stream, self.bench = stream, stream.to_benchmark()
         inputs = InputPipeline(config.preprocess, stream.image_shape[-1])
         torch.save({"images": [inputs.view(task.test[0][0]).cpu().clone()
@@ -501,6 +539,21 @@ class Run:
                               "backbone": config.backbone, "stream": config.stream,
                               "train_task": i, "eval_task": j, "n": n, "correct": correct,
                               "loss": loss / n})
+        if config.task_agnostic:
+            self.evaluate_task_agnostic(i)
+
+    def evaluate_task_agnostic(self, i: int) -> None:
+        """Row i of the class-incremental and task-inference matrices: tasks 0..i predicted
+        without their task ids."""
+        record = self.record
+        t = time.perf_counter()
+        for j in range(i + 1):
+            right_class, right_task, n = task_agnostic_counts(
+                self.strategy, self.stream.tasks[j].test, self.bench.test_stream[j].task_label,
+                record.task_inference)
+            record.cil_acc_matrix[i][j] = accuracy_from_counts(right_class, n)
+            record.task_inference_matrix[i][j] = accuracy_from_counts(right_task, n)
+        record.timing.eval_s += time.perf_counter() - t
 
     def keep(self, i: int, exp) -> None:
         """Save what predicting task i needs (``tasks/task_<i>.pt``); account its storage; copy
@@ -527,6 +580,9 @@ class Run:
         self._wall = time.perf_counter()
         if i == self.T - 1:
             record.metrics = all_metrics(record.acc_matrix)
+            if self.config.task_agnostic:
+                record.metrics.update(task_agnostic_metrics(record.cil_acc_matrix,
+                                                            record.task_inference_matrix))
             record.status = "finished"
         else:
             save_resume(self.folder, self.strategy, self.plugins,

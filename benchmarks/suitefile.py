@@ -33,6 +33,7 @@ DEFAULTS = {
     "preprocess": "none",
     "precision": "fp32",
     "tf32": True,
+    "task_agnostic": False,
 }
 
 
@@ -85,6 +86,7 @@ KEY_TYPES = {
     "preprocess": (lambda v: isinstance(v, (str, dict)), "a preset name or a mapping"),
     "precision": (lambda v: isinstance(v, str), "a string"),
     "tf32": (lambda v: isinstance(v, bool), "true or false"),
+    "task_agnostic": (lambda v: isinstance(v, bool), "true or false"),
 }
 
 

@@ -146,5 +146,6 @@ def _expand_stream(suite: dict, say: Callable[[str], None] | None) -> list[RunCo
                 data_root=suite["data_root"], img_size=suite["img_size"],
                 pretrained=suite["pretrained"],
                 hparams=hp, hparams_source=hparams_source(strategy, tuned, user),
-                preprocess=preprocess, precision=suite["precision"], tf32=bool(suite["tf32"])))
+                preprocess=preprocess, precision=suite["precision"], tf32=bool(suite["tf32"]),
+                task_agnostic=bool(suite["task_agnostic"])))
     return configs

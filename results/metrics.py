@@ -2,6 +2,8 @@
 
 ``R[i][j]`` is the accuracy on task j (its own head and test set) after training through task i,
 for i, j = 0..T-1; entries may be ``None`` where not evaluated (j > i). Task-incremental (TAw).
+The same formulas apply to a run's class-incremental matrix (task j's test set predicted over
+every class seen through task i, without the task id; ``models.task_inference``).
 """
 
 from __future__ import annotations
@@ -71,3 +73,12 @@ def all_metrics(R: Matrix) -> dict:
         "forgetting": forgetting(R),
         "bwt": backward_transfer(R),
     }
+
+
+def task_agnostic_metrics(cil: Matrix, task_inference: Matrix) -> dict:
+    """The metrics above of the class-incremental matrix, prefixed ``cil_``, and the final
+    task-inference accuracy TI = (1/T) sum_j I[T-1][j] (I[i][j]: share of task j's samples whose
+    task was inferred right after training task i)."""
+    out = {f"cil_{k}": v for k, v in all_metrics(cil).items()}
+    out["task_inference_acc"] = final_average_accuracy(task_inference)
+    return out

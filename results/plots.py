@@ -24,8 +24,9 @@ from results.tables import by_arm, group_records, safe_name, strategy_train_s  #
 COLORS = {"meat": "tab:red", "piggyback": "tab:blue", "hat": "tab:orange",
           "adapter": "tab:green", "lwf": "tab:purple", "finetune": "tab:brown",
           "individual": "tab:pink", "classifier": "tab:gray", "supsup": "tab:olive",
-          "lora": "tab:cyan"}
-PALETTE = ("navy", "gold", "teal", "maroon", "lime", "black")  # other strategies, by name hash
+          "lora": "tab:cyan", "vpt": "teal", "l2p": "navy", "dualprompt": "maroon",
+          "coda-prompt": "gold"}
+PALETTE = ("black", "lime", "indigo", "salmon", "darkkhaki", "crimson")  # others, by name hash
 MARKERS = "osD^v<>Pp*"
 
 
@@ -136,6 +137,47 @@ def tradeoff(records: list[dict], out: Path, title: str, name: str) -> list[Path
         label_points(ax, points)
     axes[0][0].set_ylabel("final average accuracy % (± std over seeds)")
     fig.suptitle(f"Accuracy vs storage — {title}")
+    return save(fig, out, name)
+
+
+def task_agnostic(records: list[dict], out: Path, title: str, name: str) -> list[Path]:
+    """Per backbone, every strategy evaluated without task ids: final accuracy with task ids
+    (filled circle), without them (class-incremental, open square; a line joins the two) and the
+    task-inference accuracy (cross); means over seeds with std bars; strategies ordered by
+    class-incremental accuracy."""
+    records = [r for r in records if "cil_final_avg_acc" in r["metrics"]]
+    backbones = sorted({r["config"]["backbone"] for r in records})
+    fig, axes = plt.subplots(1, len(backbones), figsize=(5.6 * len(backbones), 4.4),
+                             squeeze=False, sharey=True)
+    for ax, backbone in zip(axes[0], backbones, strict=True):
+        arms = by_arm([r for r in records if r["config"]["backbone"] == backbone])
+
+        def stat(recs, metric):
+            v = 100 * np.array([r["metrics"][metric] for r in recs])
+            return v.mean(), (v.std(ddof=1) if len(v) > 1 else None)
+
+        order = sorted(arms, key=lambda a: stat(arms[a], "cil_final_avg_acc")[0], reverse=True)
+        for x, label in enumerate(order):
+            color = strategy_color(label)
+            (til, til_sd), (cil, cil_sd), (ti, ti_sd) = (
+                stat(arms[label], m) for m in ("final_avg_acc", "cil_final_avg_acc",
+                                               "task_inference_acc"))
+            ax.plot([x, x], [cil, til], color=color, lw=1.5, alpha=0.6)
+            ax.errorbar(x, til, yerr=til_sd, fmt="o", color=color, ms=7, capsize=3)
+            ax.errorbar(x, cil, yerr=cil_sd, fmt="s", color=color, mfc="white", ms=7,
+                        capsize=3)
+            ax.errorbar(x, ti, yerr=ti_sd, fmt="x", color=color, ms=7, capsize=2)
+        ax.set_xticks(range(len(order)), order, rotation=45, ha="right", fontsize=8)
+        ax.set_title(backbone, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("final average accuracy % (± std over seeds)")
+    handles = [matplotlib.lines.Line2D([], [], color="gray", marker=m, ls="", mfc=f, ms=7,
+                                       label=text)
+               for m, f, text in (("o", "gray", "with task ids (task-incremental)"),
+                                  ("s", "white", "without (class-incremental)"),
+                                  ("x", "gray", "task inferred right"))]
+    axes[0][-1].legend(handles=handles, fontsize=7, loc="best")
+    fig.suptitle(f"With and without task ids at test time — {title}")
     return save(fig, out, name)
 
 
@@ -267,6 +309,8 @@ def all_figures(records: list[dict], run_dirs: dict[str, Path], out: Path) -> li
         recs = [r for r in records if r["config"]["stream"] == stream]
         paths += tradeoff(recs, out, stream, f"tradeoff_{safe_name(stream)}")
         paths += train_time(recs, out, stream, f"train_time_{safe_name(stream)}")
+        if any("cil_final_avg_acc" in r["metrics"] for r in recs):
+            paths += task_agnostic(recs, out, stream, f"task_agnostic_{safe_name(stream)}")
     shown = set()
     for r in records:
         key = (r["config"]["stream"], r["config"]["backbone"], r["config"]["strategy"])

@@ -114,22 +114,40 @@ def schema_problem(record: dict) -> str | None:
     """What is wrong with a record's structure, or None."""
     if record["status"] not in STATUSES:
         return f"status {record['status']!r} is not one of {STATUSES}"
-    R, tasks = record["acc_matrix"], record["tasks"]
-    if not isinstance(R, list) or not isinstance(tasks, list):
-        return "acc_matrix and tasks must be lists"
-    if R and len(R) != len(tasks):
-        return f"acc_matrix has {len(R)} rows for {len(tasks)} tasks"
+    tasks = record["tasks"]
+    if not isinstance(tasks, list):
+        return "tasks must be a list"
+    finished = record["status"] == "finished"
+    for name in ("acc_matrix", *TASK_AGNOSTIC_MATRICES):
+        if name in record or name == "acc_matrix":
+            problem = matrix_problem(name, record[name], len(tasks), finished)
+            if problem:
+                return problem
+    if finished and (not isinstance(record["metrics"], dict)
+                     or "final_avg_acc" not in record["metrics"]):
+        return "a finished record needs its metrics"
+    return None
+
+
+# matrices of a run evaluated task-agnostically (``task_agnostic``), beside ``acc_matrix``
+TASK_AGNOSTIC_MATRICES = ("cil_acc_matrix", "task_inference_matrix")
+
+
+def matrix_problem(name: str, R, n_tasks: int, finished: bool) -> str | None:
+    """What is wrong with an accuracy matrix of a record (T rows of T entries in [0, 1] or
+    null; every entry on and below the diagonal in a finished record), or None."""
+    if not isinstance(R, list):
+        return f"{name} must be a list"
+    if R and len(R) != n_tasks:
+        return f"{name} has {len(R)} rows for {n_tasks} tasks"
     for row in R:
-        if not isinstance(row, list) or len(row) != len(tasks):
-            return "every acc_matrix row needs one entry per task"
+        if not isinstance(row, list) or len(row) != n_tasks:
+            return f"every {name} row needs one entry per task"
         if any(v is not None and not (isinstance(v, (int, float)) and 0 <= v <= 1)
                for v in row):
-            return "acc_matrix entries must be accuracies in [0, 1] or null"
-    if record["status"] == "finished":
-        if not R or any(R[i][j] is None for i in range(len(R)) for j in range(i + 1)):
-            return "a finished record needs every task evaluated after every training task"
-        if not isinstance(record["metrics"], dict) or "final_avg_acc" not in record["metrics"]:
-            return "a finished record needs its metrics"
+            return f"{name} entries must be accuracies in [0, 1] or null"
+    if finished and (not R or any(R[i][j] is None for i in range(len(R)) for j in range(i + 1))):
+        return f"a finished record needs every task evaluated after every training task ({name})"
     return None
 
 

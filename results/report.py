@@ -12,7 +12,11 @@
   their initial state and the % kept (means over seeds), and on how many seeds nothing changed;
 - ``per_task_<stream>_<backbone>.{md,tex,csv}``: the paper-style table — final accuracy per
   task (rows: tasks, then average, then total storage in MiB; columns: strategies);
-- ``acc_matrices.md`` and ``acc_matrix/<run_id>.csv``: every run's accuracy matrix;
+- ``task_agnostic.{md,tex,csv}`` (runs evaluated without task ids): final accuracy in the
+  task- and class-incremental settings, class-incremental forgetting, task-inference accuracy
+  and the class-incremental difference to the classifier;
+- ``acc_matrices.md`` and ``acc_matrix/<run_id>.csv``: every run's accuracy matrix (and its
+  class-incremental one);
 - figures from ``results.plots``.
 """
 
@@ -36,6 +40,7 @@ from results.tables import (
     readable_summary,
     safe_name,
     summary,
+    task_agnostic_table,
     to_markdown,
 )
 
@@ -72,6 +77,9 @@ def write_tables(records: list[dict], out: Path) -> list[Path]:
     masks = movement_table(records)
     if not masks.empty:
         paths += write_frame(masks, out, "masks", index=False)
+    agnostic = task_agnostic_table(records)
+    if not agnostic.empty:
+        paths += write_frame(agnostic, out, "task_agnostic", index=False)
     for (stream, backbone), recs in group_records(records).items():
         table = per_task_table(recs)
         table.index.name = f"{backbone} / {stream}"
@@ -86,6 +94,13 @@ def write_tables(records: list[dict], out: Path) -> list[Path]:
         paths.append(path)
         blocks.append(f"### {cfg['strategy']} — {cfg['backbone']} / {cfg['stream']}, seed "
                       f"{cfg['seed']} (`{r['run_id']}`)\n\n{to_markdown(m)}\n")
+        if "cil_acc_matrix" in r:
+            m = acc_matrix_frame(r, "cil_acc_matrix")
+            path = out / "acc_matrix" / f"{r['run_id']}_class_incremental.csv"
+            atomic_write_text(path, m.to_csv())
+            paths.append(path)
+            blocks.append(f"Without task ids (class-incremental, task inference: "
+                          f"{r['task_inference']}):\n\n{to_markdown(m)}\n")
     atomic_write_text(out / "acc_matrices.md",
                       "# Accuracy matrices (%): row = after training task i, column = task j\n\n"
                       + "\n".join(blocks))

@@ -123,45 +123,82 @@ def summary(records: list[dict]) -> pd.DataFrame:
     return out
 
 
-def final_acc_by_seed(records: list[dict]) -> dict[int, float]:
-    return {r["config"]["seed"]: r["metrics"]["final_avg_acc"] for r in records}
+# the final average accuracy of each setting (``cil_``: without task ids, models.task_inference)
+SETTINGS = {"task-incremental": "final_avg_acc", "class-incremental": "cil_final_avg_acc"}
 
 
-def paired_final_acc(a: list[dict], b: list[dict]) -> PairedDifference | None:
-    """Final average accuracy of ``a`` minus ``b`` over the seeds both have; None if none."""
-    fa, fb = final_acc_by_seed(a), final_acc_by_seed(b)
+def final_acc_by_seed(records: list[dict], metric: str = "final_avg_acc") -> dict[int, float]:
+    """{seed: ``metric``} of the records that have it."""
+    return {r["config"]["seed"]: r["metrics"][metric] for r in records
+            if metric in r["metrics"]}
+
+
+def paired_final_acc(a: list[dict], b: list[dict],
+                     metric: str = "final_avg_acc") -> PairedDifference | None:
+    """``metric`` (final average accuracy) of ``a`` minus ``b`` over the seeds both have; None
+    if none."""
+    fa, fb = final_acc_by_seed(a, metric), final_acc_by_seed(b, metric)
     seeds = sorted(set(fa) & set(fb))
     if not seeds:
         return None
     return paired_difference([fa[s] for s in seeds], [fb[s] for s in seeds])
 
 
-def reference_difference(records, arms, key) -> PairedDifference | None:
-    """The paired difference of the arm ``key`` = (stream, backbone, label) to the classifier
-    on the same stream and backbone."""
+def reference_difference(records, arms, key,
+                         metric: str = "final_avg_acc") -> PairedDifference | None:
+    """The paired difference in ``metric`` of the arm ``key`` = (stream, backbone, label) to the
+    classifier on the same stream and backbone."""
     stream, backbone, label = key
     where = [r for r in arms[label] if (r["config"]["stream"], r["config"]["backbone"])
              == (stream, backbone)]
     ref = [r for r in records if r["config"]["strategy"] == REFERENCE
            and (r["config"]["stream"], r["config"]["backbone"]) == (stream, backbone)]
-    return paired_final_acc(where, ref) if ref else None
+    return paired_final_acc(where, ref, metric) if ref else None
 
 
 def compare(records: list[dict], a: str, b: str) -> pd.DataFrame:
-    """Per (stream, backbone): final average accuracy of strategy ``a`` minus ``b``, paired by
-    seed, with its 95% interval and whether it separates them (``report --compare A,B``)."""
+    """Per (stream, backbone) and setting (task-incremental; class-incremental where both were
+    evaluated without task ids): final average accuracy of strategy ``a`` minus ``b``, paired
+    by seed, with its 95% interval and whether it separates them (``report --compare A,B``)."""
     rows = []
     for (stream, backbone), recs in group_records(records).items():
         arms = by_arm(recs)
         if a not in arms or b not in arms:
             continue
-        d = paired_final_acc(arms[a], arms[b])
-        if d is None:
-            continue
-        rows.append({"stream": stream, "backbone": backbone, "comparison": f"{a} - {b}",
-                     "final acc difference % [95% CI]": d.format(), "seeds": d.n,
-                     "verdict": (f"{a} > {b}" if d.mean > 0 else f"{b} > {a}") if d.separable
-                     else "not separable"})
+        for setting, metric in SETTINGS.items():
+            d = paired_final_acc(arms[a], arms[b], metric)
+            if d is None:
+                continue
+            rows.append({"stream": stream, "backbone": backbone, "setting": setting,
+                         "comparison": f"{a} - {b}",
+                         "final acc difference % [95% CI]": d.format(), "seeds": d.n,
+                         "verdict": (f"{a} > {b}" if d.mean > 0 else f"{b} > {a}")
+                         if d.separable else "not separable"})
+    return pd.DataFrame(rows)
+
+
+def task_agnostic_table(records: list[dict]) -> pd.DataFrame:
+    """Per (stream, backbone, strategy) evaluated without task ids: final accuracy in both
+    settings, class-incremental forgetting, task-inference accuracy (mean ± std over seeds,
+    %), the class-incremental paired difference to the classifier with its 95% interval, and
+    the task-inference rule. Empty if no record was evaluated without task ids."""
+    records = [r for r in records if "cil_final_avg_acc" in r["metrics"]]
+    rows = []
+    for (stream, backbone), recs in group_records(records).items():
+        arms = by_arm(recs)
+        for label, runs in arms.items():
+            def pm(metric, runs=runs):
+                v = 100 * np.array([r["metrics"][metric] for r in runs])
+                return f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" if len(v) > 1 else f"{v[0]:.1f}"
+
+            d = reference_difference(recs, arms, (stream, backbone, label), "cil_final_avg_acc")
+            rows.append({"stream": stream, "backbone": backbone, "strategy": label,
+                         "task-incremental acc %": pm("final_avg_acc"),
+                         "class-incremental acc %": pm("cil_final_avg_acc"),
+                         "class-inc. forgetting %": pm("cil_forgetting"),
+                         "task inference %": pm("task_inference_acc"),
+                         f"class-inc. vs {REFERENCE} % [95% CI]": d.format() if d else "--",
+                         "rule": runs[0].get("task_inference", "--"), "n": len(runs)})
     return pd.DataFrame(rows)
 
 
@@ -328,10 +365,11 @@ def safe_name(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
-def acc_matrix_frame(record: dict) -> pd.DataFrame:
-    """One run's accuracy matrix in %: rows "after <task i>", columns tasks."""
+def acc_matrix_frame(record: dict, key: str = "acc_matrix") -> pd.DataFrame:
+    """One run's accuracy matrix (``key``: or its ``cil_acc_matrix``) in %: rows "after
+    <task i>", columns tasks."""
     names = [t["name"] for t in record["tasks"]]
-    m = [[np.nan if v is None else 100 * v for v in row] for row in record["acc_matrix"]]
+    m = [[np.nan if v is None else 100 * v for v in row] for row in record[key]]
     return pd.DataFrame(m, index=[f"after {n}" for n in names], columns=names)
 
 

@@ -26,6 +26,7 @@ from strategies.storage import head_only_storage
     keeps="head",
     forgets=False,
     paper="MEAT paper's Classifier",
+    task_inference="max_logit",  # features do not depend on the task: one growing head
 )
 def build_classifier(backbone, hp, settings):
     if settings.head_init == "probe":

@@ -39,6 +39,7 @@ def fine_tuning(model, hp: dict, settings, plugins=()) -> ContinualTemplate:
     keeps="head",
     forgets=True,
     paper="lower bound",
+    task_inference="max_logit",  # features do not depend on the task: one growing head
 )
 def build_finetune(backbone, hp, settings):
     return fine_tuning(MultiTaskViT(backbone), hp, settings)

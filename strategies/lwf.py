@@ -28,6 +28,7 @@ from strategies.storage import head_only_storage
     keeps="head",
     forgets=True,
     paper="Li & Hoiem, ECCV 2016",
+    task_inference="max_logit",  # features do not depend on the task: one growing head
 )
 def build_lwf(backbone, hp, settings):
     plugin = LwFPlugin(alpha=hp["alpha"], temperature=hp["temperature"])

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
+from models.task_inference import RULES
 from strategies.storage import StorageItem
 
 
@@ -64,6 +65,7 @@ class StrategyInfo:
     shared_storage: SharedStorageFn | None  # what it keeps once for all tasks (None: nothing)
     mask_kinds: tuple[str, ...]  # the kinds of binary masks it learns per task (models.masks)
     refuses: dict[str, str]  # {backbone family: why the strategy cannot run on it}
+    task_inference: str  # how it infers the task without a task id (models.task_inference)
 
 
 STRATEGIES: dict[str, StrategyInfo] = {}
@@ -84,6 +86,7 @@ def register_strategy(
     shared_storage: SharedStorageFn | None = None,
     mask_kinds: tuple[str, ...] = (),
     refuses: dict[str, str] | None = None,
+    task_inference: str = "entropy",
 ) -> Callable[[Builder], Builder]:
     """Register ``build(backbone, hparams, settings) -> SupervisedTemplate`` under ``name``.
 
@@ -99,6 +102,9 @@ def register_strategy(
     performance benchmark measures the strategies that have any.
     ``refuses``: backbone families (``models.factory.family``) the strategy's mechanism does not
     apply to, each with the reason; suites skip those pairs and say why.
+    ``task_inference``: the rule that picks the task when the task id is not given
+    (``models.task_inference.RULES``: ``entropy`` for per-task state, ``max_logit`` = a single
+    growing head for strategies whose features do not depend on the task).
     """
     space = {k: list(v) for k, v in (search_space or {}).items()}
     unknown = set(space) - set(hparams)
@@ -106,6 +112,8 @@ def register_strategy(
         raise ValueError(f"search space of {name!r} names unknown hyperparameters {unknown}")
     if defaults not in DEFAULT_SOURCES:
         raise ValueError(f"defaults of {name!r} must be one of {DEFAULT_SOURCES}")
+    if task_inference not in RULES:
+        raise ValueError(f"task_inference of {name!r} must be one of {RULES}")
     if head_init not in HEAD_INITS:
         raise ValueError(f"head_init of {name!r} must be one of {HEAD_INITS}")
 
@@ -114,7 +122,7 @@ def register_strategy(
             raise ValueError(f"strategy {name!r} registered twice")
         STRATEGIES[name] = StrategyInfo(
             name, build, dict(hparams), storage, trains, keeps, forgets, paper, head_init, space,
-            defaults, shared_storage, tuple(mask_kinds), dict(refuses or {}))
+            defaults, shared_storage, tuple(mask_kinds), dict(refuses or {}), task_inference)
         return build
 
     return deco

@@ -213,3 +213,37 @@ def test_every_registered_strategy_has_its_own_color():
     from strategies import STRATEGIES
 
     assert len({strategy_color(s) for s in STRATEGIES}) == len(STRATEGIES)
+
+
+def _agnostic(record, cil, inferred, rule="entropy"):
+    from results.metrics import task_agnostic_metrics
+
+    record["cil_acc_matrix"], record["task_inference_matrix"] = cil, inferred
+    record["task_inference"] = rule
+    record["metrics"].update(task_agnostic_metrics(cil, inferred))
+    return record
+
+
+def test_the_task_agnostic_table_figure_and_comparison(tmp_path):
+    from results.tables import task_agnostic_table
+
+    cil_meat = [[0.9, None], [0.5, 0.6]], [[1.0, None], [0.6, 0.7]]
+    cil_ref = [[0.8, None], [0.4, 0.4]], [[1.0, None], [0.5, 0.5]]
+    recs = [_agnostic(_record("meat", s, A), *cil_meat) for s in (0, 1, 2)]
+    recs += [_agnostic(_record("classifier", s, B), *cil_ref, rule="max_logit")
+             for s in (0, 1, 2)]
+    recs.append(_record("lwf", 0, A))  # evaluated with task ids only: not in the table
+    table = task_agnostic_table(recs).set_index("strategy")
+    assert list(table.index) == ["meat", "classifier"]
+    assert table.loc["meat", "class-incremental acc %"] == "55.0 ± 0.0"
+    assert table.loc["meat", "task inference %"] == "65.0 ± 0.0"
+    assert table.loc["meat", "class-inc. forgetting %"] == "40.0 ± 0.0"
+    assert table.loc["meat", "class-inc. vs classifier % [95% CI]"].startswith("+15.0")
+    assert table.loc["classifier", "rule"] == "max_logit"
+    both = compare(recs, "meat", "classifier").set_index("setting")
+    assert both.loc["task-incremental", "verdict"] == "not separable"  # 0.75 vs 0.75
+    assert both.loc["class-incremental", "verdict"] == "meat > classifier"
+    paths = write_report(recs, tmp_path / "report")
+    names = {p.name for p in paths}
+    assert {"task_agnostic.md", "task_agnostic_s.png"} <= names
+    assert any(n.endswith("_class_incremental.csv") for n in names)
