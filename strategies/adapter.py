@@ -11,9 +11,10 @@ at the cost of the few normalization parameters the paper let adapt.
 
 from __future__ import annotations
 
+from functools import partial
+
 from models.adapters import adapter_params, add_adapters
-from models.multitask import MultiTaskViT
-from strategies.common import ContinualTemplate, per_task_groups
+from strategies.common import PerTaskPlugin
 from strategies.registry import register_strategy
 from strategies.storage import FP32, StorageItem, head_items
 
@@ -37,7 +38,6 @@ def adapter_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
     paper="Houlsby et al., ICML 2019 (Adapter-BERT, as in MEAT)",
 )
 def build_adapter(backbone, hp, settings):
-    adapters = add_adapters(backbone, hp["hidden"])  # a new task's adapter comes in adaptation
-    return ContinualTemplate(model=MultiTaskViT(backbone),
-                             param_groups=per_task_groups(adapters, hp["lr"], hp["head_lr"]),
-                             settings=settings, schedule=hp["schedule"])
+    """The strategy as a ``strategies.common.PerTaskPlugin`` (an Avalanche plugin)."""
+    plugin = PerTaskPlugin(partial(add_adapters, hidden=hp["hidden"]))
+    return plugin.template(backbone, settings, hp)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from abc import abstractmethod
 from collections.abc import Callable
 
 import torch
@@ -42,6 +43,69 @@ ParamGroups = Callable[[nn.Module, int], list[dict]]  # (model, task) -> torch p
 
 OPTIMIZERS = ("adamw", "sgd")
 PRECISIONS = ("fp32", "bf16")
+
+
+class BackbonePlugin(SupervisedPlugin):
+    """An Avalanche plugin that puts a strategy's modules into a frozen backbone: ``install(model)``
+    (once, before training; the strategy builders do it) freezes the backbone of a
+    ``models.multitask.MultiTaskViT`` and keeps what :meth:`create` puts into it
+    (``self.modules``: masks, adapters, low-rank updates, prompts). The per-task lifecycle is
+    then the model's (``MultiTaskViT.adaptation`` / ``finish_task``) and the template's (one
+    optimizer per task); subclasses add losses and updates through further callbacks."""
+
+    def __init__(self):
+        super().__init__()
+        self.modules: list[nn.Module] = []
+        self.installed = False
+
+    @abstractmethod
+    def create(self, backbone: nn.Module) -> list[nn.Module]:
+        """Create the strategy's modules inside ``backbone`` and return them."""
+
+    def install(self, model: MultiTaskViT) -> None:
+        """Freeze ``model``'s backbone and put the strategy's modules into it (once)."""
+        name = type(self).__name__
+        if self.installed:
+            raise RuntimeError(f"{name} is already installed in a model")
+        if not isinstance(model, MultiTaskViT):
+            raise TypeError(f"{name} needs a models.multitask.MultiTaskViT (a ViT with one head "
+                            f"per task), got {type(model).__name__}")
+        model.backbone.requires_grad_(False)
+        self.modules = self.create(model.backbone)
+        model.refresh_task_modules()
+        self.installed = True
+
+    def before_training(self, strategy, **kwargs):
+        name = type(self).__name__
+        if not isinstance(strategy, ContinualTemplate):
+            raise TypeError(f"{name} needs a strategies.common.ContinualTemplate (it gives each "
+                            "task's parameters to the optimizer and finishes tasks), got "
+                            f"{type(strategy).__name__}")
+        if not self.installed:
+            raise RuntimeError(f"call {name}.install(model) before training (the suite's "
+                               "strategy builders do)")
+
+
+class PerTaskPlugin(BackbonePlugin):
+    """A plugin whose modules are ``models.tasks.PerTaskModules`` made by ``add(backbone)``
+    (adapters, low-rank updates, prompts): each task trains its own."""
+
+    def __init__(self, add: Callable[[nn.Module], list]):
+        super().__init__()
+        self.add = add
+
+    def create(self, backbone: nn.Module) -> list[nn.Module]:
+        return self.add(backbone)
+
+    def template(self, backbone: nn.Module, settings: TrainSettings, hp: dict):
+        """The strategy on ``backbone``: this plugin installed in a ``MultiTaskViT``, each task
+        training its own modules at ``hp["lr"]`` and its head at ``hp["head_lr"]``."""
+        model = MultiTaskViT(backbone)
+        self.install(model)
+        return ContinualTemplate(model=model, settings=settings, plugins=[self],
+                                 param_groups=per_task_groups(self.modules, hp["lr"],
+                                                              hp["head_lr"]),
+                                 schedule=hp["schedule"])
 
 
 def per_task_groups(modules, lr: float, head_lr: float) -> ParamGroups:

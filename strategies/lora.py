@@ -16,9 +16,10 @@ setting:
 
 from __future__ import annotations
 
+from functools import partial
+
 from models.lora import add_lora, lora_params
-from models.multitask import MultiTaskViT
-from strategies.common import ContinualTemplate, per_task_groups
+from strategies.common import PerTaskPlugin
 from strategies.registry import register_strategy
 from strategies.storage import FP32, StorageItem, head_items
 
@@ -44,7 +45,7 @@ def lora_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
     paper="Hu et al., ICLR 2022",
 )
 def build_lora(backbone, hp, settings):
-    updates = add_lora(backbone, hp["targets"], hp["rank"], hp["alpha"])
-    return ContinualTemplate(model=MultiTaskViT(backbone),
-                             param_groups=per_task_groups(updates, hp["lr"], hp["head_lr"]),
-                             settings=settings, schedule=hp["schedule"])
+    """The strategy as a ``strategies.common.PerTaskPlugin`` (an Avalanche plugin)."""
+    plugin = PerTaskPlugin(partial(add_lora, targets=hp["targets"], rank=hp["rank"],
+                                  alpha=hp["alpha"]))
+    return plugin.template(backbone, settings, hp)

@@ -17,9 +17,10 @@ forget. Choices the paper leaves open for this setting:
 
 from __future__ import annotations
 
-from models.multitask import MultiTaskViT
+from functools import partial
+
 from models.prompts import UNPROMPTABLE, add_task_prompts, prompt_params
-from strategies.common import ContinualTemplate, per_task_groups
+from strategies.common import PerTaskPlugin
 from strategies.registry import register_strategy
 from strategies.storage import FP32, StorageItem, head_items
 
@@ -44,7 +45,6 @@ def vpt_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
     refuses=UNPROMPTABLE,
 )
 def build_vpt(backbone, hp, settings):
-    prompts = add_task_prompts(backbone, hp["length"])
-    return ContinualTemplate(model=MultiTaskViT(backbone),
-                             param_groups=per_task_groups(prompts, hp["lr"], hp["head_lr"]),
-                             settings=settings, schedule=hp["schedule"])
+    """The strategy as a ``strategies.common.PerTaskPlugin`` (an Avalanche plugin)."""
+    plugin = PerTaskPlugin(partial(add_task_prompts, length=hp["length"]))
+    return plugin.template(backbone, settings, hp)
