@@ -430,9 +430,10 @@ def print_comparison(records: list[dict], a: str, b: str) -> int:
 
 def cmd_storage(argv: list[str]) -> int:
     args = storage_parser().parse_args(argv)
-    from models.factory import BackboneError, create_backbone
+    from models.factory import BackboneError, create_backbone, family
     from results.tables import format_storage
     from strategies import STRATEGIES
+    from strategies.registry import refusal
     from strategies.storage import strategy_bill
 
     try:
@@ -440,8 +441,16 @@ def cmd_storage(argv: list[str]) -> int:
     except BackboneError as e:
         raise UsageError(str(e)) from e
     base_head = args.base_classes * (backbone.num_features + 1)
-    bills = {name: strategy_bill(info, backbone, args.classes, base_head)
-             for name, info in STRATEGIES.items()}
+    bills = {}
+    for name, info in STRATEGIES.items():
+        why = refusal(name, family(args.backbone))
+        try:
+            if why is None:
+                bills[name] = strategy_bill(info, backbone, args.classes, base_head)
+        except ValueError as e:  # its registered layers do not exist in this backbone
+            why = str(e)
+        if why is not None:
+            print(f"{name}: no bill on {args.backbone} ({why})", file=sys.stderr)
     print(format_storage(bills, args.classes, args.format))
     return 0
 

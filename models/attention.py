@@ -36,6 +36,9 @@ forward. The hooks:
   softmax, at plain cost or less; CaiT's talking heads and LaViT use a boolean key mask.
   ``keep_diagonal`` (MEAT's official code): every token always attends to itself,
   m_ij = max(m_j, [i == j]) (masked, not selected).
+- **prefix** (``prefix``: a module giving key and value entries put in front of the layer's
+  own; prefix-tuning, as DualPrompt and CODA-Prompt use it, ``models.prompts``): the queries are
+  the layer's tokens, and the prefix entries count as always-kept keys.
 - **DropKey** (``dropkey_rate`` p; Li et al., CVPR 2023): in training only, every
   (sample, head, query, key) logit is dropped with probability p before the softmax, without
   rescaling. Dropping is a keep mask in the same multiplicative softmax (fused in CaiT's class
@@ -101,6 +104,7 @@ class AttentionHooks:
 
     num_prefix_tokens: int = 1
     prompt_tokens: int = 0  # prompt tokens inserted after the prefix tokens (``models.prompts``)
+    prefix_keys: int = 0  # key/value entries put in front by a prefix source (``models.prompts``)
     keep_diagonal: bool = False
     dropkey_rate: float = 0.0
     # Whether the layer evaluates a boolean token mask by selecting the kept keys (exact: the
@@ -115,13 +119,34 @@ class AttentionHooks:
         return super().train(mode)
 
     def always_kept(self) -> int:
-        """Keys before the patches, never masked: prefix tokens and inserted prompts."""
-        return self.num_prefix_tokens + self.prompt_tokens
+        """Keys before the patches, never masked: prefix-tuning entries, prefix tokens and
+        inserted prompts."""
+        return self.prefix_keys + self.num_prefix_tokens + self.prompt_tokens
+
+    def with_prefix(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, heads, N, d) with the entries of the layer's prefix source in
+        front (prefix-tuning, ``models.prompts``: ``prefix(batch)`` -> (keys, values), each
+        (L, width) or (B, L, width), or None); the queries are unchanged."""
+        source = self._modules.get("prefix")
+        kv = None if source is None else source.prefix(k.shape[0])
+        self.prefix_keys = 0 if kv is None else kv[0].shape[-2]
+        if kv is None:
+            return k, v
+        if self.keep_diagonal:
+            raise ValueError("keep_diagonal (attend to self) does not combine with prefix "
+                             "prompts: queries and keys no longer pair up")
+        B, h, _, d = k.shape
+
+        def per_head(p: torch.Tensor) -> torch.Tensor:
+            p = p.expand(B, -1, -1) if p.dim() == 2 else p
+            return p.reshape(B, -1, h, d).transpose(1, 2).to(k.dtype)
+
+        return torch.cat([per_head(kv[0]), k], dim=2), torch.cat([per_head(kv[1]), v], dim=2)
 
     def frozen_keys(self, token_mask, n: int, device) -> tuple | None:
         """At evaluation with a boolean token mask: (keep mask (1, 1, 1, n), kept key indices),
         both None when every key is kept — computed once per task. None for a float mask."""
-        key = (id(token_mask), getattr(token_mask, "task", None), self.prompt_tokens)
+        key = (id(token_mask), getattr(token_mask, "task", None), self.always_kept())
         if self._selection is None or self._selection[0] != key:
             mask = token_mask()
             if mask.dtype != torch.bool:
@@ -192,8 +217,8 @@ class AttentionHooks:
         return self.attn_drop(attn) @ v
 
     def hooks_active(self) -> bool:
-        return ("token_mask" in self._modules or "kept_keys" in self._buffers
-                or (self.training and self.dropkey_rate > 0))
+        return ("token_mask" in self._modules or "prefix" in self._modules
+                or "kept_keys" in self._buffers or (self.training and self.dropkey_rate > 0))
 
 
 class MaskableAttention(AttentionHooks, Attention):
@@ -211,7 +236,9 @@ class MaskableAttention(AttentionHooks, Attention):
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
-        x = self.attend(q, k, v, self.attention_keep((B, self.num_heads, N, N), x.device))
+        k, v = self.with_prefix(k, v)
+        x = self.attend(q, k, v, self.attention_keep((B, self.num_heads, N, k.shape[-2]),
+                                                     x.device))
         x = x.transpose(1, 2).reshape(B, N, self.attn_dim)
         x = self.norm(x)
         if gate is not None:
@@ -231,6 +258,7 @@ class MaskableTalkingHeadAttn(AttentionHooks, TalkingHeadAttn):
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        k, v = self.with_prefix(k, v)
         attn = (q * self.scale) @ k.transpose(-2, -1)
         attn = self.proj_l(attn.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         keep = self.attention_keep(attn.shape, x.device)  # None: every key kept

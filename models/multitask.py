@@ -68,15 +68,27 @@ class MultiTaskViT(MultiTaskModule):
         return backbone(x)
 
     def forward_all_tasks(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
-        """Every head's logits (Avalanche's LwF distils through this). A backbone without
-        task-conditioned modules computes its features once for all heads."""
-        if not self.task_modules(self.backbone):
+        """Every head's logits (Avalanche's LwF distils through this; task-agnostic evaluation,
+        ``models.task_inference``, scores with it). Features are computed once for all heads
+        when no task module conditions them on the task, or when every one that does infers
+        the task by itself (set to task None); otherwise once per task."""
+        conditioning = [m for m in self.task_modules(self.backbone) if m.conditions_features]
+        if all(m.infers_task for m in conditioning):
+            for m in conditioning:
+                m.set_task(None)
             feats = self.backbone(x)
-            return {int(t): head(feats) for t, head in self.heads.items()}
+            return {int(t): self.logits(int(t), feats) for t in self.heads}
         return {int(t): self.forward_single_task(x, int(t)) for t in self.heads}
 
     def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
-        return self.heads[str(task_label)](self.features(x, task_label))
+        return self.logits(task_label, self.features(x, task_label))
+
+    def logits(self, task: int, feats: torch.Tensor) -> torch.Tensor:
+        """``task``'s head on ``feats``, in fp32 even under autocast: a d x K product costs
+        nothing, and the weights of a folded standardized head are large where the features
+        vary little, so in bf16 their products would cancel to a few bits."""
+        with torch.autocast(feats.device.type, enabled=False):
+            return self.heads[str(task)](feats.float())
 
     def forward(self, x: torch.Tensor, task_labels) -> torch.Tensor:
         """Like Avalanche's, but unused logit columns of a mixed batch are -inf, not 0.

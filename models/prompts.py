@@ -1,26 +1,41 @@
-"""Prompt tokens inserted into a ViT's token sequence around its blocks (VPT, Jia et al., 2022).
+"""Prompts in a frozen ViT: tokens inserted into its sequence, prefixes of its attention keys and
+values, and the query that prompt-pool methods select them by.
 
-Deep prompting: before block l its prompt tokens P_l (length L, width d) are inserted right after
-the sequence's prefix tokens (class, distillation, register; none in CaiT's self-attention stage):
+**Deep prompt tokens** (VPT-deep, Jia et al., 2022): before block l its prompt tokens P_l
+(length L, width d) are inserted right after the sequence's prefix tokens (class, distillation,
+register; none in CaiT's self-attention stage):
 
     [x_prefix, x_patches] -> [x_prefix, P_l, x_patches] -> block l -> drop the L prompt outputs,
 
 so block l+1 gets fresh prompts (VPT-deep: "replacing the previous layer's prompt outputs") and
 everything outside the blocks (position embedding, pooling, CaiT's class attention) sees the
-sequence it always sees. Prompts are applied by forward hooks on the blocks (as adapters and
-LoRA are), so parameter names and checkpoints are unchanged.
+sequence it always sees. A prompt source returns (L, d) — one set for the whole batch — or
+(B, L, d): per-sample prompts, for a pool whose selection depends on the input.
+
+**Shallow prompt tokens** (prompt tuning, as L2P uses it): inserted once before the first block,
+they pass through every block (in CaiT's class-attention stage as keys) and are dropped after
+the final norm, where their outputs are kept for pooling (L2P's head reads their mean).
 
 Inserted prompts are prefix tokens for the attention hooks (``AttentionHooks.prompt_tokens``): a
-token mask (MEAT) covers the patches only and every prompt is always kept.
+token mask (MEAT) covers the patches only and every prompt is always kept. They carry no
+position embedding (the pre-trained table has none for them).
 
-A block's prompt source returns (L, d) — one set for the whole batch — or (B, L, d): per-sample
-prompts, for a prompt pool whose selection depends on the input.
+**Prefixes** (prefix-tuning, Li & Liang 2021, as DualPrompt and CODA-Prompt use it): a layer's
+prefix source gives L key and L value entries put in front of the attention's own
+(``AttentionHooks.with_prefix``); the sequence itself is unchanged.
 
-Where prompts go: every block with token self-attention over the flat sequence (ViT/DeiT,
-T2T-ViT's blocks, CaiT's self-attention stage). CaiT's class-attention blocks are not prompted
-(their only query is the class token; VPT's prompts act through the patch stage). LaViT is
-refused: its less-attention layers map the N x N scores through learned N x N transforms tied to
-the token grid, so the sequence length cannot change.
+**The query** (:class:`PromptQuery`): L2P, DualPrompt and CODA-Prompt choose or weight their
+prompts by the frozen backbone's pre-logits features of the input without any prompt. A forward
+pre-hook on the backbone computes them (one extra forward without gradients, as the methods'
+code does) before every forward, so every caller — the model's heads, the probe, the
+template's calibration — gets the prompts of its own inputs.
+
+Everything is applied by forward hooks (as adapters and LoRA are), so parameter names and
+checkpoints are unchanged. Where prompts go: blocks with token self-attention over the flat
+sequence (ViT/DeiT, T2T-ViT's blocks, CaiT's self-attention stage; CaiT's class-attention blocks
+get no deep prompts or prefixes: their only query is the class token). LaViT is refused: its
+less-attention layers map the N x N scores through learned N x N transforms tied to the token
+grid, so neither the sequence nor the keys can grow.
 """
 
 from __future__ import annotations
@@ -87,19 +102,32 @@ def promptable_blocks(backbone: nn.Module, method: str) -> list[nn.Module]:
     return blocks
 
 
-def attach_prompts(block: nn.Module, source: nn.Module) -> None:
+def attach_prompts(block: nn.Module, source: nn.Module, span: list | None = None,
+                   drop: bool = True, owned: bool = True) -> None:
     """Make ``source`` (a module with ``prompts(x) -> (L, d) | (B, L, d) | None``) the prompt
-    source of ``block`` (``block.prompts``)."""
-    block.prompts = source
+    source of ``block``: its tokens are inserted before the block, counted as always-kept keys
+    by the attention layers of ``span`` (default: the block's own) and, with ``drop``, dropped
+    after the block. ``source.inserted`` is the number of tokens in the sequence. ``owned``:
+    the block holds the source as its submodule ``prompts`` (else a plain reference: the source
+    belongs elsewhere in the model)."""
+    if owned:
+        block.prompts = source
+    else:
+        block.__dict__["prompts"] = source
+    block.prompt_span = span or [block.attn]  # a plain list: the layers stay the blocks' own
     block.register_forward_pre_hook(insert_prompts)
-    block.register_forward_hook(drop_prompts)
+    if drop:
+        block.register_forward_hook(drop_prompts)
 
 
 def insert_prompts(block: nn.Module, args: tuple) -> tuple:
     """Forward pre-hook: insert the block's prompts after the prefix tokens of its input."""
     x, *rest = args
     prompts = block.prompts.prompts(x)
-    block.attn.prompt_tokens = 0 if prompts is None else prompts.shape[-2]
+    n = 0 if prompts is None else prompts.shape[-2]
+    block.prompts.inserted = n
+    for attn in block.prompt_span:
+        attn.prompt_tokens = n
     if prompts is None:
         return args
     if prompts.dim() == 2:
@@ -110,11 +138,92 @@ def insert_prompts(block: nn.Module, args: tuple) -> tuple:
 
 def drop_prompts(block: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
     """Forward hook: drop the prompt outputs, so the sequence leaves the block as it came."""
-    n = block.attn.prompt_tokens
+    n = block.prompts.inserted
     if not n:
         return output
     p = block.attn.num_prefix_tokens
     return torch.cat([output[:, :p], output[:, p + n:]], dim=1)
+
+
+def attach_shallow_prompts(backbone: nn.Module, source: nn.Module, method: str) -> None:
+    """Prompt tuning: ``source`` (the backbone's submodule ``shallow_prompts``) gives tokens that
+    enter before the first promptable block, pass every block and leave after the backbone's
+    final norm (``backbone.norm``), behind the model's prefix tokens; their normalized outputs
+    are kept as ``source.outputs`` (B, L, d)."""
+    first = promptable_blocks(backbone, method)[0]
+    backbone.shallow_prompts = source
+    attach_prompts(first, source, span=[b.attn for b in anatomy.blocks(backbone)], drop=False,
+                   owned=False)
+    backbone.norm.__dict__["prompt_source"] = source  # a plain reference, not a submodule
+    backbone.norm.__dict__["prompt_position"] = anatomy.prefix_tokens(backbone)
+    backbone.norm.register_forward_hook(drop_prompts_after_norm)
+
+
+def drop_prompts_after_norm(norm: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    """Forward hook of the final norm: keep the prompt outputs for pooling and drop them."""
+    source, p = norm.__dict__["prompt_source"], norm.__dict__["prompt_position"]
+    n = source.inserted
+    if not n:
+        return output
+    source.outputs = output[:, p:p + n]
+    return torch.cat([output[:, :p], output[:, p + n:]], dim=1)
+
+
+def attach_prefix(block: nn.Module, source: nn.Module) -> None:
+    """Make ``source`` (a module with ``prefix(batch) -> (keys, values) | None``, each (L, d) or
+    (B, L, d)) the prefix of ``block``'s attention (``AttentionHooks.with_prefix``)."""
+    block.attn.prefix = source
+
+
+def prefix_blocks(backbone: nn.Module, layers: list[int], method: str) -> list[nn.Module]:
+    """The promptable blocks at ``layers`` (0-based) that exist: a shallower backbone gets the
+    ones it has; a ValueError if none does."""
+    blocks = promptable_blocks(backbone, method)
+    chosen = [blocks[i] for i in layers if 0 <= i < len(blocks)]
+    if not chosen:
+        raise ValueError(f"{method}: none of the prompt layers {layers} exists in "
+                         f"{type(backbone).__name__}'s {len(blocks)} promptable blocks "
+                         f"(valid: 0..{len(blocks) - 1})")
+    return chosen
+
+
+class PromptQuery:
+    """The frozen backbone's pre-logits features of the current input without any prompt
+    (``value``, (B, d)); ``computing`` is true during that forward, when every prompt source
+    gives none. Each of ``listeners`` (prompt pools) gets ``on_query(value)`` once the query is
+    known, before the prompted forward: it chooses its prompts for the batch there, once."""
+
+    def __init__(self):
+        self.value: torch.Tensor | None = None
+        self.computing = False
+        self.listeners: list[nn.Module] = []
+
+
+def install_query(backbone: nn.Module) -> PromptQuery:
+    """The backbone's :class:`PromptQuery` (``backbone.prompt_query``), computed by a forward
+    pre-hook before every forward (installed once)."""
+    if "prompt_query" not in backbone.__dict__:
+        backbone.prompt_query = PromptQuery()
+        backbone.register_forward_pre_hook(compute_query)
+    return backbone.prompt_query
+
+
+def compute_query(backbone: nn.Module, args: tuple) -> None:
+    """Forward pre-hook of the backbone: its features of the input without prompts, no gradient
+    (the pre-trained model's own [CLS] features, as the prompt-pool methods' query), in fp32
+    even under autocast: a choice by the largest similarities must not flip with bf16
+    rounding."""
+    query = backbone.prompt_query
+    query.computing = True
+    x = args[0]
+    try:
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            query.value = backbone.forward_head(backbone.forward_features(x.float()),
+                                                pre_logits=True)
+    finally:
+        query.computing = False
+    for listener in query.listeners:
+        listener.on_query(query.value)
 
 
 def add_task_prompts(backbone: nn.Module, length: int) -> list[TaskPrompts]:

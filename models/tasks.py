@@ -56,7 +56,15 @@ class TaskTensor:
 
 
 class TaskModule(nn.Module):
-    """A module with per-task state; see the module docstring for the lifecycle."""
+    """A module with per-task state; see the module docstring for the lifecycle.
+
+    ``conditions_features``: whether the task set changes the backbone's features (False for
+    state that is added per task but always used whole, as CODA-Prompt's components).
+    ``infers_task``: whether, set to task None (no task id), the module chooses a task per
+    sample by itself (DualPrompt's expert prompts, by their keys)."""
+
+    conditions_features: bool = True
+    infers_task: bool = False
 
     def __init__(self):
         super().__init__()

@@ -75,6 +75,26 @@ class BackbonePlugin(SupervisedPlugin):
         model.refresh_task_modules()
         self.installed = True
 
+    def task_trainable(self, task: int) -> list[nn.Parameter]:
+        """What trains during ``task``: of a module with per-task state
+        (``task_parameters``) the task's, of any other module all of it (a shared pool)."""
+        return [p for m in self.modules
+                for p in (m.task_parameters(task) if hasattr(m, "task_parameters")
+                          else m.parameters())]
+
+    def template(self, backbone: nn.Module, settings: TrainSettings, hp: dict):
+        """The strategy on ``backbone``: this plugin installed in a ``MultiTaskViT``, each task
+        training :meth:`task_trainable` at ``hp["lr"]`` and its head at ``hp["head_lr"]``."""
+        model = MultiTaskViT(backbone)
+        self.install(model)
+
+        def groups(m: nn.Module, task: int) -> list[dict]:
+            return [{"params": self.task_trainable(task), "lr": hp["lr"]},
+                    {"params": list(m.heads[str(task)].parameters()), "lr": hp["head_lr"]}]
+
+        return ContinualTemplate(model=model, settings=settings, plugins=[self],
+                                 param_groups=groups, schedule=hp["schedule"])
+
     def before_training(self, strategy, **kwargs):
         name = type(self).__name__
         if not isinstance(strategy, ContinualTemplate):
@@ -87,8 +107,8 @@ class BackbonePlugin(SupervisedPlugin):
 
 
 class PerTaskPlugin(BackbonePlugin):
-    """A plugin whose modules are ``models.tasks.PerTaskModules`` made by ``add(backbone)``
-    (adapters, low-rank updates, prompts): each task trains its own."""
+    """A plugin whose modules ``add(backbone)`` makes (``models.tasks.PerTaskModules``:
+    adapters, low-rank updates, prompts): each task trains its own."""
 
     def __init__(self, add: Callable[[nn.Module], list]):
         super().__init__()
@@ -96,26 +116,6 @@ class PerTaskPlugin(BackbonePlugin):
 
     def create(self, backbone: nn.Module) -> list[nn.Module]:
         return self.add(backbone)
-
-    def template(self, backbone: nn.Module, settings: TrainSettings, hp: dict):
-        """The strategy on ``backbone``: this plugin installed in a ``MultiTaskViT``, each task
-        training its own modules at ``hp["lr"]`` and its head at ``hp["head_lr"]``."""
-        model = MultiTaskViT(backbone)
-        self.install(model)
-        return ContinualTemplate(model=model, settings=settings, plugins=[self],
-                                 param_groups=per_task_groups(self.modules, hp["lr"],
-                                                              hp["head_lr"]),
-                                 schedule=hp["schedule"])
-
-
-def per_task_groups(modules, lr: float, head_lr: float) -> ParamGroups:
-    """The groups of a strategy that trains, per task, its own modules
-    (``models.tasks.PerTaskModules``: adapters, low-rank updates, prompts) at ``lr`` and the
-    task's head at ``head_lr``."""
-    def groups(model: nn.Module, task: int) -> list[dict]:
-        return [{"params": [p for m in modules for p in m.task_parameters(task)], "lr": lr},
-                {"params": list(model.heads[str(task)].parameters()), "lr": head_lr}]
-    return groups
 
 
 def build_optimizer(name: str, groups: list[dict], weight_decay: float, momentum: float):

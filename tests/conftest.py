@@ -23,3 +23,18 @@ def _seed():
 def cache_dir(tmp_path_factory):
     """One base-checkpoint cache for the whole test session."""
     return tmp_path_factory.mktemp("pretrained-cache")
+
+
+# DualPrompt puts its general prefix at blocks 1-2 and its experts at blocks 3-5: a 2-block test
+# backbone gets one of each (with the defaults no expert layer exists, which it refuses)
+TWO_BLOCKS = ("vit_nano", "t2t_micro")
+FIT_TWO_BLOCKS = {"dualprompt": {"g_layers": [0], "e_layers": [1]}}
+
+
+def fitting_hparams(strategy: str, backbone: str) -> dict:
+    """The strategy's registered hyperparameters, with layer choices that exist in the test
+    ``backbone``."""
+    from strategies.registry import resolve_hparams
+
+    return resolve_hparams(strategy, FIT_TWO_BLOCKS.get(strategy) if backbone in TWO_BLOCKS
+                           else None)

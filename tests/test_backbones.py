@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import fitting_hparams
 
 from models.attention import (
     MaskableClassAttn,
@@ -228,7 +229,7 @@ def test_every_strategy_trains_on_cait_lavit_and_t2t(strategy, backbone, split_b
         with pytest.raises(ValueError, match="cannot be inserted"):
             get_strategy(strategy).build(bb, resolve_hparams(strategy), settings)
         return
-    st = get_strategy(strategy).build(bb, resolve_hparams(strategy), settings)
+    st = get_strategy(strategy).build(bb, fitting_hparams(strategy, backbone), settings)
     x = torch.stack([split_bench.test_stream[0].dataset[i][0] for i in range(16)])
     st.train(split_bench.train_stream[0])
     st.model.eval()

@@ -4,11 +4,12 @@ the storage bill is what the exports hold, and an export alone predicts its task
 
 import pytest
 import torch
+from conftest import fitting_hparams
 
 from models.factory import create_backbone
 from models.tasks import BITS, TaskTensor, load_task_file, save_task_file
 from strategies import STRATEGIES, get_strategy
-from strategies.registry import TrainSettings, resolve_hparams
+from strategies.registry import TrainSettings
 from strategies.storage import shared_items
 
 TASKS = 2
@@ -25,7 +26,8 @@ def build(name):
     torch.manual_seed(0)
     backbone = create_backbone("vit_nano")
     settings = TrainSettings(steps_per_task=2, batch_size=32, head_init="random")
-    return backbone, get_strategy(name).build(backbone, resolve_hparams(name), settings)
+    return backbone, get_strategy(name).build(backbone, fitting_hparams(name, "vit_nano"),
+                                              settings)
 
 
 @pytest.fixture(scope="module", params=list(STRATEGIES))
@@ -58,14 +60,14 @@ def test_every_added_tensor_is_a_tasks_export_or_declared_shared(trained):
     exported = {k for t in range(TASKS) for k in model.export_task(t)}
     added = {k: v for k, v in model.state_dict().items()
              if k.removeprefix("backbone.") not in pristine and k not in exported}
-    hp = resolve_hparams(name)
+    hp = fitting_hparams(name, "vit_nano")
     shared = sum(i.entries for i in shared_items(get_strategy(name), backbone, hp))
     assert sum(v.numel() for v in added.values()) == shared, sorted(added)
 
 
 def test_storage_bill_is_what_the_task_exports_hold(trained, bench):
     name, _, strategy, backbone = trained
-    info, hp = get_strategy(name), resolve_hparams(name)
+    info, hp = get_strategy(name), fitting_hparams(name, "vit_nano")
     for t in range(TASKS):
         n_classes = strategy.model.heads[str(t)].out_features
         billed = sum(i.entries * i.bits for i in info.storage(backbone, n_classes, hp))
