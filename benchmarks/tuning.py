@@ -6,7 +6,8 @@ draws (seeded) from the ``search_space`` it registers (a strategy with fewer com
 of them). A trial is a run of the suite's first stream and backbone at its first seed, on the
 stream's first ``tasks`` tasks (default 2) with each task's validation split in place of its test
 split (``Stream.validation_only``); its score is the final average validation accuracy over those
-tasks. So no trial reads test data and no later task leaks into the choice. A trial in which some
+tasks, with task ids (task-incremental) for every strategy, whatever settings the suite reports.
+So no trial reads test data and no later task leaks into the choice. A trial in which some
 kind of mask never left its initial state on some task (``mask_movement``) did not test the
 method — MEAT with inert FFN masks is MEAT without them — so it is chosen only if every trial of
 the strategy was like that. The best eligible trial (ties: the earlier) and every trial's score
@@ -51,7 +52,7 @@ def trial_configs(suite: dict, budget: int, tasks: int) -> list[RunConfig]:
     """One run config per (strategy, trial) on the suite's first stream, backbone and seed."""
     first = {**suite, "stream": stream_list(suite["stream"])[0],
              "backbone": stream_list(suite["backbone"])[0], "seeds": suite["seeds"][:1],
-             "hparams_from": "registered"}
+             "hparams_from": "registered", "task_agnostic": False}  # scored with task ids
     configs = []
     for base in expand(first):
         user = (suite.get("hparams") or {}).get(base.strategy, {})
