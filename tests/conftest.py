@@ -14,6 +14,17 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 
+class FixedMask(torch.nn.Module):
+    """A token mask that is always ``m`` (a stand-in for a strategy's trained mask)."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self):
+        return self.m
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

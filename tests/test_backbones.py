@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import fitting_hparams
+from conftest import FixedMask, fitting_hparams
 
 from models.attention import (
     MaskableClassAttn,
@@ -18,15 +18,6 @@ from models.multitask import MultiTaskViT
 from strategies import STRATEGIES, get_strategy
 from strategies.meat import MEATPlugin
 from strategies.registry import TrainSettings, refusal, resolve_hparams
-
-
-class _FixedMask(torch.nn.Module):
-    def __init__(self, m):
-        super().__init__()
-        self.m = m
-
-    def forward(self):
-        return self.m
 
 
 def _perturb_token(x, j):
@@ -46,13 +37,13 @@ def test_cait_talking_heads_masked_key_contributes_nothing(keep_dtype):
         attn.proj_w.bias.fill_(0.3)
     m = torch.ones(16)
     m[5] = 0
-    attn.token_mask = _FixedMask(m.to(keep_dtype))
+    attn.token_mask = FixedMask(m.to(keep_dtype))
     x = torch.randn(2, 16, 96)
     with torch.no_grad():
         a, b = attn(x), attn(_perturb_token(x, 5))
     others = [i for i in range(16) if i != 5]  # token 5's own query row may change
     assert torch.allclose(a[:, others], b[:, others], atol=1e-6)
-    attn.token_mask = _FixedMask(torch.ones(16).to(keep_dtype))
+    attn.token_mask = FixedMask(torch.ones(16).to(keep_dtype))
     with torch.no_grad():  # without the mask the perturbed token is read by everyone
         a, b = attn(x), attn(_perturb_token(x, 5))
     assert not torch.allclose(a[:, others], b[:, others], atol=1e-3)
@@ -67,7 +58,7 @@ def test_cait_class_attention_masks_patches_and_keeps_the_class_token():
     assert len(attns) == 6  # 4 talking-heads + 2 class-attention layers
     m = torch.ones(16)
     m[[2, 9]] = 0
-    ca.token_mask = _FixedMask(m)
+    ca.token_mask = FixedMask(m)
     u = torch.randn(2, 17, 96)  # [cls; patches]
     with torch.no_grad():
         a = ca(u)
@@ -114,7 +105,7 @@ def test_dropkey_composes_with_token_masks():
     attn.dropkey_rate = 0.3
     m = torch.ones(16)
     m[4] = 0
-    attn.token_mask = _FixedMask(m)
+    attn.token_mask = FixedMask(m)
     attn.train()
     x = torch.randn(2, 17, 64)
     y = _perturb_token(x, 1 + 4)
@@ -200,7 +191,7 @@ def test_meat_token_masks_act_in_less_attention_layers():
     less = model.backbone.anatomy_blocks()[1].attn
     m = torch.ones(16)
     m[7] = 0
-    less.token_mask = _FixedMask(m)
+    less.token_mask = FixedMask(m)
     prev = torch.randn(2, 2, 16, 16)
     x = torch.randn(2, 16, 64)
     with torch.no_grad():

@@ -3,6 +3,7 @@ import copy
 import pytest
 import timm
 import torch
+from conftest import FixedMask
 
 from models.attention import MaskableAttention, make_maskable, multiplicative_masked_softmax
 from models.factory import create_backbone
@@ -17,15 +18,6 @@ class _Exp:
         self.task_labels = [task]
         self.task_label = task
         self.classes_in_this_experience = list(range(n))
-
-
-class _FixedMask(torch.nn.Module):
-    def __init__(self, m):
-        super().__init__()
-        self.m = m
-
-    def forward(self):
-        return self.m
 
 
 def _attention(n_prefix=1):
@@ -47,7 +39,7 @@ def test_masked_key_gets_zero_attention_and_prefix_is_kept():
     attn = _attention()
     m = torch.ones(16)
     m[[3, 7]] = 0
-    attn.token_mask = _FixedMask(m)
+    attn.token_mask = FixedMask(m)
     x = torch.randn(2, 17, 64)
     keep = attn.key_keep(17, x.device)
     assert keep[0, 0, 0, 0] == 1  # class token always kept
@@ -55,7 +47,7 @@ def test_masked_key_gets_zero_attention_and_prefix_is_kept():
     assert torch.all(w[..., 1 + 3] == 0) and torch.all(w[..., 1 + 7] == 0)
     assert torch.allclose(w.sum(-1), torch.ones_like(w.sum(-1)))
     # a mask of all zeros still leaves the class token: rows stay normalized
-    attn.token_mask = _FixedMask(torch.zeros(16))
+    attn.token_mask = FixedMask(torch.zeros(16))
     w = _attn_weights(attn, x, attn.key_keep(17, x.device))
     assert torch.allclose(w[..., 0], torch.ones_like(w[..., 0]))
 
@@ -64,9 +56,9 @@ def test_training_and_fused_eval_paths_agree():
     attn = _attention().eval()
     m = (torch.rand(16) > 0.5).float()
     x = torch.randn(2, 17, 64)
-    attn.token_mask = _FixedMask(m)
+    attn.token_mask = FixedMask(m)
     train_path = attn(x)
-    attn.token_mask = _FixedMask(m.bool())
+    attn.token_mask = FixedMask(m.bool())
     assert torch.allclose(train_path, attn(x), atol=1e-5)
 
 
@@ -74,7 +66,7 @@ def test_keep_diagonal_variant_lets_dropped_token_attend_to_itself():
     attn = _attention()
     m = torch.ones(16)
     m[2] = 0
-    attn.token_mask, attn.keep_diagonal = _FixedMask(m), True
+    attn.token_mask, attn.keep_diagonal = FixedMask(m), True
     x = torch.randn(1, 17, 64)
     w = _attn_weights(attn, x, attn.key_keep(17, x.device))
     assert torch.all(w[0, :, 3, 3] > 0)

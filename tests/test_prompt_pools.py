@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import FixedMask
 
 from models.factory import create_backbone
 from models.prompt_pools import CodaPrefixes, ExpertPrefixes, L2PPool, orthogonal_rows
@@ -111,12 +112,7 @@ def test_a_token_mask_with_a_prefix_still_gives_a_masked_patch_no_attention():
     attn.prefix = FixedPrefix(torch.randn(3, 64), torch.randn(3, 64))
     m = torch.ones(16, dtype=torch.bool)
     m[4] = False
-
-    class Mask(torch.nn.Module):
-        def forward(self):
-            return m
-
-    attn.token_mask = Mask()
+    attn.token_mask = FixedMask(m)
     x = torch.randn(2, 17, 64)
     moved = x.clone()
     moved[:, 1 + 4] += 5.0

@@ -3,6 +3,7 @@ their bill, and the backbones that refuse them."""
 
 import pytest
 import torch
+from conftest import FixedMask
 
 from benchmarks.suitefile import load_suite
 from benchmarks.suites import expand
@@ -10,15 +11,6 @@ from models.factory import create_backbone
 from models.prompts import add_task_prompts, prompt_params, promptable_blocks
 from strategies import get_strategy
 from strategies.registry import resolve_hparams
-
-
-class FixedMask(torch.nn.Module):
-    def __init__(self, m):
-        super().__init__()
-        self.m = m
-
-    def forward(self):
-        return self.m
 
 
 def prompted_nano(length=3):
