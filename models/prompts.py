@@ -102,6 +102,11 @@ def promptable_blocks(backbone: nn.Module, method: str) -> list[nn.Module]:
     return blocks
 
 
+def token_width(backbone: nn.Module) -> int:
+    """The width of the tokens that prompts join (the promptable blocks' attention width)."""
+    return promptable_blocks(backbone, "prompts")[0].attn.proj.in_features
+
+
 def attach_prompts(block: nn.Module, source: nn.Module, span: list | None = None,
                    drop: bool = True, owned: bool = True) -> None:
     """Make ``source`` (a module with ``prompts(x) -> (L, d) | (B, L, d) | None``) the prompt

@@ -22,9 +22,14 @@ constant), prompts and keys at one searched rate, the head at another.
 from __future__ import annotations
 
 from models.prompt_pools import ExpertPrefixes, GeneralPrefix, LayerPrefix
-from models.prompts import UNPROMPTABLE, attach_prefix, install_query, prefix_blocks
+from models.prompts import (
+    UNPROMPTABLE,
+    attach_prefix,
+    install_query,
+    prefix_blocks,
+    token_width,
+)
 from strategies.common import BackbonePlugin
-from strategies.l2p import token_width
 from strategies.registry import register_strategy
 from strategies.storage import FP32, StorageItem, head_items
 

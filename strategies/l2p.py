@@ -27,22 +27,12 @@ Choices left open or changed for this suite:
 from __future__ import annotations
 
 from models.prompt_pools import L2PPool
-from models.prompts import (
-    UNPROMPTABLE,
-    attach_shallow_prompts,
-    install_query,
-    promptable_blocks,
-)
+from models.prompts import UNPROMPTABLE, attach_shallow_prompts, install_query, token_width
 from strategies.common import BackbonePlugin
 from strategies.registry import register_strategy
 from strategies.storage import FP32, StorageItem, head_only_storage
 
 POOLINGS = ("prompts", "token")
-
-
-def token_width(backbone) -> int:
-    """The width of the tokens prompts are inserted among."""
-    return promptable_blocks(backbone, "prompts")[0].attn.proj.in_features
 
 
 class L2PPlugin(BackbonePlugin):
