@@ -22,17 +22,19 @@ A module that owns prompts for several layers hands each layer a :class:`LayerPr
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from models.prompts import PromptQuery
-from models.tasks import TaskModule, TaskTensor
+from models.tasks import PerTaskModules
 
 
-def uniform(*shape: int, device="cpu") -> nn.Parameter:
+def uniform(*shape: int) -> nn.Parameter:
     """A parameter drawn from U(-1, 1), the methods' default prompt and key init."""
-    return nn.Parameter(torch.empty(*shape).uniform_(-1.0, 1.0).to(device))
+    return nn.Parameter(torch.empty(*shape).uniform_(-1.0, 1.0))
 
 
 class LayerPrefix(nn.Module):
@@ -72,6 +74,9 @@ class L2PPool(nn.Module):
         top = sim.topk(self.top_n, dim=1)
         return top.indices, top.values
 
+    def wants_query(self) -> bool:
+        return True
+
     def on_query(self, q: torch.Tensor) -> None:
         chosen, sim = self.choose(q)
         self._chosen = chosen
@@ -104,74 +109,60 @@ class GeneralPrefix(nn.Module):
         return self.prompts[layer, 0], self.prompts[layer, 1]
 
 
-class ExpertPrefixes(TaskModule):
-    """DualPrompt's expert prefixes: per task ``length`` key and value entries for each of
-    ``n_layers`` layers and a key (module docstring). The task set by ``set_task`` serves; set
-    to None (no task id), each sample gets the expert its query chooses."""
+class Expert(nn.Module):
+    """One DualPrompt expert: its prefixes (n_layers, 2, L, d) and its key (d)."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        self.prompts = uniform(*shape)
+        self.key = uniform(shape[-1])
+
+
+class ExpertPrefixes(PerTaskModules):
+    """DualPrompt's expert prefixes: one :class:`Expert` per task (``length`` key and value
+    entries for each of ``n_layers`` layers, and a key; module docstring). The task set by
+    ``set_task`` serves; set to None (no task id), each sample gets the expert its query
+    chooses."""
 
     infers_task = True
 
     def __init__(self, n_layers: int, length: int, dim: int, match_weight: float,
                  query: PromptQuery):
-        super().__init__()
-        self.shape = (n_layers, 2, length, dim)
+        super().__init__(partial(Expert, (n_layers, 2, length, dim)), kind="prompt")
         self.match_weight = match_weight
-        self.prompts = nn.ParameterDict()
-        self.keys = nn.ParameterDict()
         self.__dict__["query"] = query
         query.listeners.append(self)
-        # the prefixes of this batch, (n_layers, 2, L, d) or (B, n_layers, 2, L, d): a plain
-        # attribute (a task's Parameter assigned to a module attribute would be registered)
-        self.__dict__["_chosen"] = None
+        self.__dict__["_chosen"] = None  # this batch's prefixes, (n_layers, 2, L, d) or per sample
         self._match: torch.Tensor | None = None
 
-    def add_task(self, task: int, device="cpu") -> None:
-        self.prompts[f"task_{task}"] = uniform(*self.shape, device=device)
-        self.keys[f"task_{task}"] = uniform(self.shape[-1], device=device)
-
-    def has_task(self, task: int) -> bool:
-        return f"task_{task}" in self.prompts
-
-    def finish_task(self, task: int) -> None:
-        self.prompts[f"task_{task}"].requires_grad_(False)
-        self.keys[f"task_{task}"].requires_grad_(False)
-
-    def export_task(self, task: int) -> dict[str, TaskTensor]:
-        return {f"prompts.task_{task}": TaskTensor(self.prompts[f"task_{task}"], "prompt"),
-                f"keys.task_{task}": TaskTensor(self.keys[f"task_{task}"], "key")}
-
-    def import_task(self, task: int, state: dict[str, torch.Tensor]) -> None:
-        self.prompts[f"task_{task}"] = nn.Parameter(state[f"prompts.task_{task}"].clone(),
-                                                    requires_grad=False)
-        self.keys[f"task_{task}"] = nn.Parameter(state[f"keys.task_{task}"].clone(),
-                                                 requires_grad=False)
-
-    def task_parameters(self, task: int) -> list[nn.Parameter]:
-        return [self.prompts[f"task_{task}"], self.keys[f"task_{task}"]]
-
     def tasks(self) -> list[int]:
-        return sorted(int(k.removeprefix("task_")) for k in self.prompts)
+        return [int(k.removeprefix("task_")) for k in self.per_task]
+
+    def closest(self, q: torch.Tensor) -> torch.Tensor:
+        """Per sample, the index (in :meth:`tasks` order) of the expert whose key is the most
+        cosine-similar to the query."""
+        keys = torch.stack([e.key for e in self.per_task.values()])
+        return (F.normalize(q.float(), dim=1) @ F.normalize(keys, dim=1).T).argmax(dim=1)
 
     def infer_tasks(self, q: torch.Tensor) -> torch.Tensor:
         """Per sample, the task whose key is the most cosine-similar to the query."""
-        tasks = self.tasks()
-        keys = torch.stack([self.keys[f"task_{t}"] for t in tasks])
-        sim = F.normalize(q.float(), dim=1) @ F.normalize(keys, dim=1).T
-        return torch.tensor(tasks, device=q.device)[sim.argmax(dim=1)]
+        return torch.tensor(self.tasks(), device=q.device)[self.closest(q)]
 
-    def on_query(self, q: torch.Tensor) -> None:
-        if self.task is None and self.prompts:
-            chosen = self.infer_tasks(q)
-            self.__dict__["_chosen"] = torch.stack([self.prompts[f"task_{t}"]
-                                                    for t in chosen.tolist()])
+    def wants_query(self) -> bool:
+        """The query chooses the expert (no task id) or trains its key; a given task's expert
+        in evaluation needs none."""
+        return self.task is None or self.training
+
+    def on_query(self, q: torch.Tensor | None) -> None:
+        # a plain attribute: a Parameter assigned to a module attribute would be registered
+        if self.task is None and len(self.per_task):
+            every = torch.stack([e.prompts for e in self.per_task.values()])
+            self.__dict__["_chosen"] = every[self.closest(q)]  # (B, n_layers, 2, L, d)
             return
-        if not self.has_task(self.task):
-            self.__dict__["_chosen"] = None
-            return
-        self.__dict__["_chosen"] = self.prompts[f"task_{self.task}"]
-        if self.training:
-            key = self.keys[f"task_{self.task}"]
-            cos = F.normalize(q.float(), dim=1) @ F.normalize(key, dim=0)
+        expert = self.current()
+        self.__dict__["_chosen"] = None if expert is None else expert.prompts
+        if expert is not None and self.training:
+            cos = F.normalize(q.float(), dim=1) @ F.normalize(expert.key, dim=0)
             self._match = self.match_weight * (1 - cos).mean()
 
     def layer_prefix(self, layer: int):
@@ -196,61 +187,53 @@ def orthogonal_rows(earlier: torch.Tensor, n: int) -> torch.Tensor:
     return q[:, m:].T.contiguous()
 
 
-class CodaPrefixes(TaskModule):
-    """CODA-Prompt's components for ``n_layers`` prefix layers: per task ``per_task`` components,
-    each a prompt of ``length`` entries (half keys, half values), a key and an attention vector
-    per layer (module docstring). Features do not depend on the task: every forward composes all
-    components added so far; ``set_task`` is ignored."""
+class Components(nn.Module):
+    """One task's CODA-Prompt components for every prefix layer: prompts (n_layers, C, L, d),
+    keys and attention vectors (n_layers, C, d); filled by ``CodaPrefixes.add_task``."""
+
+    def __init__(self, n_layers: int, count: int, length: int, dim: int):
+        super().__init__()
+        self.prompt = nn.Parameter(torch.zeros(n_layers, count, length, dim))
+        self.key = nn.Parameter(torch.zeros(n_layers, count, dim))
+        self.attention = nn.Parameter(torch.zeros(n_layers, count, dim))
+
+
+class CodaPrefixes(PerTaskModules):
+    """CODA-Prompt's components for ``n_layers`` prefix layers: per task ``per_task``
+    :class:`Components`, each a prompt of ``length`` entries (half keys, half values), a key
+    and an attention vector per layer (module docstring). Features do not depend on the task:
+    every forward composes all components added so far; ``set_task`` is ignored."""
 
     conditions_features = False
 
     def __init__(self, n_layers: int, per_task: int, length: int, dim: int,
                  query: PromptQuery):
-        super().__init__()
         if length % 2:
             raise ValueError(f"coda-prompt: the prompt length must be even (half keys, half "
                              f"values), got {length}")
-        self.n_layers, self.per_task, self.length, self.dim = n_layers, per_task, length, dim
-        self.components = nn.ModuleDict()
+        super().__init__(partial(Components, n_layers, per_task, length, dim), kind="prompt")
+        self.n_layers, self.per_task_count = n_layers, per_task
+        self.length = length
         self.__dict__["query"] = query
         query.listeners.append(self)
         self._prompts: torch.Tensor | None = None  # (n_layers, B, length, d) of this batch
 
     def stacked(self, name: str) -> torch.Tensor:
         """Every task's ``name`` tensor, concatenated over components: (n_layers, M, ...)."""
-        return torch.cat([getattr(c, name) for c in self.components.values()], dim=1)
+        return torch.cat([getattr(c, name) for c in self.per_task.values()], dim=1)
 
+    @torch.no_grad()
     def add_task(self, task: int, device="cpu") -> None:
-        L, C, n, d = self.n_layers, self.per_task, self.length, self.dim
-        part = nn.Module()
-        for name, width in (("prompt", n * d), ("key", d), ("attention", d)):
-            earlier = (self.stacked(name).detach().cpu().reshape(L, -1, width)
-                       if len(self.components) else torch.zeros(L, 0, width))
-            rows = torch.stack([orthogonal_rows(earlier[layer], C) for layer in range(L)])
-            shape = (L, C, n, d) if name == "prompt" else (L, C, d)
-            setattr(part, name, nn.Parameter(rows.reshape(shape).to(device)))
-        self.components[f"task_{task}"] = part
-
-    def has_task(self, task: int) -> bool:
-        return f"task_{task}" in self.components
-
-    def finish_task(self, task: int) -> None:
-        self.components[f"task_{task}"].requires_grad_(False)
-
-    def export_task(self, task: int) -> dict[str, TaskTensor]:
-        part = self.components[f"task_{task}"]
-        return {f"components.task_{task}.{k}": TaskTensor(v, "prompt")
-                for k, v in part.state_dict().items()}
-
-    def import_task(self, task: int, state: dict[str, torch.Tensor]) -> None:
-        part = nn.Module()
+        """The task's components, each row orthogonal to the earlier tasks' (per layer)."""
+        earlier = len(self.per_task)
+        super().add_task(task, device)
+        new = self.per_task[f"task_{task}"]
         for name in ("prompt", "key", "attention"):
-            setattr(part, name, nn.Parameter(state[f"components.task_{task}.{name}"].clone(),
-                                             requires_grad=False))
-        self.components[f"task_{task}"] = part
-
-    def task_parameters(self, task: int) -> list[nn.Parameter]:
-        return list(self.components[f"task_{task}"].parameters())
+            rows = self.stacked(name).flatten(2).cpu()  # (n_layers, M, width)
+            fresh = torch.stack([orthogonal_rows(rows[layer, :earlier * self.per_task_count],
+                                                 self.per_task_count)
+                                 for layer in range(self.n_layers)])
+            getattr(new, name).copy_(fresh.reshape(getattr(new, name).shape))
 
     def weights(self, q: torch.Tensor) -> torch.Tensor:
         """alpha (n_layers, B, M): cos(q * A_m, K_m) per layer and component."""
@@ -258,8 +241,11 @@ class CodaPrefixes(TaskModule):
                          dim=-1)  # (L, B, M, d)
         return (qa * F.normalize(self.stacked("key"), dim=-1)[:, None]).sum(-1)
 
+    def wants_query(self) -> bool:
+        return True
+
     def on_query(self, q: torch.Tensor) -> None:
-        if not len(self.components):
+        if not len(self.per_task):
             self._prompts = None
             return
         self._prompts = torch.einsum("lbm,lmnd->lbnd", self.weights(q), self.stacked("prompt"))

@@ -196,7 +196,9 @@ class PromptQuery:
     """The frozen backbone's pre-logits features of the current input without any prompt
     (``value``, (B, d)); ``computing`` is true during that forward, when every prompt source
     gives none. Each of ``listeners`` (prompt pools) gets ``on_query(value)`` once the query is
-    known, before the prompted forward: it chooses its prompts for the batch there, once."""
+    known, before the prompted forward: it chooses its prompts for the batch there, once. The
+    query's forward is skipped (``on_query(None)``) when no listener ``wants_query()`` (a
+    DualPrompt expert given by the task id, in evaluation)."""
 
     def __init__(self):
         self.value: torch.Tensor | None = None
@@ -219,6 +221,11 @@ def compute_query(backbone: nn.Module, args: tuple) -> None:
     even under autocast: a choice by the largest similarities must not flip with bf16
     rounding."""
     query = backbone.prompt_query
+    if not any(listener.wants_query() for listener in query.listeners):
+        query.value = None
+        for listener in query.listeners:
+            listener.on_query(None)
+        return
     query.computing = True
     x = args[0]
     try:

@@ -35,19 +35,19 @@ def test_dualprompt_uses_the_given_expert_or_the_one_its_key_chooses():
     for t in (0, 1):
         experts.add_task(t)
     with torch.no_grad():
-        experts.keys["task_0"].copy_(torch.tensor([1.0, 0, 0]))
-        experts.keys["task_1"].copy_(torch.tensor([0.0, 1, 0]))
+        experts.per_task["task_0"].key.copy_(torch.tensor([1.0, 0, 0]))
+        experts.per_task["task_1"].key.copy_(torch.tensor([0.0, 1, 0]))
     q = torch.tensor([[0.2, 1.0, 0.0], [1.0, 0.0, 0.5]])
     assert experts.infer_tasks(q).tolist() == [1, 0]
     experts.set_task(None)  # no task id: each sample its own expert
     experts.eval().on_query(q)
     keys, values = experts.layer_prefix(0)
-    assert torch.equal(keys, torch.stack([experts.prompts["task_1"][0, 0],
-                                          experts.prompts["task_0"][0, 0]]))
-    assert torch.equal(values[1], experts.prompts["task_0"][0, 1])
+    assert torch.equal(keys, torch.stack([experts.per_task["task_1"].prompts[0, 0],
+                                          experts.per_task["task_0"].prompts[0, 0]]))
+    assert torch.equal(values[1], experts.per_task["task_0"].prompts[0, 1])
     experts.set_task(0)  # given task 0 (training): its expert, its key pulled to the queries
     experts.train().on_query(q)
-    assert torch.equal(experts.layer_prefix(0)[0], experts.prompts["task_0"][0, 0])
+    assert torch.equal(experts.layer_prefix(0)[0], experts.per_task["task_0"].prompts[0, 0])
     cos = [0.2 / math.sqrt(1.04), 1.0 / math.sqrt(1.25)]
     assert experts.pop_auxiliary_loss().item() == pytest.approx(1 - sum(cos) / 2, rel=1e-6)
 
@@ -55,7 +55,7 @@ def test_dualprompt_uses_the_given_expert_or_the_one_its_key_chooses():
 def test_coda_prompt_is_the_cosine_weighted_sum_of_its_components():
     coda = CodaPrefixes(n_layers=1, per_task=2, length=2, dim=2, query=PromptQuery())
     coda.add_task(0)
-    part = coda.components["task_0"]
+    part = coda.per_task["task_0"]
     with torch.no_grad():
         part.attention.copy_(torch.tensor([[[1.0, 1.0], [1.0, 0.0]]]))
         part.key.copy_(torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]))
@@ -154,8 +154,8 @@ def test_dualprompt_without_a_task_id_uses_the_expert_its_key_chooses():
     model.eval()
     with torch.no_grad():
         q = bb.forward_head(bb.forward_features(x), pre_logits=True)
-        experts.keys["task_1"].copy_(q.mean(0))  # every sample's query points to task 1
-        experts.keys["task_0"].copy_(-q.mean(0))
+        experts.per_task["task_1"].key.copy_(q.mean(0))  # every sample's query points to task 1
+        experts.per_task["task_0"].key.copy_(-q.mean(0))
         agnostic = model.forward_all_tasks(x)
         given = model(x, 1)
     assert (q @ q.mean(0)).min() > 0  # the construction holds
