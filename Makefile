@@ -26,7 +26,10 @@ install: $(STAMP)
 benchmark: $(STAMP)
 	$(PY) run_benchmark.py --suite default --out $(OUT)
 
+# The bf16 tests run first on the CPU's second oneDNN path (no AVX512-BF16/AMX instructions), then
+# everything on the CPU's own path.
 test: $(STAMP)
+	ONEDNN_MAX_CPU_ISA=AVX512_CORE $(PY) -m pytest -n 2 tests/test_precision.py
 	$(PY) -m pytest -n 2 --dist loadfile tests
 
 lint: $(STAMP)
