@@ -63,6 +63,7 @@ from timm.models.cait import ClassAttn, TalkingHeadAttn
 from torch import nn
 
 from models import anatomy
+from models.transient import TransientState
 
 DROPKEY_SCHEDULES = ("linear", "constant")
 
@@ -98,9 +99,11 @@ def key_masked_attention(q, k, v, keep: torch.Tensor, scale: float) -> torch.Ten
     return (out[..., :d].float() / out[..., d:d + 1].float().clamp_min(1e-12)).to(out.dtype)
 
 
-class AttentionHooks:
+class AttentionHooks(TransientState):
     """The hooks shared by every maskable attention class (set per instance after the swap; a
     module-valued hook lives in ``_modules``)."""
+
+    transient = ("_selection",)
 
     num_prefix_tokens: int = 1
     prompt_tokens: int = 0  # prompt tokens inserted after the prefix tokens (``models.prompts``)

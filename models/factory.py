@@ -136,13 +136,12 @@ CHECKPOINT_FILTERS = (
 )
 
 
-def load_checkpoint(model: nn.Module, path: str | Path) -> None:
-    """Load a local checkpoint (timm file or ours) into a features-only model.
+def read_checkpoint(model: nn.Module, path: str | Path) -> dict:
+    """A local checkpoint's state_dict (timm file or ours) in ``model``'s layout.
 
     Accepts a raw state_dict or one under ``state_dict``/``model`` (a training script's file,
-    with its ``args`` namespace, loads too; nothing else is unpickled); classifier keys are dropped,
-    position embeddings are resampled by the architecture's own timm filter when sizes differ.
-    Every backbone parameter must be present: a partial load is an error, not a silent mix.
+    with its ``args`` namespace, loads too; nothing else is unpickled); position embeddings are
+    resampled and layouts renamed by the architecture's own filter (``CHECKPOINT_FILTERS``).
     """
     path = Path(path)
     if not path.is_file():
@@ -150,16 +149,42 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> None:
     with torch.serialization.safe_globals([argparse.Namespace]):  # training scripts' `args`
         state = timm.models.load_state_dict(str(path), weights_only=True)
     filter_fn = next((f for cls, f in CHECKPOINT_FILTERS if isinstance(model, cls)), None)
-    if filter_fn is not None:
-        state = filter_fn(state, model)
-    head_keys = {k for k in state if k.startswith(("head.", "fc_norm_head."))}
-    state = {k: v for k, v in state.items() if k not in head_keys}
+    return state if filter_fn is None else filter_fn(state, model)
+
+
+HEAD_PREFIXES = ("head.", "fc_norm_head.")
+
+
+def load_checkpoint(model: nn.Module, path: str | Path, keep_head: bool = False) -> None:
+    """Load a local checkpoint (:func:`read_checkpoint`) into ``model``: a features-only one
+    (classifier keys dropped), or with ``keep_head`` one built with the checkpoint's classes.
+    Every parameter must be present: a partial load is an error, not a silent mix."""
+    state = read_checkpoint(model, path)
+    if not keep_head:
+        state = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise BackboneError(
             f"checkpoint {path} does not fit this backbone: missing {sorted(missing)[:5]}, "
             f"unexpected {sorted(unexpected)[:5]}"
         )
+
+
+def create_pretrained_classifier(name: str, pretrained: str | Path, *,
+                                 img_size: int | None = None, in_chans: int | None = None
+                                 ) -> nn.Module:
+    """Backbone ``name`` with the classifier head its checkpoint was trained with (e.g. the
+    1000 ImageNet classes), to check a checkpoint on its own task (``benchmarks.validate``)."""
+    arch, kwargs = resolve(name, img_size, in_chans)
+    probe = create_backbone(name, img_size=img_size, in_chans=in_chans)
+    head = read_checkpoint(probe, pretrained).get("head.weight")
+    if head is None:
+        raise BackboneError(f"checkpoint {pretrained} has no classifier head (head.weight)")
+    model = timm.create_model(arch, pretrained=False, num_classes=head.shape[0],
+                              **maskable_attention_kwargs(family(name)), **kwargs)
+    set_prefix_tokens(model)
+    load_checkpoint(model, pretrained, keep_head=True)
+    return model
 
 
 def save_checkpoint(state_dict: dict, path: str | Path, **meta) -> None:

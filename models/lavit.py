@@ -64,6 +64,8 @@ class LaViTAttention(AttentionHooks, nn.Module):
     """Vanilla (``vanilla=True``: q, k, v) or less-attention (v and the N x N transforms)."""
 
     num_prefix_tokens = 0
+    transient = (*AttentionHooks.transient, "dp_loss")
+    dp_loss: torch.Tensor | None = None  # the diagonality-preserving loss of the last forward
 
     def __init__(self, dim: int, num_heads: int, n_tokens: int, vanilla: bool):
         super().__init__()
@@ -79,7 +81,6 @@ class LaViTAttention(AttentionHooks, nn.Module):
             nn.init.eye_(self.theta.weight)
             nn.init.eye_(self.psi.weight)
         self.proj = nn.Linear(dim, dim)
-        self.dp_loss: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, prev_scores: torch.Tensor | None):
         """(output, pre-softmax scores passed to the next layer). ``prev_scores``: for a vanilla

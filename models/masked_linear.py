@@ -22,9 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.transient import TransientState
 
-class MaskedWeight:
+
+class MaskedWeight(TransientState):
     """Mixin computing the effective (weight, bias) of a layer from its hooks."""
+
+    transient = ("_folded",)
 
     _folded: tuple | None = None  # (task, weight, bias) within one evaluation phase
 

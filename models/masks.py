@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from models.tasks import BITS, TaskModule, TaskTensor, pack_bits, unpack_bits
+from models.transient import TransientState
 
 MASK_INITS = ("code", "paper")
 
@@ -168,10 +169,14 @@ def hard_concrete_sample(logit: torch.Tensor, tau: float) -> torch.Tensor:
     return _RoundStraightThrough.apply(soft, 0.5)
 
 
-class TaskMask(TaskModule):
+class TaskMask(TransientState, TaskModule):
     """Binary masks of one shape, one per task (a :class:`models.tasks.TaskModule`): a trainable
     tensor while a task is learned, its bits kept bit-packed once the task is finished; ``rule``
     turns one into the other (see the module docstring)."""
+
+    transient = ("_cache", "last_sample")
+    last_sample: torch.Tensor | None = None  # the training sample of the last forward
+    _cache: tuple[int, torch.Tensor] | None = None  # (task, unpacked finished mask)
 
     def __init__(self, shape: tuple[int, ...], rule=None, kind: str = "mask"):
         super().__init__()
@@ -181,8 +186,6 @@ class TaskMask(TaskModule):
         self.movement: dict[int, dict[str, int]] = {}  # task -> entries, changed, kept
         self._initial: dict[int, torch.Tensor] = {}  # task -> mask of its initial tensor
         self.trainable = nn.ParameterDict()  # str(task) -> tensor, only for tasks being trained
-        self.last_sample: torch.Tensor | None = None  # the training sample of the last forward
-        self._cache: tuple[int, torch.Tensor] | None = None  # (task, unpacked finished mask)
 
     def add_task(self, task: int, device: torch.device | str = "cpu") -> None:
         """Create the trainable tensor of a new task, initialized by the rule."""
@@ -225,7 +228,7 @@ class TaskMask(TaskModule):
             packed = getattr(self, f"packed_{task}", None)
             if packed is None:
                 raise KeyError(f"no mask for task {task}")
-            self._cache = (task, unpack_bits(packed, self.shape).to(packed.device))
+            self._cache = (task, unpack_bits(packed, self.shape))
         return self._cache[1]
 
     def forward(self) -> torch.Tensor:

@@ -19,10 +19,14 @@ import copy
 
 import torch
 from avalanche.models import MultiTaskModule
+from timm.layers import DropPath
 from torch import nn
 
 from models.heads import StandardizedHead
+from models.precision import fp32_region
 from models.tasks import TaskModule, TaskTensor, task_modules
+
+REGULARIZERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, DropPath)  # active in training only
 
 
 class MultiTaskViT(MultiTaskModule):
@@ -87,7 +91,7 @@ class MultiTaskViT(MultiTaskModule):
         """``task``'s head on ``feats``, in fp32 even under autocast: a d x K product costs
         nothing, and the weights of a folded standardized head are large where the features
         vary little, so in bf16 their products would cancel to a few bits."""
-        with torch.autocast(feats.device.type, enabled=False):
+        with fp32_region(feats.device):
             return self.heads[str(task)](feats.float())
 
     def forward(self, x: torch.Tensor, task_labels) -> torch.Tensor:
@@ -108,6 +112,26 @@ class MultiTaskViT(MultiTaskModule):
             logits = self.forward_single_task(x[sel], int(t.item()))
             out[sel, : logits.shape[1]] = logits.to(out.dtype)
         return out
+
+    def train(self, mode: bool = True):
+        """Training mode, except where weights do not train: a dropout or drop-path layer whose
+        layer's own weights (its parameters outside task modules) are all frozen runs as at
+        evaluation, so a frozen pre-trained backbone computes the function it was trained to
+        compute (T2T-ViT's Performer dropout is the one active such layer in the suite's
+        backbones). What trains — task modules, heads, a fine-tuned backbone — keeps its
+        regularizers; DropKey, an attention variant a run asks for, stays on in training.
+        Which weights train is decided per task (``strategies.common.ContinualTemplate``
+        calls this again once it has set them)."""
+        super().train(mode)
+        if mode:
+            in_task_modules = {id(p) for _, m in task_modules(self) for p in m.parameters()}
+            for layer in self.modules():
+                own = [p for p in layer.parameters() if id(p) not in in_task_modules]
+                if not any(p.requires_grad for p in own):
+                    for child in layer.children():
+                        if isinstance(child, REGULARIZERS):
+                            child.eval()
+        return self
 
     # -- the per-task lifecycle -------------------------------------------------------------
     def adaptation(self, experience) -> None:

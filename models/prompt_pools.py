@@ -30,6 +30,7 @@ from torch import nn
 
 from models.prompts import PromptQuery
 from models.tasks import PerTaskModules
+from models.transient import TransientState
 
 
 def uniform(*shape: int) -> nn.Parameter:
@@ -50,9 +51,14 @@ class LayerPrefix(nn.Module):
         return self.__dict__["owner"].layer_prefix(self.layer)
 
 
-class L2PPool(nn.Module):
+class L2PPool(TransientState, nn.Module):
     """L2P's prompt pool: ``size`` prompts of ``length`` tokens with keys; ``top_n`` chosen per
     sample (module docstring). A prompt source for ``models.prompts.attach_shallow_prompts``."""
+
+    transient = ("outputs", "_chosen", "_pull")
+    outputs: torch.Tensor | None = None  # the prompts' outputs after the final norm (B, L, d)
+    _chosen: torch.Tensor | None = None  # this batch's prompt indices (B, top_n)
+    _pull: torch.Tensor | None = None  # this batch's surrogate loss
 
     def __init__(self, size: int, length: int, top_n: int, dim: int, pull_weight: float,
                  query: PromptQuery):
@@ -64,9 +70,7 @@ class L2PPool(nn.Module):
         self.top_n, self.pull_weight = top_n, pull_weight
         self.__dict__["query"] = query
         query.listeners.append(self)
-        self.inserted, self.outputs = 0, None
-        self._chosen: torch.Tensor | None = None
-        self._pull: torch.Tensor | None = None
+        self.inserted = 0
 
     def choose(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(indices of the top_n keys per sample (B, N), their cosine similarities (B, N))."""
@@ -118,13 +122,16 @@ class Expert(nn.Module):
         self.key = uniform(shape[-1])
 
 
-class ExpertPrefixes(PerTaskModules):
+class ExpertPrefixes(TransientState, PerTaskModules):
     """DualPrompt's expert prefixes: one :class:`Expert` per task (``length`` key and value
     entries for each of ``n_layers`` layers, and a key; module docstring). The task set by
     ``set_task`` serves; set to None (no task id), each sample gets the expert its query
     chooses."""
 
     infers_task = True
+    transient = ("_chosen", "_match")
+    _chosen: torch.Tensor | None = None  # this batch's prefixes, (n_layers, 2, L, d) or per sample
+    _match: torch.Tensor | None = None  # this batch's matching loss
 
     def __init__(self, n_layers: int, length: int, dim: int, match_weight: float,
                  query: PromptQuery):
@@ -132,8 +139,6 @@ class ExpertPrefixes(PerTaskModules):
         self.match_weight = match_weight
         self.__dict__["query"] = query
         query.listeners.append(self)
-        self.__dict__["_chosen"] = None  # this batch's prefixes, (n_layers, 2, L, d) or per sample
-        self._match: torch.Tensor | None = None
 
     def tasks(self) -> list[int]:
         return [int(k.removeprefix("task_")) for k in self.per_task]
@@ -180,7 +185,7 @@ def orthogonal_rows(earlier: torch.Tensor, n: int) -> torch.Tensor:
     """``n`` random unit rows orthogonal to the rows of ``earlier`` (m, D) and to each other
     (Gram-Schmidt through a QR factorization), or random unit rows when m + n > D."""
     m, D = earlier.shape
-    fresh = torch.randn(n, D)
+    fresh = torch.randn(n, D).to(earlier.device)  # drawn on the CPU: the same on every device
     if m + n > D:
         return F.normalize(fresh, dim=1)
     q, _ = torch.linalg.qr(torch.cat([earlier, fresh]).T)  # (D, m + n), orthonormal columns
@@ -198,13 +203,15 @@ class Components(nn.Module):
         self.attention = nn.Parameter(torch.zeros(n_layers, count, dim))
 
 
-class CodaPrefixes(PerTaskModules):
+class CodaPrefixes(TransientState, PerTaskModules):
     """CODA-Prompt's components for ``n_layers`` prefix layers: per task ``per_task``
     :class:`Components`, each a prompt of ``length`` entries (half keys, half values), a key
     and an attention vector per layer (module docstring). Features do not depend on the task:
     every forward composes all components added so far; ``set_task`` is ignored."""
 
     conditions_features = False
+    transient = ("_prompts",)
+    _prompts: torch.Tensor | None = None  # (n_layers, B, length, d) of this batch
 
     def __init__(self, n_layers: int, per_task: int, length: int, dim: int,
                  query: PromptQuery):
@@ -216,7 +223,6 @@ class CodaPrefixes(PerTaskModules):
         self.length = length
         self.__dict__["query"] = query
         query.listeners.append(self)
-        self._prompts: torch.Tensor | None = None  # (n_layers, B, length, d) of this batch
 
     def stacked(self, name: str) -> torch.Tensor:
         """Every task's ``name`` tensor, concatenated over components: (n_layers, M, ...)."""
@@ -229,7 +235,7 @@ class CodaPrefixes(PerTaskModules):
         super().add_task(task, device)
         new = self.per_task[f"task_{task}"]
         for name in ("prompt", "key", "attention"):
-            rows = self.stacked(name).flatten(2).cpu()  # (n_layers, M, width)
+            rows = self.stacked(name).flatten(2)  # (n_layers, M, width)
             fresh = torch.stack([orthogonal_rows(rows[layer, :earlier * self.per_task_count],
                                                  self.per_task_count)
                                  for layer in range(self.n_layers)])

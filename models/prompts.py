@@ -41,6 +41,8 @@ grid, so neither the sequence nor the keys can grow.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 
 import torch
@@ -48,6 +50,7 @@ from torch import nn
 
 from models import anatomy
 from models.attention import MaskableAttention, MaskableTalkingHeadAttn, make_maskable
+from models.precision import fp32_region
 from models.tasks import PerTaskModules
 
 PROMPTABLE = (MaskableAttention, MaskableTalkingHeadAttn)  # self-attention over the sequence
@@ -205,6 +208,10 @@ class PromptQuery:
         self.computing = False
         self.listeners: list[nn.Module] = []
 
+    def __getstate__(self) -> dict:
+        """Pickled without the last batch's query (``models.transient``)."""
+        return {**self.__dict__, "value": None}
+
 
 def install_query(backbone: nn.Module) -> PromptQuery:
     """The backbone's :class:`PromptQuery` (``backbone.prompt_query``), computed by a forward
@@ -215,11 +222,26 @@ def install_query(backbone: nn.Module) -> PromptQuery:
     return backbone.prompt_query
 
 
+@contextmanager
+def evaluation_mode(module: nn.Module) -> Iterator[None]:
+    """``module`` and everything in it in evaluation mode for the block (no dropout, DropKey or
+    training-time masks), each part's own mode restored afterwards. The flags are set directly:
+    a layer's ``train`` override would drop its evaluation caches on every batch."""
+    modes = [(m, m.training) for m in module.modules()]
+    for m, _ in modes:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
 def compute_query(backbone: nn.Module, args: tuple) -> None:
-    """Forward pre-hook of the backbone: its features of the input without prompts, no gradient
-    (the pre-trained model's own [CLS] features, as the prompt-pool methods' query), in fp32
-    even under autocast: a choice by the largest similarities must not flip with bf16
-    rounding."""
+    """Forward pre-hook of the backbone: its features of the input without prompts, no gradient,
+    in evaluation mode (the pre-trained model's own [CLS] features, as the prompt-pool methods'
+    query: their official query model is a frozen copy in evaluation mode), in fp32 even under
+    autocast: a choice by the largest similarities must not flip with bf16 rounding."""
     query = backbone.prompt_query
     if not any(listener.wants_query() for listener in query.listeners):
         query.value = None
@@ -229,7 +251,7 @@ def compute_query(backbone: nn.Module, args: tuple) -> None:
     query.computing = True
     x = args[0]
     try:
-        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+        with torch.no_grad(), fp32_region(x.device), evaluation_mode(backbone):
             query.value = backbone.forward_head(backbone.forward_features(x.float()),
                                                 pre_logits=True)
     finally:

@@ -22,13 +22,16 @@ Choices and quirks, as the official code has them:
   transformer), one head, kernel ratio 0.5, positive random features exp(w·x - |x|²/2) / sqrt(m)
   with a fixed orthogonal w (a parameter that is never trained), value skip connection, dropout
   0.1 on its projection and MLP while training (``token_dropout``).
-- Attention scale: the official factories build pretrained models with ``qk_scale =
-  embed_dim ** -0.5`` (not head_dim ** -0.5). timm's blocks scale by head_dim ** -0.5, so loading
-  an official checkpoint (:func:`checkpoint_filter_fn`) multiplies the query rows of every
-  ``qkv`` weight by num_heads ** -0.5 — the same logits, done once.
-- Position embedding: the official sinusoid table (fixed there; a parameter here, which the
-  fine-tuning strategies train with the rest of the backbone). At another image size the table
-  is made for that size instead of resampled.
+- Attention scale: head_dim ** -0.5, timm's and the official block's default
+  (``self.scale = qk_scale or head_dim ** -0.5``). The official factories pass ``qk_scale =
+  embed_dim ** -0.5`` only under ``pretrained=True``, whose download URL is empty; the released
+  checkpoints were trained and validated through ``main.py`` with ``pretrained=False``, so they
+  load as they are (:func:`checkpoint_filter_fn` renames, it does not rescale).
+- Position embedding: the official sinusoid table, a fixed buffer (the official parameter has
+  ``requires_grad=False``), so no strategy trains it. At another image size the table is made for
+  that size instead of resampled.
+- Dropout 0.1 in the Performer layers is active only where those layers train: a frozen
+  backbone runs its frozen layers as at evaluation (``models.anatomy.freeze_regularizers``).
 - The token grid follows the soft splits' arithmetic, so any image size works (28 px -> 2x2).
 """
 
@@ -136,25 +139,18 @@ class T2TViT(VisionTransformer):
         super().__init__(img_size=img_size, embed_dim=embed_dim,
                          embed_layer=partial(TokensToToken, token_dim=token_dim,
                                              token_dropout=token_dropout), **kwargs)
-        with torch.no_grad():
-            self.pos_embed.copy_(sinusoid_table(self.pos_embed.shape[1], embed_dim))
+        table = sinusoid_table(self.pos_embed.shape[1], embed_dim)
+        del self.pos_embed
+        self.register_buffer("pos_embed", table)
 
 
 def checkpoint_filter_fn(state: dict, model: T2TViT) -> dict:
     """An official T2T-ViT checkpoint in this layout: ``tokens_to_token.*`` -> ``patch_embed.*``,
-    query rows of every ``qkv`` scaled by num_heads ** -0.5 (module docstring), the sinusoid
-    table remade when the image size differs. Checkpoints already in this layout pass as they
-    are."""
+    the weights unchanged (module docstring: the attention scale is the same), the sinusoid table
+    remade when the image size differs. Checkpoints already in this layout pass as they are."""
     if not any(k.startswith("tokens_to_token.") for k in state):
         return state
-    out = {}
-    for key, value in state.items():
-        key = key.replace("tokens_to_token.", "patch_embed.", 1)
-        if key.endswith("attn.qkv.weight"):
-            heads = model.blocks[0].attn.num_heads
-            value = value.clone()
-            value[: value.shape[1]] *= heads ** -0.5
-        out[key] = value
+    out = {k.replace("tokens_to_token.", "patch_embed.", 1): v for k, v in state.items()}
     if out["pos_embed"].shape != model.pos_embed.shape:
         out["pos_embed"] = sinusoid_table(model.pos_embed.shape[1], model.pos_embed.shape[2])
     return out

@@ -138,10 +138,15 @@ def pack_bits(mask: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.packbits(mask.detach().cpu().numpy().astype(bool).ravel()))
 
 
+BIT_ORDER = torch.arange(7, -1, -1, dtype=torch.uint8)  # numpy.packbits: most significant first
+
+
 def unpack_bits(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """The boolean tensor of ``shape`` that :func:`pack_bits` packed, on ``packed``'s device
+    (no host round trip: a resumed run unpacks its masks where they are)."""
     n = int(np.prod(shape))
-    bits = np.unpackbits(packed.cpu().numpy(), count=n).astype(bool)
-    return torch.from_numpy(bits).reshape(shape)
+    bits = (packed[:, None] >> BIT_ORDER.to(packed.device)) & 1
+    return bits.flatten()[:n].bool().reshape(shape)
 
 
 def save_task_file(state: dict[str, TaskTensor], path: Path) -> None:

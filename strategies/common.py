@@ -24,6 +24,7 @@ import math
 import warnings
 from abc import abstractmethod
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
 from avalanche.core import SupervisedPlugin
@@ -187,6 +188,7 @@ class ContinualTemplate(SupervisedTemplate):
         trained = {id(p) for g in groups for p in g["params"]}
         for p in self.model.parameters():
             p.requires_grad_(id(p) in trained)
+        self.model.train()  # frozen layers' dropout off (``MultiTaskViT.train``)
         if not groups:  # nothing to train this task (e.g. a converged-probe classifier)
             groups = [{"params": [nn.Parameter(torch.zeros(1))], "lr": 0.0}]
         self.optimizer = build_optimizer(self.optimizer_name, groups, self.weight_decay,
@@ -232,8 +234,9 @@ class ContinualTemplate(SupervisedTemplate):
         """bf16 autocast on the run's device for ``precision="bf16"`` (a disabled context for
         fp32): matmuls and attention in bf16; parameters (masks, gates, scores included),
         gradients and optimizer state stay fp32, and no loss scaling is needed."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16,
-                              enabled=self.precision == "bf16")
+        if self.precision != "bf16":
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def _unpack_minibatch(self) -> None:
         """Move the batch to the device, then turn its images into model inputs there

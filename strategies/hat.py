@@ -148,7 +148,7 @@ class HATPlugin(TaskMaskPlugin):
         self.c, self.clamp = c, clamp
         self.shared = "frozen" if units == "adapters" else shared
         self.layers: list[GatedLayer] = []
-        self.cumulative: list[torch.Tensor] = []  # a_<t per layer, over its output units
+        self.cumulative: list[torch.Tensor] = []  # a_<t per layer while a task trains
 
     @property
     def s_max(self) -> float:
@@ -223,6 +223,7 @@ class HATPlugin(TaskMaskPlugin):
 
     def after_training_exp(self, strategy, **kwargs):
         self.rule.s = self.s_max
+        self.cumulative = []  # derived from the kept gates for each task: never saved, or moved
 
 
 _flushing = False  # what flushing_denormals last set: torch has no getter for the flag
