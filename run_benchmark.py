@@ -70,14 +70,22 @@ def warn(line: str) -> None:
     print(f"warning: {line}", file=sys.stderr, flush=True)
 
 
-def positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value!r}")
-    return n
+def at_least(kind: type, low: float, what: str):
+    """An argparse ``type``: a ``kind`` number >= ``low``, else one line saying so."""
+    def parse(value: str):
+        try:
+            n = kind(value)
+        except ValueError:
+            n = None
+        if n is None or n < low:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {value!r}")
+        return n
+    return parse
+
+
+positive_int = at_least(int, 1, "an integer >= 1")
+non_negative_int = at_least(int, 0, "an integer >= 0")
+non_negative_float = at_least(float, 0, "a number >= 0")
 
 
 def run_parser(tune: bool = False) -> Parser:
@@ -138,6 +146,15 @@ def run_parser(tune: bool = False) -> Parser:
     p.add_argument("--precision", choices=["fp32", "bf16"],
                    help="fp32 (default; TF32 matmuls on CUDA) or bf16 autocast (CUDA and CPU; "
                         "masks, gates and optimizer state stay fp32)")
+    p.add_argument("--deterministic", action="store_true", default=None,
+                   help="torch.use_deterministic_algorithms(True) and CUBLAS_WORKSPACE_CONFIG="
+                        ":4096:8 in every run, for CUDA runs that must repeat bit for bit "
+                        "(slower; a run stops at an operation without a deterministic CUDA "
+                        "kernel; CPU runs repeat without it; docs/sweeps.md)")
+    p.add_argument("--loader-workers", type=non_negative_int,
+                   help="DataLoader worker processes per run (default: none on the CPU, one "
+                        "per CPU of the run, at most 8, on CUDA); 0 reads batches in the run's "
+                        "own process, without shared memory (docs/running.md)")
     p.add_argument("--preprocess", choices=["none", "deit"],
                    help="input preset (benchmarks/inputs.py): none = resized images in [0, 1] "
                         "(default); deit = DeiT crops, flips and the backbone's normalization")
@@ -168,16 +185,6 @@ def run_parser(tune: bool = False) -> Parser:
     x.add_argument("--slurm-array", action="store_true",
                    help="slurm: submit one job array instead of one job per run")
     return p
-
-
-def non_negative_float(value: str) -> float:
-    try:
-        v = float(value)
-    except ValueError:
-        v = -1.0
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {value!r}")
-    return v
 
 
 def report_parser() -> Parser:
@@ -240,7 +247,8 @@ def storage_parser() -> Parser:
 
 def resolve_device(choice: str, args=None) -> str:
     """auto -> cuda when available. With a cluster executor the runs execute elsewhere: there
-    auto means cuda iff --gpus-per-run > 0, and cuda is not checked on this machine."""
+    auto means cuda iff --gpus-per-run > 0, cuda needs --gpus-per-run > 0 (a job gets no GPU
+    it did not ask for), and CUDA is not checked on this machine."""
     import torch
 
     remote = args is not None and args.executor != "local"
@@ -248,6 +256,10 @@ def resolve_device(choice: str, args=None) -> str:
         if remote:
             return "cuda" if args.gpus_per_run > 0 else "cpu"
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and remote and args.gpus_per_run == 0:
+        raise UsageError(f"--device cuda with --executor {args.executor}: --gpus-per-run is 0, "
+                         "so every run would start without a GPU; give --gpus-per-run N (> 0) "
+                         "or --device cpu")
     if choice == "cuda" and not remote and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available; valid here: auto, cpu")
     return choice
@@ -271,7 +283,7 @@ def build_configs(args) -> tuple[dict, list[dict]]:
         for key in ("strategies", "backbone", "stream", "seeds", "epochs", "steps_per_task",
                     "base_epochs", "batch_size", "head_init", "dropkey", "dropkey_schedule",
                     "data_root", "img_size", "pretrained", "hparams", "precision",
-                    "preprocess", "task_agnostic"):
+                    "preprocess", "task_agnostic", "deterministic", "loader_workers"):
             value = getattr(args, key, None)
             if value is not None:
                 suite["hparams_from" if key == "hparams" else key] = value
@@ -319,6 +331,7 @@ def cmd_run(argv: list[str]) -> int:
     _, configs = build_configs(args)
     out = Path(args.out or ROOT / "runs" / Path(args.suite).stem)
     check_report_folder(out / "report")
+    check_lockable(out=out, cache=Path(args.cache))
     from benchmarks.executors import run_all
     from results.records import find_records
 
@@ -344,6 +357,21 @@ def cmd_run(argv: list[str]) -> int:
         print(f"{len(failed)} run(s) failed; tracebacks are in their record.json; the same "
               "command retries them", file=sys.stderr)
     return 1 if failed else 0
+
+
+def check_lockable(**folders: Path) -> None:
+    """Refuse, before any work, a folder (``--out``, ``--cache``) where runs could not create
+    files or take their locks (``models.filelock``: Lustre without ``-o flock``)."""
+    from models.filelock import LocksUnsupported, check_locks
+
+    for flag, folder in folders.items():
+        try:
+            check_locks(folder)
+        except LocksUnsupported as e:
+            raise UsageError(f"--{flag} {folder}: {e}") from e
+        except OSError as e:
+            raise UsageError(f"--{flag} {folder}: cannot create files there "
+                             f"({e.strerror})") from e
 
 
 def check_report_folder(out: Path) -> None:
@@ -496,6 +524,7 @@ def cmd_tune(argv: list[str]) -> int:
     from benchmarks.tuning import tune
 
     out = Path(args.out or ROOT / "runs" / f"tune-{suite['suite']}")
+    check_lockable(out=out, cache=Path(args.cache))
     try:
         result = tune(suite, out, Path(args.cache), options, args.budget, args.tune_tasks)
     except KeyboardInterrupt:
@@ -533,6 +562,7 @@ def cmd_cache(argv: list[str]) -> int:
         for key in ("stream", "data_root", "preprocess"):
             if getattr(args, key) is not None:
                 suite[key] = getattr(args, key)
+        check_lockable(cache=Path(args.cache))
         images = Path(args.cache) / "images"
         # what is stored depends on the resize, never on the backbone's normalization
         preprocess = resolved_preprocess({**suite, "backbone": stream_list(suite["backbone"])[0]})

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 
 from results.records import run_id
 
+# settings added after runs were recorded: left out of a config at their default
+OPTIONAL = ("tuning", "img_size", "task_agnostic", "deterministic", "loader_workers")
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -43,14 +46,18 @@ class RunConfig:
     img_size: int | None = field(default=None)  # local images resized to this on load
     # also evaluate without task ids (models.task_inference): class-incremental accuracy
     task_agnostic: bool = field(default=False)
+    # torch.use_deterministic_algorithms(True) (benchmarks.runner.set_determinism)
+    deterministic: bool = field(default=False)
+    # DataLoader worker processes; None: benchmarks.runner.loader_workers decides by the device
+    loader_workers: int | None = field(default=None)
 
     def to_dict(self) -> dict:
-        """The run's ``config`` as recorded (``tuning``, ``img_size`` and ``task_agnostic`` only
-        when set, so runs without them keep their ids)."""
+        """The run's ``config`` as recorded; the keys of :data:`OPTIONAL` only when set (not at
+        their default, None or False), so runs without them keep their ids."""
         out = dataclasses.asdict(self)
-        for key in ("tuning", "img_size", "task_agnostic"):
-            if not out[key]:
-                del out[key]
+        for f in dataclasses.fields(self):
+            if f.name in OPTIONAL and out[f.name] is f.default:  # (0 workers is set)
+                del out[f.name]
         return out
 
     @property

@@ -73,6 +73,37 @@ class RelabeledSubset(Dataset):
             x = self.transform(x)
         return x, self.targets[i]
 
+    def read_batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, list[int]]:
+        """``self[indices]`` as one batch: the source's batch (one gather from the image cache),
+        transformed once. The transform is a deterministic function of (..., C, H, W) tensors,
+        the same on one image as on a batch (``streams._select`` applies it to whole in-memory
+        tensors); random augmentation happens on the run's device, per batch, never here
+        (:class:`benchmarks.inputs.InputPipeline`)."""
+        x, _ = read_batch(self.source, [self.indices[i] for i in indices])
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, [self.targets[i] for i in indices]
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
+        return as_items(*self.read_batch(indices))
+
+
+def read_batch(ds: Dataset, indices: Sequence[int]) -> tuple[torch.Tensor, list[int]]:
+    """(images (B, C, H, W), labels) of ``ds[indices]``: the dataset's own ``read_batch`` where
+    it has one (the memory-mapped image cache and subsets of it), else its items stacked."""
+    if hasattr(ds, "read_batch"):
+        return ds.read_batch(indices)
+    items = [ds[i] for i in indices]
+    return torch.stack([x for x, _ in items]), [y for _, y in items]
+
+
+def as_items(images: torch.Tensor, labels: list[int]) -> list[tuple[torch.Tensor, int]]:
+    """A batch as the list of (image, label) samples that ``__getitems__`` returns: PyTorch's
+    DataLoader fetches a batch with ``dataset.__getitems__(indices)`` when the dataset has it and
+    collates that list as it would the items (``torch/utils/data/_utils/fetch.py``). The images
+    are views of one batch tensor, which the collation stacks again."""
+    return list(zip(images.unbind(0), labels, strict=True))
+
 
 @dataclass(frozen=True)
 class ImageSource:

@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -36,7 +37,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from benchmarks.datasets import targets_of
+from benchmarks.datasets import as_items, targets_of
+from models.filelock import file_lock
 
 FORMAT = 1
 MIN_PER_WORKER = 512  # smaller datasets decode in-process (starting workers costs more)
@@ -66,6 +68,15 @@ class CachedImages(Dataset):
 
     def __getitem__(self, i: int):
         return torch.from_numpy(np.array(self.images[i])), self.targets[i]
+
+    def read_batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, list[int]]:
+        """uint8 images (B, C, S, S) and labels of ``indices``: one gather (a numpy fancy index)
+        from the memory map, instead of one read and one tensor per image."""
+        images = np.asarray(self.images[np.asarray(indices, dtype=np.int64)])
+        return torch.from_numpy(images), [self.targets[i] for i in indices]
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
+        return as_items(*self.read_batch(indices))
 
 
 def _sources(raw: Dataset) -> bytes:
@@ -179,8 +190,6 @@ def problem(folder: Path) -> str | None:
 def cached(raw: Dataset, name: str, split: str, transform, cache_dir: Path,
            workers: int | None = None) -> CachedImages:
     """The cached images of ``raw`` (built first if missing, partial or corrupt)."""
-    from benchmarks.resume import file_lock
-
     key = cache_key(raw, name, split, transform)
     folder = Path(cache_dir) / f"{name}-{split}-{key}"
     with file_lock(Path(cache_dir) / f".{folder.name}.lock"):

@@ -1,27 +1,26 @@
 """What makes a run survive interruption: a lock per run folder and a checkpoint per task.
 
-- :func:`run_lock`: an exclusive, non-blocking ``flock`` on ``<run folder>/.lock`` held for the
-  whole run, so two sweeps writing into the same output folder never run (and write) the same
-  run at once; the kernel releases it when the process dies, even by SIGKILL. ``flock`` is
-  advisory and local-filesystem-safe; on NFS it needs a server with lock support (NFSv4).
+- :func:`run_lock`: an exclusive, non-blocking lock (:func:`models.filelock.file_lock`) on
+  ``<run folder>/.lock`` held for the whole run, so two sweeps writing into the same output
+  folder never run (and write) the same run at once; the kernel releases it when the process
+  dies, even by SIGKILL. A filesystem without ``flock`` (Lustre without ``-o flock``) is
+  :class:`models.filelock.LocksUnsupported`, which the CLI checks for before any work.
 - :func:`save_resume` / :func:`load_resume`: ``<run folder>/resume.pt``, rewritten atomically
   after every finished task, holds what continuing the run needs: the whole multi-task model
   (every head, mask, gate, adapter and per-task backbone), the state of the strategy's own
   plugins (LwF's previous model, HAT's gates, Avalanche's clock, ...), the record so far and the
-  RNG states of torch, numpy and ``random``. Model and plugin states are pickled together, so a
-  plugin that points at a module of the model still points at the same module after loading.
-  A run resumed from it continues exactly as if it had never stopped (same accuracy matrix on
-  CPU; tested by SIGKILL in ``tests/test_sweeps.py``). It is loaded on the CPU, whatever device
-  wrote it: ``torch.set_rng_state`` takes only CPU tensors, and a CPU-only machine can read a GPU
-  run's state; :func:`restore` then moves model and plugin states to the strategy's device.
+  RNG states of torch, numpy, ``random`` and the run's CUDA device. Model and plugin states are
+  pickled together, so a plugin that points at a module of the model still points at the same
+  module after loading. A run resumed from it continues exactly as if it had never stopped (same
+  accuracy matrix on CPU; tested by SIGKILL in ``tests/test_sweeps.py``). It is loaded on the
+  CPU, whatever device wrote it: ``torch.set_rng_state`` takes only CPU tensors, and a CPU-only
+  machine can read a GPU run's state; :func:`restore` then moves model and plugin states to the
+  strategy's device.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
 import random
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,51 +29,40 @@ from avalanche.training.plugins import EvaluationPlugin
 from torch import nn
 
 from models.atomic import atomic_write
+from models.filelock import LockHeld, file_lock
 
 RESUME_FILE = "resume.pt"
 LOCK_FILE = ".lock"
 FORMAT = 1
 
 
-class RunLocked(RuntimeError):
-    """Another process is running this run (its folder's lock is held)."""
-
-
-@contextmanager
-def file_lock(path: Path, blocking: bool = True):
-    """An exclusive ``flock`` on ``path`` (created if needed) for the ``with`` block; with
-    ``blocking=False`` raises :class:`RunLocked` at once if another process holds it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError as e:
-            raise RunLocked(f"{path.parent} is being run by another process") from e
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
+RunLocked = LockHeld  # another process is running this run (its folder's lock is held)
 
 
 def run_lock(folder: Path):
     return file_lock(Path(folder) / LOCK_FILE, blocking=False)
 
 
-def rng_state() -> dict:
+def rng_state(device: torch.device) -> dict:
+    """The RNG states of torch (CPU), numpy, ``random`` and, on a CUDA run, of its own device
+    only: a run draws on no other GPU, and a resume may see fewer GPUs than the run did."""
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
              "random": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device) -> None:
+    """Restore :func:`rng_state`'s states, the CUDA one onto ``device`` (the resumed run's)."""
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["random"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and device.type == "cuda":
+        cuda = state["cuda"]
+        if isinstance(cuda, list):  # an older file: one state per GPU the run saw, and its
+            cuda = cuda[0]  # device ``cuda`` was the first of them
+        torch.cuda.set_rng_state(cuda, device)
 
 
 def strategy_plugins(strategy, runner_plugins) -> list:
@@ -89,7 +77,7 @@ def save_resume(folder: Path, strategy, runner_plugins, progress: dict) -> None:
     (next task index, record, rows, log rows, ...)."""
     state = {"format": FORMAT, "progress": progress, "model": strategy.model,
              "plugins": [p.__dict__ for p in strategy_plugins(strategy, runner_plugins)],
-             "rng": rng_state()}
+             "rng": rng_state(strategy.device)}
     atomic_write(Path(folder) / RESUME_FILE, lambda f: torch.save(state, f))
 
 
@@ -139,7 +127,7 @@ def restore(strategy, runner_plugins, state: dict) -> dict:
     for plugin, saved in zip(plugins, state["plugins"], strict=True):
         plugin.__dict__.update(saved)
     move_to([strategy.model, *plugins], strategy.device)
-    set_rng_state(state["rng"])
+    set_rng_state(state["rng"], strategy.device)
     return state["progress"]
 
 

@@ -31,10 +31,11 @@ from tqdm import tqdm
 from benchmarks.config import RunConfig
 from benchmarks.inputs import InputPipeline
 from benchmarks.pretrain import pretrained_checkpoint
-from benchmarks.resume import clear_resume, file_lock, load_resume, restore, run_lock, save_resume
+from benchmarks.resume import clear_resume, load_resume, restore, run_lock, save_resume
 from benchmarks.streams import Stream, build_stream
 from models.attention import set_dropkey
 from models.factory import create_backbone, resolve
+from models.filelock import file_lock
 from models.masks import mask_movement
 from models.task_inference import infer
 from models.tasks import save_task_file
@@ -276,11 +277,26 @@ def set_tf32(config: RunConfig) -> None:
         torch.backends.cudnn.allow_tf32 = config.tf32
 
 
-def loader_workers(device: str) -> int:
-    """DataLoader worker processes: none on the CPU (the training threads need the cores; the
-    bundled data and the image cache are in memory); to feed a GPU, one per CPU this process
-    may use (a Slurm job's or Ray task's share), at most 8."""
-    if not str(device).startswith("cuda"):
+def set_determinism(config: RunConfig) -> None:
+    """``torch.use_deterministic_algorithms`` as the config says (``deterministic``, off by
+    default). On, a CUDA operation that has a deterministic kernel takes it instead of one that
+    adds with atomics (whose order changes from call to call: attention and indexing backward,
+    scatter-add, cuDNN's choices), and one without raises; ``CUBLAS_WORKSPACE_CONFIG=:4096:8``
+    gives cuBLAS a fixed workspace per handle, which its bitwise reproducibility needs (torch
+    refuses deterministic cuBLAS calls without it). Set before the run's first CUDA work."""
+    if config.deterministic:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    torch.use_deterministic_algorithms(config.deterministic)
+
+
+def loader_workers(config: RunConfig) -> int:
+    """DataLoader worker processes: the config's ``loader_workers`` if set; else none on the
+    CPU (the training threads need the cores; the bundled data and the image cache are in
+    memory) and, to feed a GPU, one per CPU this process may use (a Slurm job's or Ray task's
+    share), at most 8."""
+    if config.loader_workers is not None:
+        return config.loader_workers
+    if not str(config.device).startswith("cuda"):
         return 0
     return min(8, len(os.sched_getaffinity(0)))
 
@@ -448,6 +464,7 @@ class Run:
         config, cache_dir = self.config, self.cache_dir
         seed_everything(config.seed)
         set_tf32(config)
+        set_determinism(config)
         stream = build_stream(config.stream, config.seed, data_root=config.data_root,
                               img_size=config.img_size,
                               val_fraction=config.val_fraction, preprocess=config.preprocess,
@@ -483,7 +500,7 @@ class Run:
                                  eval_batch_size=config.eval_batch_size, device=config.device,
                                  head_init=config.head_init, plugins=self.plugins,
                                  precision=config.precision, inputs=inputs,
-                                 loader_workers=loader_workers(config.device))
+                                 loader_workers=loader_workers(config))
         self.backbone = backbone
         self.backbone_params = param_count(backbone)  # before the strategy adds to it
         self.shared = shared_items(self.info, backbone, config.hparams)

@@ -34,6 +34,8 @@ DEFAULTS = {
     "precision": "fp32",
     "tf32": True,
     "task_agnostic": False,
+    "deterministic": False,
+    "loader_workers": None,
 }
 
 
@@ -87,6 +89,9 @@ KEY_TYPES = {
     "precision": (lambda v: isinstance(v, str), "a string"),
     "tf32": (lambda v: isinstance(v, bool), "true or false"),
     "task_agnostic": (lambda v: isinstance(v, bool), "true or false"),
+    "deterministic": (lambda v: isinstance(v, bool), "true or false"),
+    "loader_workers": (lambda v: v is None or (_int(v) and v >= 0),
+                       "an integer >= 0 or null (the device decides)"),
 }
 
 

@@ -147,5 +147,7 @@ def _expand_stream(suite: dict, say: Callable[[str], None] | None) -> list[RunCo
                 pretrained=suite["pretrained"],
                 hparams=hp, hparams_source=hparams_source(strategy, tuned, user),
                 preprocess=preprocess, precision=suite["precision"], tf32=bool(suite["tf32"]),
-                task_agnostic=bool(suite["task_agnostic"])))
+                task_agnostic=bool(suite["task_agnostic"]),
+                deterministic=bool(suite["deterministic"]),
+                loader_workers=suite["loader_workers"]))
     return configs

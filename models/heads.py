@@ -47,11 +47,9 @@ head, and in evaluation the head computes exactly that folded layer.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import math
-import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -61,6 +59,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.atomic import atomic_write
+from models.filelock import file_lock
 
 C_GRID: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)
 MAX_ITER = 2000
@@ -150,7 +149,7 @@ class StandardizedHead(nn.Linear):
         var = feats.var(0, correction=0)
         with torch.no_grad():
             self.updates += 1
-            m = max(self.momentum, 1.0 / float(self.updates))
+            m = (1.0 / self.updates).clamp_min(self.momentum)  # on the device: no host read
             self.mean.lerp_(mean.detach().to(self.mean), m)
             self.std.copy_(self.std.square().lerp(var.detach().to(self.std), m).sqrt()
                            .clamp_min(STD_FLOOR))
@@ -211,19 +210,6 @@ def fit_linear_probe(
         # atomic: readers without the lock never see half a file
         atomic_write(path, lambda f: torch.save(asdict(probe), f))
     return probe
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` (created, with its folder, if needed) for the block.
-    The lock belongs to this open file description: threads taking it each open their own."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _fit_probe(train_feats, train_labels, n_classes, val_feats, val_labels, c_grid) -> LinearProbe:

@@ -68,6 +68,11 @@ def run_main(*args):
         (["--suite", "smoke", "--precision", "fp16"], "invalid choice: 'fp16'"),
         (["--suite", "smoke", "--preprocess", "imagenet"], "invalid choice: 'imagenet'"),
         (["cache", "--suite", "paper"], "give --data-root PATH"),
+        (["--suite", "smoke", "--device", "cuda", "--executor", "ray"],
+         "--device cuda with --executor ray: --gpus-per-run is 0"),
+        (["--suite", "smoke", "--device", "cuda", "--executor", "slurm", "--gpus-per-run", "0"],
+         "give --gpus-per-run N (> 0) or --device cpu"),
+        (["--suite", "smoke", "--loader-workers", "-1"], "must be an integer >= 0"),
         ([], "required: --suite"),
     ],
 )
@@ -168,6 +173,8 @@ def test_head_init_choices_are_the_registrys():
     ("batch_size: 3.5\n", "batch_size must be an integer >= 1"),
     ("tf32: maybe\n", "tf32 must be true or false"),
     ("img_size: big\n", "img_size must be an integer >= 1 or null"),
+    ("deterministic: 1\n", "deterministic must be true or false"),
+    ("loader_workers: -2\n", "loader_workers must be an integer >= 0 or null"),
 ])
 def test_a_wrongly_typed_suite_file_is_one_line_naming_the_key(tmp_path, text, expect):
     suite = tmp_path / "mine.yaml"
@@ -176,6 +183,31 @@ def test_a_wrongly_typed_suite_file_is_one_line_naming_the_key(tmp_path, text, e
     assert r.returncode == 2 and expect in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_deterministic_and_loader_workers_reach_the_runs_as_flags_or_suite_keys(tmp_path):
+    """Recorded in the run's config (and so its id) when set; at their defaults left out, so
+    the committed runs keep their ids."""
+    from benchmarks.runner import loader_workers
+
+    def config(*args):
+        parsed = run_benchmark.run_parser().parse_args(["--strategies", "classifier", *args])
+        return run_benchmark.build_configs(parsed)[1][0]
+
+    default = config("--suite", "smoke")
+    assert not {"deterministic", "loader_workers"} & set(default.to_dict())
+    assert loader_workers(default) == 0  # CPU: the run's own process reads
+    flags = config("--suite", "smoke", "--deterministic", "--loader-workers", "0")
+    suite = tmp_path / "mine.yaml"
+    suite.write_text((run_benchmark.ROOT / "configs" / "smoke.yaml").read_text()
+                     + "deterministic: true\nloader_workers: 0\n")
+    keys = config("--suite", str(suite))
+    for c in (flags, keys):
+        assert (c.deterministic, c.loader_workers, loader_workers(c)) == (True, 0, 0)
+        assert {k: c.to_dict()[k] for k in ("deterministic", "loader_workers")} == {
+            "deterministic": True, "loader_workers": 0}
+        assert c.run_id != default.run_id
+    assert loader_workers(default.replace(device="cuda")) >= 1
 
 
 def test_output_into_a_closed_pipe_ends_quietly():

@@ -66,6 +66,16 @@ def test_resume_state_restores_onto_cuda(tmp_path):
         assert {p.device.type for p in module.parameters()} == {"cuda"}
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_resume_state_restores_the_cuda_rng_of_the_runs_device(tmp_path):
+    torch.cuda.manual_seed(5)
+    save_resume(tmp_path, _lwf("cuda"), [], {"next": 1})
+    expected = torch.rand(4, device="cuda")  # the draws the run would have made next
+    strategy = _lwf("cuda")
+    restore(strategy, [], load_resume(tmp_path))
+    assert torch.equal(torch.rand(4, device=strategy.device), expected)
+
+
 def test_move_to_reaches_modules_through_containers_and_objects():
     layer, head = torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)
     state = {"layers": [layer], "holder": SimpleNamespace(pair=(layer, head)), "head": head}

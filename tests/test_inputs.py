@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
 from benchmarks import imagecache
@@ -17,6 +19,7 @@ from benchmarks.inputs import (
     resolve_preprocess,
     storage_transform,
 )
+from benchmarks.streams import _select, _subset, compose, invert, patch_shuffle, rotate
 from benchmarks.synthetic import smooth_image
 from results.records import NONE_PREPROCESS, run_id
 
@@ -188,3 +191,38 @@ def test_a_build_over_worker_processes_stores_the_same_bytes(folder_root, tmp_pa
                             workers=2)
     assert (one.folder / imagecache.IMAGES).read_bytes() == \
         (two.folder / imagecache.IMAGES).read_bytes()
+
+
+
+class PerItem(torch.utils.data.Dataset):
+    """A dataset read item by item (``torch.utils.data.Subset`` would pass ``__getitems__``
+    on)."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        return self.ds[i]
+
+
+@pytest.mark.parametrize("transform", [None, rotate(1), compose(patch_shuffle(2, 0), invert)],
+                         ids=["none", "rot90", "shuffled+inverted"])
+def test_batched_reads_are_the_per_item_reads(folder_root, tmp_path, monkeypatch, transform):
+    """A batch of the image cache (and of task subsets of it, with their transforms) is one
+    gather from the memory map; a DataLoader gives exactly the batches of per-item reads."""
+    source = local_source("imagefolder", folder_root, img_size=16, cache_dir=tmp_path / "cache")
+    train = _subset(_select(source.train, [1, 0], transform), np.array([5, 0, 3, 1, 4, 2]))
+
+    def batches(ds):
+        order = torch.Generator().manual_seed(0)
+        return list(DataLoader(ds, batch_size=4, shuffle=True, generator=order))
+
+    expected = batches(PerItem(train))
+    monkeypatch.setattr(imagecache.CachedImages, "__getitem__", None)  # no per-item reads
+    got = batches(train)
+    assert [len(y) for _, y in got] == [4, 2]
+    for (x, y), (x_ref, y_ref) in zip(got, expected, strict=True):
+        assert x.dtype == x_ref.dtype and torch.equal(x, x_ref) and torch.equal(y, y_ref)

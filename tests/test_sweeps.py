@@ -2,14 +2,17 @@
 failures, corrupted records and run-folder locks (the executors: ``test_executors.py``)."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from test_cli import run_main
 
+from benchmarks import resume, runner
 from benchmarks.config import RunConfig
 from benchmarks.executors import execute
 from benchmarks.resume import RESUME_FILE, run_lock
@@ -104,6 +107,69 @@ def test_ctrl_c_then_resume_is_exact_for_stateful_strategies(strategy, tmp_path,
                 "mask_movement"):
         assert resumed[key] == reference[key], key
     assert matrix_and_rows(folder) == matrix_and_rows(tmp_path / "ref" / config.run_id)
+
+
+def test_resume_keeps_the_cuda_rng_state_of_the_runs_device_only(monkeypatch):
+    """One CUDA RNG state is saved, the run's device's, and restored onto the resumed run's
+    device: a resume that sees fewer GPUs than the run did works (CUDA faked on the CPU)."""
+    device, calls = torch.device("cuda"), []
+
+    def get_rng_state(device="cuda"):
+        calls.append(("get", device))
+        return torch.tensor([7], dtype=torch.uint8)
+
+    def set_rng_state(state, device="cuda"):
+        calls.append(("set", device, state.tolist()))
+
+    def one_per_gpu(*args):
+        raise AssertionError("a state per visible GPU")
+
+    monkeypatch.setattr(torch.cuda, "get_rng_state", get_rng_state)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", set_rng_state)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", one_per_gpu)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", one_per_gpu)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # the resuming machine
+    saved = resume.rng_state(device)
+    resume.set_rng_state(saved, device)
+    assert calls == [("get", device), ("set", device, [7])]
+    calls.clear()
+    older = [torch.tensor([5], dtype=torch.uint8), torch.tensor([6], dtype=torch.uint8)]
+    resume.set_rng_state({**saved, "cuda": older}, device)  # written with 2 GPUs visible
+    assert calls == [("set", device, [5])]
+    assert "cuda" not in resume.rng_state(torch.device("cpu"))
+
+
+class Stop(Exception):
+    """Ends a run where a test has seen what it needs."""
+
+
+def test_deterministic_is_set_before_the_runs_work_and_recorded(tmp_path, cache_dir,
+                                                                 monkeypatch):
+    """``deterministic``: deterministic algorithms and cuBLAS's fixed workspace are on from
+    before the run's first work (here: its backbone), and the run's config records it; without
+    it they are off and the config is as before."""
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")  # restored (unset) after the test
+    seen = []
+
+    def stop(*args, **kwargs):
+        seen.append((torch.are_deterministic_algorithms_enabled(),
+                     os.environ.get("CUBLAS_WORKSPACE_CONFIG")))
+        raise Stop
+
+    monkeypatch.setattr(runner, "prepare_backbone", stop)
+    configs = [smoke_config("hat"), smoke_config("hat", deterministic=True)]
+    try:
+        for config in configs:
+            with pytest.raises(Stop):
+                run_one(config, tmp_path, cache_dir, progress=False)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert seen == [(False, None), (True, ":4096:8")]
+    plain, det = (json.loads((tmp_path / c.run_id / "record.json").read_text())["config"]
+                  for c in configs)
+    assert det["deterministic"] is True and "deterministic" not in plain
+    assert det == {**plain, "deterministic": True}
 
 
 def test_same_config_same_matrix_and_seeds_are_independent(tmp_path, cache_dir):
