@@ -126,9 +126,12 @@ def run_parser(tune: bool = False) -> Parser:
                    help="also evaluate without task ids: class-incremental accuracy and "
                         "task-inference accuracy beside the task-incremental ones")
     p.add_argument("--seeds", type=seed_list, help="comma list of integer seeds, e.g. 0,1,2")
-    p.add_argument("--epochs", type=positive_int, help="epochs per task (>= 1)")
-    p.add_argument("--steps-per-task", type=positive_int,
-                   help="a task's budget in optimizer steps (>= 1) instead of epochs")
+    budget = p.add_mutually_exclusive_group()  # a task has one budget
+    budget.add_argument("--epochs", type=positive_int,
+                        help="epochs per task (>= 1); replaces the suite's budget, steps too")
+    budget.add_argument("--steps-per-task", type=positive_int,
+                        help="a task's budget in optimizer steps (>= 1) instead of epochs; "
+                             "replaces the suite's budget")
     p.add_argument("--base-epochs", type=positive_int, help="epochs of base pre-training")
     p.add_argument("--batch-size", type=positive_int, help="training mini-batch size")
     p.add_argument("--head-init", choices=["auto", "probe", "random"],  # HEAD_INIT_CHOICES
@@ -266,8 +269,9 @@ def resolve_device(choice: str, args=None) -> str:
 
 
 def build_configs(args) -> tuple[dict, list[dict]]:
-    """Suite + flags -> (the suite with the flags applied, its validated run configs). Raises
-    UsageError before any training."""
+    """Suite + flags -> (the suite with the flags applied, its validated run configs). A flag
+    replaces the suite's value (``--epochs`` its steps too: a task has one budget); a flag that
+    would have no effect is refused. Raises UsageError before any training."""
     from benchmarks.suitefile import SuiteError, load_suite
 
     try:  # the suite file first: its mistakes are reported before torch loads
@@ -287,6 +291,11 @@ def build_configs(args) -> tuple[dict, list[dict]]:
             value = getattr(args, key, None)
             if value is not None:
                 suite["hparams_from" if key == "hparams" else key] = value
+        if args.epochs is not None:  # the flag's budget, not the suite's steps, is trained
+            suite["steps_per_task"] = None
+        if args.dropkey_schedule is not None and not suite["dropkey"]:
+            raise UsageError(f"--dropkey-schedule {args.dropkey_schedule}: DropKey is off in "
+                             "this suite (dropkey 0); give --dropkey P (0 < P < 1) too")
         suite["device"] = resolve_device(args.device, args)
         if suite["pretrained"] and not Path(suite["pretrained"]).is_file():
             raise UsageError(f"--pretrained: checkpoint file not found: {suite['pretrained']}")
@@ -297,15 +306,35 @@ def build_configs(args) -> tuple[dict, list[dict]]:
         if PAPER_STREAM in stream_list(suite["stream"]) and not suite["pretrained"]:
             raise UsageError(f"stream {PAPER_STREAM!r} starts from ImageNet weights: give "
                              "--pretrained FILE (a local timm checkpoint of the backbone)")
+        has_base = False  # a stream whose backbone is pre-trained on its base (base_epochs)
         for name in stream_list(suite["stream"]):
             stream = build_stream(name, suite["seeds"][0], data_root=suite["data_root"],
                                   val_fraction=suite["val_fraction"], img_size=suite["img_size"])
             c, h, _ = stream.image_shape
             for backbone in stream_list(suite["backbone"]):
                 resolve(backbone, img_size=h, in_chans=c)
+            has_base = has_base or stream.base is not None
+        if args.base_epochs is not None and (suite["pretrained"] or not has_base):
+            why = ("--pretrained FILE replaces it" if suite["pretrained"] else
+                   f"stream {', '.join(stream_list(suite['stream']))} has no base to pre-train on")
+            raise UsageError(f"--base-epochs: no base pre-training runs ({why})")
     except (SuiteError, DataError, BackboneError) as e:
         raise UsageError(str(e)) from e
     return suite, configs
+
+
+def announce_budget(suite: dict, args) -> None:
+    """One line before any work: the budget every run trains with, and where it comes from
+    (a budget flag replaces the suite's, ``build_configs``)."""
+    if suite["steps_per_task"] is not None:
+        n, unit = suite["steps_per_task"], "step"
+    else:
+        n, unit = suite["epochs"], "epoch"
+    source = next((flag for flag, value in (("--epochs", args.epochs),
+                                            ("--steps-per-task", args.steps_per_task))
+                   if value is not None), "suite default")
+    print(f"budget: {n} {unit}{'' if n == 1 else 's'} per task ({source})", file=sys.stderr,
+          flush=True)
 
 
 def executor_options(args):
@@ -328,10 +357,11 @@ def cmd_run(argv: list[str]) -> int:
     Exit code 1 if a run failed (the others still ran and are reported)."""
     args = run_parser().parse_args(argv)
     options = executor_options(args)
-    _, configs = build_configs(args)
+    suite, configs = build_configs(args)
     out = Path(args.out or ROOT / "runs" / Path(args.suite).stem)
     check_report_folder(out / "report")
     check_lockable(out=out, cache=Path(args.cache))
+    announce_budget(suite, args)
     from benchmarks.executors import run_all
     from results.records import find_records
 
@@ -525,6 +555,7 @@ def cmd_tune(argv: list[str]) -> int:
 
     out = Path(args.out or ROOT / "runs" / f"tune-{suite['suite']}")
     check_lockable(out=out, cache=Path(args.cache))
+    announce_budget(suite, args)
     try:
         result = tune(suite, out, Path(args.cache), options, args.budget, args.tune_tasks)
     except KeyboardInterrupt:

@@ -327,8 +327,11 @@ def folder_source(name: str, path: Path, transform, seed: int = 0,
             if not (path / part).is_dir():
                 raise DataError(f"{name}: {path} has no {part}/<class>/<image> folders")
             parts[part] = torchvision.datasets.ImageFolder(str(path / part), transform=transform)
-        if parts["train"].classes != parts["test"].classes:
-            raise DataError(f"train/ and test/ class folders differ under {path}")
+        train, test = set(parts["train"].classes), set(parts["test"].classes)
+        if train != test:
+            raise DataError(f"train/ and test/ class folders differ under {path}: only in "
+                            f"train/: {sorted(train - test) or 'none'}; only in test/: "
+                            f"{sorted(test - train) or 'none'}")
         return _raw(name, parts["train"], parts["test"], parts["train"].classes)
     every = torchvision.datasets.ImageFolder(str(path))
     train_idx, test_idx = stratified_split(every.targets, test_fraction, seed)

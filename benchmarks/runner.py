@@ -253,11 +253,23 @@ def task_agnostic_counts(strategy, dataset, task: int, rule: str) -> tuple[int, 
     return int(right_class), int(right_task), n
 
 
-def static_mask_warnings(strategy: str, movement: dict, task: int, n_tasks: int) -> list[str]:
-    """One line per kind of mask that did not change at all in a task."""
-    return [f"warning: {strategy}, task {task + 1}/{n_tasks}: its {kind} masks did not change "
-            "from their initial state; the budget or learning rate is too small to test the "
-            "method" for kind, m in movement.items() if m["changed"] == 0]
+def static_mask_warnings(config: RunConfig, movement: dict, task: int, n_tasks: int) -> list[str]:
+    """One line per kind of mask that did not change at all in a task, with how to fix it: the
+    kind's own rate (``<kind>_mask_lr``) or the strategy's rates, set in a suite file, or tuned."""
+    name, hp = config.strategy, config.hparams
+    rates = [k for k in hp if k.endswith("lr") and k != "head_lr"]
+    lines = []
+    for kind, m in movement.items():
+        if m["changed"]:
+            continue
+        keys = [f"{kind}_mask_lr"] if f"{kind}_mask_lr" in hp else rates
+        lines.append(
+            f"warning: {name}, task {task + 1}/{n_tasks}: its {kind} masks did not change from "
+            f"their initial state ({', '.join(f'{k} {hp[k]:g}' for k in keys)}): the budget or "
+            "learning rate is too small to test the method; raise the rate in a suite file "
+            f"(hparams: {{{name}: {{{keys[0]}: ...}}}}), or tune it (`python run_benchmark.py "
+            f"tune --suite {config.suite} --strategies {name}`, then `--hparams tuned`)")
+    return lines
 
 
 def random_backbone(config: RunConfig, stream: Stream):
@@ -336,7 +348,10 @@ def prepare_backbone(config: RunConfig, stream: Stream, cache_dir: Path):
 @dataclass
 class Timing:
     """Seconds of one run: training and evaluation phases, base pre-training, inside training
-    and evaluation iterations (``StepTimer``), probe fitting, wall time; peak memory."""
+    and evaluation iterations (``StepTimer``), probe fitting, wall time; peak memory; and the
+    conditions they were measured under: torch's threads, the machine's CPUs and its 1-minute
+    load average at the run's start and end (a resumed run keeps the highest of its parts), so
+    a report can tell runs timed under other load (``results.tables.timing_conditions``)."""
 
     train_s: float = 0.0
     eval_s: float = 0.0
@@ -346,6 +361,18 @@ class Timing:
     probe_s: float = 0.0
     wall_s: float = 0.0
     peak_rss_mib: float | None = None  # set once a task is done
+    threads: int | None = None
+    cpus: int | None = None
+    load_start: float | None = None
+    load_end: float | None = None  # set once a task is done
+
+    def started(self) -> None:
+        """Note the conditions at the start of (a part of) the run."""
+        self.threads, self.cpus = torch.get_num_threads(), os.cpu_count()
+        self.load_start = max(self.load_start or 0.0, os.getloadavg()[0])
+
+    def ended(self) -> None:
+        self.load_end = max(self.load_end or 0.0, os.getloadavg()[0])
 
 
 @dataclass
@@ -449,6 +476,7 @@ class Run:
     def run(self) -> dict:
         self.prepare()
         start = self.resume()
+        self.record.timing.started()
         for i, exp in enumerate(self.bench.train_stream):
             if i < start:
                 continue
@@ -537,7 +565,7 @@ class Run:
                                                exp.task_label))
         movement = mask_movement(strategy.model, exp.task_label)
         record.mask_movement.append(movement)
-        for line in static_mask_warnings(self.config.strategy, movement, i, self.T):
+        for line in static_mask_warnings(self.config, movement, i, self.T):
             self.say(line)
 
     def evaluate(self, i: int) -> None:
@@ -594,6 +622,7 @@ class Run:
         """Write the run folder after task i (and the resume state, unless it was the last)."""
         record = self.record
         record.timing.wall_s += time.perf_counter() - self._wall
+        record.timing.ended()
         self._wall = time.perf_counter()
         if i == self.T - 1:
             record.metrics = all_metrics(record.acc_matrix)

@@ -118,4 +118,7 @@ def load_suite(name: str) -> dict:
         test, wanted = KEY_TYPES[key]
         if not test(value):
             raise SuiteError(f"{path}: {key} must be {wanted}, got {value!r}")
+    if "epochs" in suite and suite.get("steps_per_task") is not None:  # one would be ignored
+        raise SuiteError(f"{path}: sets both epochs and steps_per_task; a task has one budget: "
+                         "keep one")
     return {**DEFAULTS, **suite, "suite": path.stem}

@@ -19,7 +19,7 @@ from benchmarks.suitefile import CONFIG_DIR, SuiteError
 from models.attention import dropkey_rates
 from models.factory import family, pretrained_normalization
 from strategies import STRATEGIES
-from strategies.registry import HEAD_INIT_CHOICES, refusal, resolve_hparams
+from strategies.registry import HEAD_INIT_CHOICES, budget_hparams, refusal, resolve_hparams
 
 TUNED_DIR = CONFIG_DIR.parent / "tuned"
 HPARAMS_FROM = ("registered", "tuned")
@@ -132,6 +132,10 @@ def _expand_stream(suite: dict, say: Callable[[str], None] | None) -> list[RunCo
             hp = resolve_hparams(strategy, {**tuned, **user})
         except KeyError as e:
             raise SuiteError(e.args[0]) from e
+        hp, factor = budget_hparams(strategy, hp, {*tuned, *user}, epochs=int(suite["epochs"]),
+                                    steps_per_task=steps_budget(suite["steps_per_task"]),
+                                    batch_size=int(suite["batch_size"]))
+        source = hparams_source(strategy, tuned, user) + ("+budget" if factor != 1.0 else "")
         for seed in suite["seeds"]:
             configs.append(RunConfig(
                 suite=suite["suite"], stream=suite["stream"], backbone=suite["backbone"],
@@ -145,7 +149,7 @@ def _expand_stream(suite: dict, say: Callable[[str], None] | None) -> list[RunCo
                 val_fraction=float(suite["val_fraction"]), device=suite["device"],
                 data_root=suite["data_root"], img_size=suite["img_size"],
                 pretrained=suite["pretrained"],
-                hparams=hp, hparams_source=hparams_source(strategy, tuned, user),
+                hparams=hp, hparams_source=source,
                 preprocess=preprocess, precision=suite["precision"], tf32=bool(suite["tf32"]),
                 task_agnostic=bool(suite["task_agnostic"]),
                 deterministic=bool(suite["deterministic"]),

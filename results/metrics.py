@@ -82,3 +82,23 @@ def task_agnostic_metrics(cil: Matrix, task_inference: Matrix) -> dict:
     out = {f"cil_{k}": v for k, v in all_metrics(cil).items()}
     out["task_inference_acc"] = final_average_accuracy(task_inference)
     return out
+
+
+def task_incremental_chance(classes: Sequence[int]) -> list[float]:
+    """Chance of R[i][j] with task ids, per task j: 1/n_j (a uniform guess over task j's n_j
+    classes, its head)."""
+    return [1 / n for n in classes]
+
+
+def class_incremental_chance(classes: Sequence[int]) -> list[float]:
+    """Chance of a class-incremental R[i][j], per training task i: 1/(n_0 + ... + n_i) (a class
+    is a (task, label) pair; a uniform guess picks one of those seen through task i)."""
+    return [1 / sum(classes[: i + 1]) for i in range(len(classes))]
+
+
+def final_chance(classes: Sequence[int]) -> dict:
+    """Chance of the final averages: ``final_avg_acc`` (1/T) sum_j 1/n_j, ``cil_final_avg_acc``
+    1/sum_j n_j, ``task_inference_acc`` 1/T."""
+    return {"final_avg_acc": sum(task_incremental_chance(classes)) / len(classes),
+            "cil_final_avg_acc": class_incremental_chance(classes)[-1],
+            "task_inference_acc": 1 / len(classes)}

@@ -33,6 +33,11 @@ from models.atomic import atomic_write_text  # (stdlib only; imported from here 
 ROW_FIELDS = ("seed", "strategy", "backbone", "stream", "train_task", "eval_task", "n", "correct",
               "loss")
 STATUSES = ("running", "finished", "failed")
+UNFINISHED = {  # why a report leaves a run out, and how to finish it
+    "running": "status running (interrupted mid-way, or still running); the same command "
+               "resumes it",
+    "failed": "status failed (the traceback is its record's error); the same command retries "
+              "it"}
 
 
 # Config keys added after runs were recorded, with the value that reproduces those runs: at that
@@ -156,10 +161,11 @@ def find_records(paths, strict: bool = True, warn=None) -> list[dict]:
 
     A run is identified by its ``run_id``: copies of one run in several folders (a backup beside
     the original, the same folder given twice) are counted once, the first found, and ``warn``
-    names the copies. A record that fails :func:`load_record` is skipped with a ``warn`` line
-    naming it and how to redo it if not ``strict``; with ``strict`` (the default for code; the
-    ``report`` command skips) it raises :class:`RecordError`.
-    ``warn`` takes one line (default: ignore)."""
+    names the copies. A run that is not finished (interrupted mid-way or still ``running``, or
+    ``failed``) is left out with a ``warn`` line naming it and its status. A record that fails
+    :func:`load_record` is skipped with a ``warn`` line naming it and how to redo it if not
+    ``strict``; with ``strict`` (the default for code; the ``report`` command skips) it raises
+    :class:`RecordError`. ``warn`` takes one line (default: ignore)."""
     warn = warn or (lambda line: None)
     out, seen = [], {}
     for p in map(Path, paths):
@@ -175,6 +181,9 @@ def find_records(paths, strict: bool = True, warn=None) -> list[dict]:
                      "folder (the runner redoes a run whose record is unreadable)")
                 continue
             if rec["status"] != "finished":
+                cfg = rec["config"]
+                warn(f"left out {folder} ({cfg.get('strategy')}, seed {cfg.get('seed')}): "
+                     f"{UNFINISHED[rec['status']]}")
                 continue
             rid = rec.get("run_id") or folder.name
             if rid in seen:

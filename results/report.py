@@ -11,13 +11,17 @@
 - ``masks.{md,tex,csv}``: per mask strategy, task and mask kind, the % of entries changed from
   their initial state and the % kept (means over seeds), and on how many seeds nothing changed;
 - ``per_task_<stream>_<backbone>.{md,tex,csv}``: the paper-style table — final accuracy per
-  task (rows: tasks, then average, then total storage in MiB; columns: strategies);
+  task (rows: tasks, then average, then total storage in MiB; columns: strategies) beside the
+  probe reference (``results.tables.per_task_table``);
 - ``task_agnostic.{md,tex,csv}`` (runs evaluated without task ids): final accuracy in the
-  task- and class-incremental settings, class-incremental forgetting, task-inference accuracy
-  and the class-incremental difference to the classifier;
-- ``acc_matrices.md`` and ``acc_matrix/<run_id>.csv``: every run's accuracy matrix (and its
-  class-incremental one);
+  task- and class-incremental settings, class-incremental forgetting, task-inference accuracy,
+  the class-incremental difference to the classifier and the task that task inference collapsed
+  onto, under the chance levels;
+- ``acc_matrices.md`` and ``acc_matrix/<run_id>.csv``: every run's accuracy matrix with task ids
+  (and its class-incremental one, without);
 - figures from ``results.plots``.
+
+CSV floats are rounded (``results.tables.to_csv``); task numbers a person reads start at 1.
 """
 
 from __future__ import annotations
@@ -33,14 +37,18 @@ from results.records import atomic_write_text
 from results.tables import (
     acc_matrix_frame,
     budget_note,
+    chance_note,
     group_records,
     hparams_table,
     movement_table,
     per_task_table,
+    probe_note,
     readable_summary,
     safe_name,
     summary,
     task_agnostic_table,
+    timing_note,
+    to_csv,
     to_markdown,
 )
 
@@ -48,15 +56,17 @@ from results.tables import (
 def write_frame(df: pd.DataFrame, out: Path, name: str, index: bool = True,
                 csv_df: pd.DataFrame | None = None, note: str | None = None) -> list[Path]:
     """``df`` as ``name.md``, ``name.tex`` and ``name.csv`` (``csv_df`` if given), atomically;
-    ``note`` as a line above the Markdown table and a comment above the LaTeX one. LaTeX
-    special characters in headers and cells (``%``, ``_``, ``&``, ...) are escaped."""
+    each line of ``note`` as a paragraph above the Markdown table and a comment above the LaTeX
+    one. LaTeX special characters in headers and cells (``%``, ``_``, ``&``, ...) are
+    escaped."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.md", out / f"{name}.tex", out / f"{name}.csv"]
-    atomic_write_text(paths[0], (f"{note}\n\n" if note else "")
+    lines = note.splitlines() if note else []
+    atomic_write_text(paths[0], "".join(f"{line}\n\n" for line in lines)
                       + to_markdown(df, index=index) + "\n")
-    atomic_write_text(paths[1], (f"% {note}\n" if note else "")
+    atomic_write_text(paths[1], "".join(f"% {line}\n" for line in lines)
                       + df.to_latex(index=index, float_format="%.1f", na_rep="--", escape=True))
-    atomic_write_text(paths[2], (df if csv_df is None else csv_df).to_csv(index=index))
+    atomic_write_text(paths[2], to_csv(df if csv_df is None else csv_df, index=index))
     return paths
 
 
@@ -71,33 +81,37 @@ def write_tables(records: list[dict], out: Path) -> list[Path]:
     out = Path(out)
     records = run_order(records)
     stats = summary(records)
+    notes = [n for n in (budget_note(records), timing_note(records)) if n]
     paths = write_frame(readable_summary(stats), out, "summary", index=False, csv_df=stats,
-                        note=budget_note(records))
+                        note="\n".join(notes) or None)
     paths += write_frame(hparams_table(records), out, "hparams", index=False)
     masks = movement_table(records)
     if not masks.empty:
         paths += write_frame(masks, out, "masks", index=False)
     agnostic = task_agnostic_table(records)
     if not agnostic.empty:
-        paths += write_frame(agnostic, out, "task_agnostic", index=False)
+        paths += write_frame(agnostic, out, "task_agnostic", index=False,
+                             note=chance_note(records))
     for (stream, backbone), recs in group_records(records).items():
         table = per_task_table(recs)
         table.index.name = f"{backbone} / {stream}"
-        paths += write_frame(table, out, f"per_task_{safe_name(stream)}_{safe_name(backbone)}")
+        paths += write_frame(table, out, f"per_task_{safe_name(stream)}_{safe_name(backbone)}",
+                             note=probe_note(recs))
     blocks = []
     for r in records:
         m = acc_matrix_frame(r)
         cfg = r["config"]
         path = out / "acc_matrix" / f"{r['run_id']}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, m.to_csv())
+        atomic_write_text(path, to_csv(m))
         paths.append(path)
         blocks.append(f"### {cfg['strategy']} — {cfg['backbone']} / {cfg['stream']}, seed "
-                      f"{cfg['seed']} (`{r['run_id']}`)\n\n{to_markdown(m)}\n")
+                      f"{cfg['seed']} (`{r['run_id']}`)\n\nWith task ids (task-incremental):"
+                      f"\n\n{to_markdown(m)}\n")
         if "cil_acc_matrix" in r:
             m = acc_matrix_frame(r, "cil_acc_matrix")
             path = out / "acc_matrix" / f"{r['run_id']}_class_incremental.csv"
-            atomic_write_text(path, m.to_csv())
+            atomic_write_text(path, to_csv(m))
             paths.append(path)
             blocks.append(f"Without task ids (class-incremental, task inference: "
                           f"{r['task_inference']}):\n\n{to_markdown(m)}\n")

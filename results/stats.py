@@ -32,6 +32,11 @@ class PairedDifference:
     n: int
 
     @property
+    def identical(self) -> bool:
+        """Every paired difference is 0: mean 0 and, with >= 2 seeds, sd 0 (low = high)."""
+        return self.mean == 0 and (self.n < 2 or self.low == self.high)
+
+    @property
     def separable(self) -> bool:
         """The interval excludes 0 (needs at least 2 seeds)."""
         return self.n >= 2 and (self.low > 0 or self.high < 0)

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from results.metrics import final_chance
 from results.stats import PairedDifference, paired_difference
 
 SUMMARY_COLUMNS = ("final_avg_acc", "avg_incremental_acc", "forgetting", "bwt", "above_probe",
@@ -57,6 +58,43 @@ def strategy_train_s(rec: dict) -> float:
     return rec["timing"]["train_s"] - rec["timing"].get("probe_s", 0.0)
 
 
+def mib_per_task(rec: dict) -> float:
+    """What one task adds (MiB/task): the mean over tasks of ``per_task_mib``, the base model and
+    what is kept once for all tasks (``shared_mib``, e.g. L2P's prompt pool) excluded."""
+    per_task = rec["storage"]["per_task_mib"]
+    return float(np.mean(per_task)) if per_task else 0.0
+
+
+def timing_conditions(rec: dict) -> str | None:
+    """What a run's training time was measured under: "<threads> threads, <cpus> CPUs", plus
+    ", loaded" where other processes took more than half a core from the run: their load,
+    max(load_start, load_end - threads) (1-minute load averages at the run's start and end; the
+    run's own threads count in the end one), above cpus - threads + 0.5. None where the record's
+    ``timing`` lacks ``threads``, ``cpus``, ``load_start`` or ``load_end``."""
+    t = rec["timing"]
+    if any(t.get(k) is None for k in ("threads", "cpus", "load_start", "load_end")):
+        return None
+    others = max(t["load_start"], t["load_end"] - t["threads"])
+    loaded = others > t["cpus"] - t["threads"] + 0.5
+    return f"{t['threads']} threads, {t['cpus']} CPUs" + (", loaded" if loaded else "")
+
+
+def timing_note(records: list[dict]) -> str | None:
+    """One line where training times are not comparable as they stand: runs whose conditions
+    were not recorded, or runs timed under different conditions (:func:`timing_conditions`)."""
+    conditions = [timing_conditions(r) for r in records]
+    missing = conditions.count(None)
+    if missing:
+        return (f"Training times: conditions (threads, CPUs, load) not recorded for {missing} of "
+                f"{len(records)} runs: runs timed under different load cannot be told apart.")
+    counts = {c: conditions.count(c) for c in dict.fromkeys(conditions)}
+    if len(counts) == 1:
+        return None
+    return ("Training times mix conditions: "
+            + "; ".join(f"{c} ({n} run{'s' * (n > 1)})" for c, n in counts.items())
+            + ": compare like with like.")
+
+
 def task_mean(values) -> float:
     """Mean over tasks of a per-task list; NaN if the record lacks it (an older record)."""
     return float(np.mean(values)) if values and None not in values else np.nan
@@ -77,7 +115,6 @@ def record_row(rec: dict) -> dict:
     train_acc, probe_train = rec.get("train_acc"), rec.get("probe_train_acc")
     head_gap = (task_mean([a - p for a, p in zip(train_acc, probe_train, strict=True)])
                 if train_acc and probe_train and None not in probe_train else np.nan)
-    per_task = rec["storage"]["per_task_mib"]
     return {
         "stream": cfg["stream"], "backbone": cfg["backbone"], "strategy": cfg["strategy"],
         "seed": cfg["seed"], "hparams_source": cfg.get("hparams_source", "paper"),
@@ -86,7 +123,7 @@ def record_row(rec: dict) -> dict:
         "above_probe": above,
         "probe_acc": task_mean(probe), "random_probe_acc": random_probe,
         "pretrain_gain": task_mean(probe) - random_probe, "head_vs_probe_train": head_gap,
-        "mib_per_task": float(np.mean(per_task)) if per_task else 0.0,
+        "mib_per_task": mib_per_task(rec),
         "total_mib": rec["storage"]["total_mib"],
         "train_s": strategy_train_s(rec),
     }
@@ -159,7 +196,8 @@ def reference_difference(records, arms, key,
 def compare(records: list[dict], a: str, b: str) -> pd.DataFrame:
     """Per (stream, backbone) and setting (task-incremental; class-incremental where both were
     evaluated without task ids): final average accuracy of strategy ``a`` minus ``b``, paired
-    by seed, with its 95% interval and whether it separates them (``report --compare A,B``)."""
+    by seed, with its 95% interval and whether it separates them, or that they are identical on
+    every seed (``report --compare A,B``)."""
     rows = []
     for (stream, backbone), recs in group_records(records).items():
         arms = by_arm(recs)
@@ -172,16 +210,26 @@ def compare(records: list[dict], a: str, b: str) -> pd.DataFrame:
             rows.append({"stream": stream, "backbone": backbone, "setting": setting,
                          "comparison": f"{a} - {b}",
                          "final acc difference % [95% CI]": d.format(), "seeds": d.n,
-                         "verdict": (f"{a} > {b}" if d.mean > 0 else f"{b} > {a}")
-                         if d.separable else "not separable"})
+                         "verdict": verdict(d, a, b)})
     return pd.DataFrame(rows)
+
+
+def verdict(d: PairedDifference, a: str, b: str) -> str:
+    """"a > b" where the interval separates them, "identical on every seed" where every paired
+    difference is 0, else "not separable"."""
+    if d.identical:
+        return "identical on every seed"
+    if d.separable:
+        return f"{a} > {b}" if d.mean > 0 else f"{b} > {a}"
+    return "not separable"
 
 
 def task_agnostic_table(records: list[dict]) -> pd.DataFrame:
     """Per (stream, backbone, strategy) evaluated without task ids: final accuracy in both
     settings, class-incremental forgetting, task-inference accuracy (mean ± std over seeds,
-    %), the class-incremental paired difference to the classifier with its 95% interval, and
-    the task-inference rule. Empty if no record was evaluated without task ids."""
+    %), the class-incremental paired difference to the classifier with its 95% interval, the
+    task-inference rule and the task it collapsed onto (:func:`collapse_label`). Empty if no
+    record was evaluated without task ids."""
     records = [r for r in records if "cil_final_avg_acc" in r["metrics"]]
     rows = []
     for (stream, backbone), recs in group_records(records).items():
@@ -198,17 +246,53 @@ def task_agnostic_table(records: list[dict]) -> pd.DataFrame:
                          "class-inc. forgetting %": pm("cil_forgetting"),
                          "task inference %": pm("task_inference_acc"),
                          f"class-inc. vs {REFERENCE} % [95% CI]": d.format() if d else "--",
-                         "rule": runs[0].get("task_inference", "--"), "n": len(runs)})
+                         "rule": runs[0].get("task_inference", "--"),
+                         "every sample to": collapse_label(runs), "n": len(runs)})
     return pd.DataFrame(rows)
 
 
+def collapsed_task(record: dict) -> int | None:
+    """The task (index) that task inference collapsed onto, or None: after the last task, the
+    task of every sample of task k and of no sample of any other task was inferred right
+    (``task_inference_matrix``) — what a rule that sends every sample to task k gives."""
+    shares = (record.get("task_inference_matrix") or [[]])[-1]
+    hits = [j for j, v in enumerate(shares) if v == 1]
+    if len(shares) < 2 or len(hits) != 1 or any(v != 0 for j, v in enumerate(shares)
+                                                 if j != hits[0]):
+        return None
+    return hits[0]
+
+
+def collapse_label(runs: list[dict]) -> str:
+    """"task 5 (1 of 3 seeds)" per task that task inference collapsed onto
+    (:func:`collapsed_task`; tasks numbered from 1), "--" if it never did."""
+    tasks = [collapsed_task(r) for r in runs]
+    return ", ".join(f"task {k + 1} ({tasks.count(k)} of {len(runs)} seeds)"
+                     for k in sorted({k for k in tasks if k is not None})) or "--"
+
+
+def chance_note(records: list[dict]) -> str:
+    """One line per stream: the chance level of each final average (:func:`final_chance`) and
+    what "every sample to" means."""
+    lines = []
+    for stream, rec in {r["config"]["stream"]: r for r in records}.items():
+        c = final_chance(task_classes(rec))
+        lines.append(f"Chance on {stream}: with task ids {100 * c['final_avg_acc']:.1f}% "
+                     f"(1/classes of the task), without {100 * c['cil_final_avg_acc']:.1f}% "
+                     f"(1/classes seen), task inference {100 * c['task_inference_acc']:.1f}% "
+                     "(1/tasks).")
+    lines.append('"every sample to task k": after the last task only task k\'s samples were '
+                 "assigned their own task (all of them): task inference collapsed onto task k.")
+    return "\n".join(lines)
+
+
 def movement_rows(records: list[dict]) -> pd.DataFrame:
-    """Long format: per run, task and mask kind, the fraction of entries changed from the
-    task's initial mask and the fraction kept."""
+    """Long format: per run, task (numbered from 1) and mask kind, the fraction of entries
+    changed from the task's initial mask and the fraction kept."""
     rows = []
     for label, r in zip(arm_labels(records), records, strict=True):
         cfg = r["config"]
-        for task, kinds in enumerate(r.get("mask_movement") or []):
+        for task, kinds in enumerate(r.get("mask_movement") or [], start=1):
             for kind, m in kinds.items():
                 rows.append({"stream": cfg["stream"], "backbone": cfg["backbone"],
                              "strategy": label, "seed": cfg["seed"], "task": task,
@@ -321,35 +405,65 @@ def hparams_table(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(list(rows.values()))
 
 
+def probe_references(records: list[dict]) -> dict[str, np.ndarray]:
+    """Per arm (:func:`by_arm`) with probes, its probe reference per task (%): the mean over its
+    seeds of its own runs' ``probe_acc``, the converged linear probe on the features the strategy
+    starts each task from. Runs of one (stream, backbone, seed) that start from the same features
+    share one probe, so an arm's reference never depends on which other arms a report holds."""
+    return {arm: 100 * np.array([r["probe_acc"] for r in runs], dtype=float).mean(0)
+            for arm, runs in by_arm(records).items()
+            if all(r.get("probe_acc") and None not in r["probe_acc"] for r in runs)}
+
+
+def shared_probe(records: list[dict]) -> bool:
+    """Every arm with probes starts each task from the same features as the others on every seed,
+    on the same seeds (equal ``probe_acc`` per seed): one probe column can stand for all."""
+    with_probes = probe_references(records)
+    return len({frozenset((r["config"]["seed"], tuple(r["probe_acc"])) for r in runs)
+                for arm, runs in by_arm(records).items() if arm in with_probes}) <= 1
+
+
 def per_task_table(records: list[dict]) -> pd.DataFrame:
-    """Final accuracy per task (rows: tasks, average, storage MiB; columns: strategies), with
-    a ``probe_acc`` column first: the converged linear probe of each task, averaged over the runs
-    of strategies that cannot forget — each of their tasks starts from the pre-trained features
-    (a forgetting strategy's probe reads the features its earlier tasks left; its own probe is
-    in its record and in the summary's "vs probe"); then ``random_init_probe_acc``, the same
-    probe on a randomly initialized backbone, and ``pretrain_gain``, their difference.
+    """Final accuracy per task (rows: tasks, average, storage MiB; columns: strategies) with the
+    probe references of :func:`probe_references`: one ``probe_acc`` column first where every
+    strategy starts from the same features (:func:`shared_probe`), else rows "probe: <task>" and
+    "probe: average" holding each strategy's own probe. Then ``random_init_probe_acc``, the probe
+    on a randomly initialized backbone, and (with one ``probe_acc`` column) ``pretrain_gain``,
+    their difference.
 
     Means over seeds; one stream and backbone expected (call once per group).
     """
-    names = [t["name"] for t in records[0]["tasks"]]
+    names = [task_label(t) for t in records[0]["tasks"]]
+    refs = probe_references(records)
+    one_probe = shared_probe(records)
     cols = {}
-    probe, random_probe = [], []
     for strat, recs in by_arm(records).items():
-        finals = np.array([r["acc_matrix"][-1] for r in recs], dtype=float).mean(0)
+        finals = 100 * np.array([r["acc_matrix"][-1] for r in recs], dtype=float).mean(0)
         mib = np.mean([r["storage"]["total_mib"] for r in recs])
-        cols[strat] = [*(100 * finals), 100 * finals.mean(), mib]
-        probe.extend(r["probe_acc"] for r in recs
-                     if r.get("probe_acc") and not r.get("forgets", True))
-        random_probe.extend(r["random_probe_acc"] for r in recs if r.get("random_probe_acc"))
-    df = pd.DataFrame(cols, index=[*names, "average", "storage MiB"])
-    references = [(name, runs) for name, runs in (("probe_acc", probe),
-                                                  ("random_init_probe_acc", random_probe)) if runs]
-    for i, (name, runs) in enumerate(references):
-        p = 100 * np.array(runs, dtype=float).mean(0)
-        df.insert(i, name, [*p, p.mean(), np.nan])
+        probe = refs.get(strat, np.full(len(names), np.nan))
+        cols[strat] = [*finals, finals.mean(), *([] if one_probe else [*probe, probe.mean()]),
+                       mib]
+    probe_rows = [] if one_probe else [*(f"probe: {n}" for n in names), "probe: average"]
+    df = pd.DataFrame(cols, index=[*names, "average", *probe_rows, "storage MiB"])
+    random_probe = [r["random_probe_acc"] for r in records if r.get("random_probe_acc")]
+    columns = {"probe_acc": next(iter(refs.values())) if refs and one_probe else None,
+               "random_init_probe_acc": 100 * np.array(random_probe, dtype=float).mean(0)
+               if random_probe else None}
+    references = [(name, p) for name, p in columns.items() if p is not None]
+    for i, (name, p) in enumerate(references):
+        df.insert(i, name, [*p, p.mean(), *[np.nan] * (len(df) - len(p) - 1)])
     if len(references) == 2:
         df.insert(2, "pretrain_gain", df["probe_acc"] - df["random_init_probe_acc"])
     return df
+
+
+def probe_note(records: list[dict]) -> str:
+    """What the per-task table's probe reference is (:func:`per_task_table`)."""
+    if shared_probe(records):
+        return ("probe_acc: the converged linear probe on the features every strategy here "
+                "starts each task from.")
+    return ("probe rows: each strategy's own converged linear probe on the features it starts "
+            "each task from (the strategies here start from different features).")
 
 
 def group_records(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
@@ -365,10 +479,24 @@ def safe_name(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
+def task_label(task: dict) -> str:
+    """A task as a person reads it: a split stream's "mnist5k 2/8" (classes 2 and 8, not "2 of
+    8") becomes "classes 2, 8"; other names stay."""
+    classes = [str(c) for c in task.get("classes") or []]
+    if classes and task["name"].endswith(" " + "/".join(classes)):
+        return "classes " + ", ".join(classes)
+    return task["name"]
+
+
+def task_classes(record: dict) -> list[int]:
+    """The number of classes of each task of a record."""
+    return [len(t["classes"]) for t in record["tasks"]]
+
+
 def acc_matrix_frame(record: dict, key: str = "acc_matrix") -> pd.DataFrame:
     """One run's accuracy matrix (``key``: or its ``cil_acc_matrix``) in %: rows "after
     <task i>", columns tasks."""
-    names = [t["name"] for t in record["tasks"]]
+    names = [task_label(t) for t in record["tasks"]]
     m = [[np.nan if v is None else 100 * v for v in row] for row in record[key]]
     return pd.DataFrame(m, index=[f"after {n}" for n in names], columns=names)
 
@@ -388,13 +516,23 @@ def to_markdown(df: pd.DataFrame, index: bool = True, digits: int = 1) -> str:
     return "\n".join(lines)
 
 
+CSV_DECIMALS = 6  # a 10^-6 fraction of a test set, or a byte in MiB
+
+
+def to_csv(df: pd.DataFrame, index: bool = True) -> str:
+    """``df`` as CSV, floats rounded to :data:`CSV_DECIMALS` decimals (no ``54.50000000000001``;
+    -0.0 written as 0.0)."""
+    floats = df.select_dtypes("float").columns
+    return df.assign(**{c: df[c].round(CSV_DECIMALS) + 0.0 for c in floats}).to_csv(index=index)
+
+
 def storage_frame(bills: dict[str, dict], classes: list[int]) -> pd.DataFrame:
-    """Long format: one row per (strategy, task) of ``storage`` bills
+    """Long format: one row per (strategy, task numbered from 1) of ``storage`` bills
     (``strategies.storage.strategy_bill``)."""
     rows = []
     for name, b in bills.items():
         for t, n in enumerate(classes):
-            rows.append({"strategy": name, "task": t, "classes": n,
+            rows.append({"strategy": name, "task": t + 1, "classes": n,
                          "bits": b["per_task_bits"][t], "mib": b["per_task_mib"][t],
                          "pct_of_backbone": b["per_task_pct_of_backbone"][t],
                          "total_mib": b["total_mib"], "forgets": b["forgets"]})
@@ -410,7 +548,7 @@ def format_storage(bills: dict[str, dict], classes: list[int], fmt: str) -> str:
         return json.dumps({n: {k: b[k] for k in keys} for n, b in bills.items()}, indent=2)
     df = storage_frame(bills, classes)
     if fmt == "csv":
-        return df.to_csv(index=False).rstrip("\n")
+        return to_csv(df, index=False).rstrip("\n")
     table = df.pivot(index="strategy", columns="task", values="mib").loc[list(bills)]
     table.columns = [f"task {t + 1} ({n} cl.) MiB" for t, n in enumerate(classes)]
     table["per task % of backbone"] = [float(np.mean(b["per_task_pct_of_backbone"]))

@@ -1,6 +1,7 @@
 """Any registered strategy for your own Avalanche loop, set up as the suite's runner sets it up.
 
-:func:`make_strategy` gives the strategy its registered hyperparameters (updated with yours), its
+:func:`make_strategy` gives the strategy its registered hyperparameters (rates scaled to the
+budget as the runner scales them, ``strategies.registry.budget_hparams``; updated with yours), its
 per-group learning rates and per-task optimizer (``strategies.common.ContinualTemplate``), the
 probe head (``strategies.heads.ProbeHeadPlugin``, started as ``head_init`` says) and, if you pass
 one, your Avalanche evaluator::
@@ -22,10 +23,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import models.registered  # noqa: F401  (the suite's backbones, for timm.create_model in your loop)
 from benchmarks.inputs import to_float
 from strategies.common import ContinualTemplate
 from strategies.heads import ProbeHeadPlugin
-from strategies.registry import HEAD_INIT_CHOICES, TrainSettings, get_strategy, resolve_hparams
+from strategies.registry import (
+    HEAD_INIT_CHOICES,
+    TrainSettings,
+    budget_hparams,
+    get_strategy,
+    resolve_hparams,
+)
 
 
 def as_float_images(x, train: bool):
@@ -57,6 +65,8 @@ def make_strategy(name: str, backbone, benchmark, *, hparams: dict | None = None
                              eval_batch_size=eval_batch_size, device=device, head_init=head_init,
                              plugins=[probe, *plugins], precision=precision, inputs=inputs,
                              evaluator=evaluator)
-    strategy = info.build(backbone, resolve_hparams(name, hparams), settings)
+    hp, _ = budget_hparams(name, resolve_hparams(name, hparams), set(hparams or {}),
+                           epochs=epochs, steps_per_task=steps_per_task, batch_size=batch_size)
+    strategy = info.build(backbone, hp, settings)
     strategy.probe = probe
     return strategy

@@ -14,6 +14,8 @@ Optimizer: the paper's Adam at 1e-4 for masks and heads (AdamW with no weight de
 the middle of the task on (the paper: at epoch 15 of 30; ``schedule="step"``, any schedule of
 ``strategies.schedules`` can be chosen). A score must travel init - threshold = 5e-3 before its
 weight is masked: at 1e-4 per Adam step, at least 50 steps of consistent sign at the full rate.
+The paper's budget is about 13,900 steps per task (``PAPER_BUDGET``); at another budget the
+registered rates are scaled to its learning-rate mass (``strategies.schedules.budget_factor``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ from models import anatomy
 from models.masks import TaskMask, ThresholdRule
 from strategies.masking import TaskMaskPlugin, mask_weights, masks_and_head
 from strategies.registry import register_strategy
+from strategies.schedules import PaperBudget
 from strategies.storage import StorageItem, head_items
+
+# 30 epochs at batch 32 over the paper's five datasets (CUBS 5,994, Stanford Cars 8,144, Flowers
+# 2,040, WikiArt 42,129, Sketch 16,000 training images): 14,861 a task on average
+PAPER_BUDGET = PaperBudget(epochs=30, images=14_861, batch=32, rates=("mask_lr", "head_lr"))
 
 
 def masked_layers(backbone, patch_embed: bool) -> list:
@@ -64,6 +71,7 @@ def piggyback_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
     forgets=False,
     mask_kinds=("weight",),
     paper="Mallya et al., ECCV 2018",
+    paper_budget=PAPER_BUDGET,
 )
 def build_piggyback(backbone, hp, settings):
     plugin = PiggybackPlugin(init=hp["init"], threshold=hp["threshold"],

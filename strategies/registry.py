@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 
 from models.task_inference import RULES
+from strategies.schedules import PaperBudget, budget_factor
 from strategies.storage import StorageItem
 
 
@@ -66,6 +67,7 @@ class StrategyInfo:
     mask_kinds: tuple[str, ...]  # the kinds of binary masks it learns per task (models.masks)
     refuses: dict[str, str]  # {backbone family: why the strategy cannot run on it}
     task_inference: str  # how it infers the task without a task id (models.task_inference)
+    paper_budget: PaperBudget | None  # the budget its registered rates belong to (None: any)
 
 
 STRATEGIES: dict[str, StrategyInfo] = {}
@@ -87,6 +89,7 @@ def register_strategy(
     mask_kinds: tuple[str, ...] = (),
     refuses: dict[str, str] | None = None,
     task_inference: str = "entropy",
+    paper_budget: PaperBudget | None = None,
 ) -> Callable[[Builder], Builder]:
     """Register ``build(backbone, hparams, settings) -> SupervisedTemplate`` under ``name``.
 
@@ -105,6 +108,9 @@ def register_strategy(
     ``task_inference``: the rule that picks the task when the task id is not given
     (``models.task_inference.RULES``: ``entropy`` for per-task state, ``max_logit`` = a single
     growing head for strategies whose features do not depend on the task).
+    ``paper_budget``: the paper's budget per task that the registered rates belong to
+    (``strategies.schedules.PaperBudget``); runs at another budget scale them to the paper's
+    learning-rate mass (:func:`budget_hparams`).
     """
     space = {k: list(v) for k, v in (search_space or {}).items()}
     unknown = set(space) - set(hparams)
@@ -116,13 +122,16 @@ def register_strategy(
         raise ValueError(f"task_inference of {name!r} must be one of {RULES}")
     if head_init not in HEAD_INITS:
         raise ValueError(f"head_init of {name!r} must be one of {HEAD_INITS}")
+    if paper_budget is not None and not set(paper_budget.rates) <= set(hparams):
+        raise ValueError(f"paper_budget of {name!r} names rates that are not hyperparameters")
 
     def deco(build: Builder) -> Builder:
         if name in STRATEGIES:
             raise ValueError(f"strategy {name!r} registered twice")
         STRATEGIES[name] = StrategyInfo(
             name, build, dict(hparams), storage, trains, keeps, forgets, paper, head_init, space,
-            defaults, shared_storage, tuple(mask_kinds), dict(refuses or {}), task_inference)
+            defaults, shared_storage, tuple(mask_kinds), dict(refuses or {}), task_inference,
+            paper_budget)
         return build
 
     return deco
@@ -187,3 +196,19 @@ def resolve_hparams(name: str, overrides: dict | None = None) -> dict:
             raise KeyError(f"strategy {name!r}: hyperparameter {k!r} must be {e} (registered: "
                            f"{hp[k]!r}), got {v!r}") from None
     return hp
+
+
+def budget_hparams(name: str, hp: dict, given: set[str], *, epochs: int,
+                   steps_per_task: int | None, batch_size: int) -> tuple[dict, float]:
+    """``hp`` with the strategy's registered rates (those not in ``given``: tuned or user values
+    are kept as they are) scaled to its paper's learning-rate mass at this budget
+    (``strategies.schedules.budget_factor``), and the factor (1.0: nothing scaled)."""
+    budget = get_strategy(name).paper_budget
+    scaled = [] if budget is None else [k for k in budget.rates if k not in given]
+    if not scaled:
+        return hp, 1.0
+    factor = budget_factor(budget, epochs=epochs, steps_per_task=steps_per_task,
+                           batch_size=batch_size, lr_scaling=hp.get("lr_scaling", "none"))
+    if factor == 1.0:
+        return hp, 1.0
+    return {**hp, **{k: hp[k] * factor for k in scaled}}, factor

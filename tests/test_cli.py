@@ -73,6 +73,12 @@ def run_main(*args):
         (["--suite", "smoke", "--device", "cuda", "--executor", "slurm", "--gpus-per-run", "0"],
          "give --gpus-per-run N (> 0) or --device cpu"),
         (["--suite", "smoke", "--loader-workers", "-1"], "must be an integer >= 0"),
+        (["--suite", "smoke", "--epochs", "1", "--steps-per-task", "5"],
+         "argument --steps-per-task: not allowed with argument --epochs"),
+        (["--suite", "smoke", "--dropkey-schedule", "constant"],
+         "--dropkey-schedule constant: DropKey is off in this suite (dropkey 0)"),
+        (["--suite", "smoke", "--pretrained", str(ROOT / "README.md"), "--base-epochs", "3"],
+         "--base-epochs: no base pre-training runs (--pretrained FILE replaces it)"),
         ([], "required: --suite"),
     ],
 )
@@ -175,6 +181,7 @@ def test_head_init_choices_are_the_registrys():
     ("img_size: big\n", "img_size must be an integer >= 1 or null"),
     ("deterministic: 1\n", "deterministic must be true or false"),
     ("loader_workers: -2\n", "loader_workers must be an integer >= 0 or null"),
+    ("epochs: 2\nsteps_per_task: 10\n", "sets both epochs and steps_per_task"),
 ])
 def test_a_wrongly_typed_suite_file_is_one_line_naming_the_key(tmp_path, text, expect):
     suite = tmp_path / "mine.yaml"
@@ -208,6 +215,33 @@ def test_deterministic_and_loader_workers_reach_the_runs_as_flags_or_suite_keys(
             "deterministic": True, "loader_workers": 0}
         assert c.run_id != default.run_id
     assert loader_workers(default.replace(device="cuda")) >= 1
+
+
+@pytest.mark.parametrize("flags, budget, line", [
+    ([], (10, 150), "budget: 150 steps per task (suite default)"),
+    (["--epochs", "1"], (1, None), "budget: 1 epoch per task (--epochs)"),
+    (["--steps-per-task", "40"], (10, 40), "budget: 40 steps per task (--steps-per-task)"),
+])
+def test_a_budget_flag_replaces_the_suites_and_the_sweep_says_which(monkeypatch, tmp_path,
+                                                                     flags, budget, line):
+    """The default suite trains 150 steps per task; --epochs replaces them (steps cleared, so
+    the runs' configs hold one budget), --steps-per-task replaces their number. The budget
+    line comes before any run starts."""
+    import benchmarks.executors
+
+    started = []
+
+    def run_all(configs, *args, **kwargs):  # stop the sweep as the runs would start
+        started.extend(configs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(benchmarks.executors, "run_all", run_all)
+    r = run_main("--suite", "default", "--strategies", "meat", *flags,
+                 "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"))
+    assert r.returncode == 130, r.stderr
+    assert line in r.stderr.splitlines()
+    assert {(c.epochs, c.steps_per_task) for c in started} == {budget}
+    assert {c.to_dict()["steps_per_task"] for c in started} == {budget[1]}
 
 
 def test_output_into_a_closed_pipe_ends_quietly():

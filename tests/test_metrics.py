@@ -5,8 +5,11 @@ from results.metrics import (
     all_metrics,
     average_incremental_accuracy,
     backward_transfer,
+    class_incremental_chance,
     final_average_accuracy,
+    final_chance,
     forgetting,
+    task_incremental_chance,
 )
 
 # R[i][j]: accuracy on task j after training task i
@@ -68,3 +71,12 @@ def test_missing_lower_triangle_entry_is_an_error():
 def test_empty_test_set_is_an_error():
     with pytest.raises(ValueError):
         accuracy_from_counts(0, 0)
+
+
+def test_chance_levels_by_hand():
+    classes = [2, 4, 10]
+    assert task_incremental_chance(classes) == pytest.approx([1 / 2, 1 / 4, 1 / 10])
+    assert class_incremental_chance(classes) == pytest.approx([1 / 2, 1 / 6, 1 / 16])
+    assert final_chance(classes) == pytest.approx({
+        "final_avg_acc": (1 / 2 + 1 / 4 + 1 / 10) / 3, "cil_final_avg_acc": 1 / 16,
+        "task_inference_acc": 1 / 3})

@@ -45,11 +45,18 @@ def test_record_without_schema_keys_is_rejected(tmp_path):
         load_record(tmp_path / "r")
 
 
-def test_find_records_skips_unfinished(tmp_path):
+def test_find_records_leaves_out_unfinished_runs_each_named_in_one_line(tmp_path):
     write_run(tmp_path / "a", _record(), [])
     write_run(tmp_path / "b", _record("running"), [])
-    found = find_records([tmp_path])
+    write_run(tmp_path / "c", {**_record("failed"), "error": "Traceback ..."}, [])
+    lines = []
+    found = find_records([tmp_path], warn=lines.append)
     assert [r["_folder"] for r in found] == [str(tmp_path / "a")]
+    assert lines == [
+        f"left out {tmp_path / 'b'} (classifier, seed 0): status running (interrupted mid-way, "
+        "or still running); the same command resumes it",
+        f"left out {tmp_path / 'c'} (classifier, seed 0): status failed (the traceback is its "
+        "record's error); the same command retries it"]
 
 
 def test_nan_is_not_written_silently(tmp_path):

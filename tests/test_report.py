@@ -17,18 +17,23 @@ from results.tables import (
 
 
 def _record(strategy, seed, matrix, total_mib=1.0, train_s=10.0, hparams=None, stream="s",
-            probe_s=0.0):
+            probe_s=0.0, probe=None, classes=None, backbone="b", base_mib=0.5):
+    """A finished record of T = len(matrix) tasks named t0, t1, ... of ``classes[j]`` classes
+    (2 each by default); ``total_mib`` = ``base_mib`` + the tasks' storage."""
     T = len(matrix)
     from results.metrics import all_metrics
 
+    classes = classes or [2] * T
     return {
-        "run_id": f"{strategy}-{seed}-{stream}-{sorted((hparams or {}).items())}",
-        "config": {"strategy": strategy, "seed": seed, "stream": stream, "backbone": "b",
+        "run_id": f"{strategy}-{seed}-{stream}-{backbone}-{sorted((hparams or {}).items())}",
+        "config": {"strategy": strategy, "seed": seed, "stream": stream, "backbone": backbone,
                    "epochs": 1, "hparams": hparams or {}},
-        "tasks": [{"name": f"t{j}"} for j in range(T)],
-        "acc_matrix": matrix, "probe_acc": [0.5] * T, "forgets": strategy == "finetune",
-        "metrics": all_metrics(matrix),
-        "storage": {"per_task_mib": [total_mib / T] * T, "total_mib": total_mib},
+        "tasks": [{"name": f"t{j}", "classes": [str(c) for c in range(n)]}
+                  for j, n in enumerate(classes)],
+        "acc_matrix": matrix, "probe_acc": probe or [0.5] * T,
+        "forgets": strategy == "finetune", "metrics": all_metrics(matrix),
+        "storage": {"per_task_mib": [(total_mib - base_mib) / T] * T, "total_mib": total_mib,
+                    "base_mib": base_mib},
         "timing": {"train_s": train_s, "probe_s": probe_s},
     }
 
@@ -101,7 +106,7 @@ def test_per_task_table_rows_are_tasks_average_and_storage():
     assert t.loc["t0", "finetune"] == pytest.approx(80) and t.loc["t1", "meat"] == 100
     assert t.loc["average", "finetune"] == pytest.approx(75)
     assert t.loc["storage MiB", "meat"] == 3.0
-    # probe column from the strategy that cannot forget only
+    # both start from the same features (equal probes on every seed): one probe column
     assert t.loc["t0", "probe_acc"] == pytest.approx(50)
 
 
@@ -131,7 +136,8 @@ def test_write_report_files(tmp_path):
         assert {f"{stem}.md", f"{stem}.tex", f"{stem}.csv"} <= names
     for fig in ("heatmap_s_b", "task_curves_s_b", "tradeoff_s", "train_time_s"):
         assert {f"{fig}.png", f"{fig}.pdf"} <= names
-    assert (tmp_path / "summary.tex").read_text().startswith("\\begin{tabular}")
+    tex = (tmp_path / "summary.tex").read_text().splitlines()
+    assert [line for line in tex if not line.startswith("% ")][0].startswith("\\begin{tabular}")
     tables = write_tables(recs, tmp_path / "again")
     assert (tmp_path / "again" / "summary.csv").read_text() == (
         tmp_path / "summary.csv").read_text()
@@ -164,14 +170,47 @@ def test_compare_names_the_winner_only_when_separable():
     assert compare(recs, "a", "nope").empty
 
 
-def test_per_task_table_of_forgetting_strategies_only_has_the_random_init_reference():
+def test_compare_says_identical_where_every_seed_is():
+    recs = [_record(name, s, _final(0.7 + 0.05 * s)) for name in ("a", "b") for s in range(3)]
+    recs += [_record("c", s, _final(0.7 + 0.05 * s + (0.01 if s == 1 else 0))) for s in range(3)]
+    row = compare(recs, "a", "b").iloc[0]
+    assert row["verdict"] == "identical on every seed"
+    assert row["final acc difference % [95% CI]"] == "+0.0 [+0.0, +0.0]"
+    assert compare(recs[:1] + recs[3:4], "a", "b").iloc[0]["verdict"] == (
+        "identical on every seed")  # one seed
+    assert compare(recs, "a", "c").iloc[0]["verdict"] == "not separable"  # seed 1 differs
+
+
+def test_the_probe_reference_does_not_change_when_strategies_are_added():
+    """A's probe reference is its own starting features' probe, whether the report holds A alone,
+    A with B (different starting features: per-strategy probe rows) or A with C (the same
+    features: one probe column)."""
+    from results.tables import probe_references
+
+    probes = {0: [0.80, 0.70], 1: [0.84, 0.74]}
+    a = [_record("a", s, A, probe=probes[s]) for s in (0, 1)]
+    b = [_record("b", s, A, probe=[0.9, 0.9]) for s in (0, 1)]
+    c = [_record("c", s, C, probe=probes[s]) for s in (0, 1)]
+    alone = per_task_table(a)
+    assert list(alone.columns) == ["probe_acc", "a"]
+    assert list(alone["probe_acc"][:3]) == pytest.approx([82, 72, 77])
+    mixed = per_task_table(a + b)
+    assert "probe_acc" not in mixed.columns
+    rows = ["probe: t0", "probe: t1", "probe: average"]
+    assert list(mixed.loc[rows, "a"]) == pytest.approx([82, 72, 77])
+    assert list(mixed.loc[rows, "b"]) == pytest.approx([90, 90, 90])
+    assert list(per_task_table(a + c)["probe_acc"][:3]) == pytest.approx([82, 72, 77])
+    assert probe_references(a)["a"] == pytest.approx(probe_references(a + b + c)["a"])
+    # A on one seed more than C: their means cover different seeds, so no shared column
+    assert "probe_acc" not in per_task_table(a + c[:1]).columns
+
+
+def test_a_forgetting_strategys_probe_is_its_own_and_random_init_is_beside_it():
     rec = {**_record("finetune", 0, A), "random_probe_acc": [0.25, 0.75]}
     t = per_task_table([rec])
-    assert list(t.columns) == ["random_init_probe_acc", "finetune"]
+    assert list(t.columns) == ["probe_acc", "random_init_probe_acc", "pretrain_gain", "finetune"]
     assert t.loc["average", "random_init_probe_acc"] == pytest.approx(50.0)
-    both = per_task_table([rec, {**_record("meat", 0, C), "random_probe_acc": [0.25, 0.75]}])
-    assert list(both.columns)[:3] == ["probe_acc", "random_init_probe_acc", "pretrain_gain"]
-    assert both.loc["t0", "pretrain_gain"] == pytest.approx(50 - 25)
+    assert t.loc["t0", "pretrain_gain"] == pytest.approx(50 - 25)
 
 
 def test_latex_tables_escape_what_latex_would_read_as_markup(tmp_path):
@@ -189,30 +228,30 @@ def test_latex_tables_escape_what_latex_would_read_as_markup(tmp_path):
         assert not re.search(r"(?<!\\)[%_#$]", text), (tex.name, text)  # & separates cells
 
 
-def test_every_tradeoff_point_is_named_and_labels_do_not_overlap():
+def test_every_tradeoff_point_is_named_inside_the_axes_without_overlaps():
     import matplotlib.pyplot as plt
 
-    from results.plots import LABEL_GAP, label_points
+    from results.plots import label_points, text_extent
 
     fig, ax = plt.subplots()
-    names = ["meat", "hat", "supsup", "piggyback", "classifier", "individual"]
-    xs, ys = [1.27, 1.28, 1.29, 1.3, 1.27, 7.5], [61.0, 60.9, 61.1, 63.0, 58.0, 65.0]
+    names = ["meat", "hat", "supsup", "piggyback", "classifier", "individual", "lwf", "lora"]
+    xs = [1.27, 1.28, 1.29, 1.3, 1.27, 7.5, 1.27, 7.4]
+    ys = [61.0, 60.9, 61.1, 63.0, 58.0, 65.0, 44.0, 44.2]  # lwf, lora: bottom corners
     ax.scatter(xs, ys)
     ax.set_xscale("log")
     label_points(ax, [(x, y, n, "black") for x, y, n in zip(xs, ys, names, strict=True)])
-    labels = {a.get_text(): a for a in ax.texts}
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = ax.get_window_extent(renderer)
+    labels = {a.get_text(): text_extent(a, renderer) for a in ax.texts}
     assert set(labels) == set(names)
-    heights = sorted(labels[n].xyann[1] for n in names if n != "individual")  # the cluster
-    assert min(np.diff(heights)) >= LABEL_GAP - 1e-9
-    assert labels["individual"].get_ha() == "right"  # in the right third: named on its left
+    for name, ext in labels.items():
+        assert box.x0 <= ext.x0 and ext.x1 <= box.x1 and box.y0 <= ext.y0 and ext.y1 <= box.y1, (
+            name)
+    for i, m in enumerate(names):
+        for n in names[i + 1:]:
+            assert not labels[m].overlaps(labels[n]), (m, n)
     plt.close(fig)
-
-
-def test_every_registered_strategy_has_its_own_color():
-    from results.plots import strategy_color
-    from strategies import STRATEGIES
-
-    assert len({strategy_color(s) for s in STRATEGIES}) == len(STRATEGIES)
 
 
 def _agnostic(record, cil, inferred, rule="entropy"):
@@ -241,9 +280,67 @@ def test_the_task_agnostic_table_figure_and_comparison(tmp_path):
     assert table.loc["meat", "class-inc. vs classifier % [95% CI]"].startswith("+15.0")
     assert table.loc["classifier", "rule"] == "max_logit"
     both = compare(recs, "meat", "classifier").set_index("setting")
-    assert both.loc["task-incremental", "verdict"] == "not separable"  # 0.75 vs 0.75
+    assert both.loc["task-incremental", "verdict"] == "identical on every seed"  # 0.75, 0.75
     assert both.loc["class-incremental", "verdict"] == "meat > classifier"
     paths = write_report(recs, tmp_path / "report")
     names = {p.name for p in paths}
     assert {"task_agnostic.md", "task_agnostic_s.png"} <= names
     assert any(n.endswith("_class_incremental.csv") for n in names)
+
+
+def test_tables_number_tasks_from_one_name_classes_and_round_csvs(tmp_path):
+    from results.tables import task_label
+
+    movement = [{"token": {"entries": 16, "changed": 0.1 + 0.2, "kept": 0.9}}] * 2
+    recs = [{**_record("meat", s, [[0.9, None], [0.545, 0.7]]), "mask_movement": movement}
+            for s in (0, 1)]
+    recs[0]["tasks"][1] = {"name": "mnist5k 2/8", "classes": ["2", "8"]}
+    recs[1]["tasks"][1] = {"name": "mnist5k 2/8", "classes": ["2", "8"]}
+    write_tables(recs, tmp_path)
+    masks = pd.read_csv(tmp_path / "masks.csv")
+    assert list(masks["task"]) == [1, 2]
+    assert list(masks["changed %"]) == [30.0, 30.0]  # 100 * (0.1 + 0.2) = 30.000000000000004
+    assert "| 1 | token |" in (tmp_path / "masks.md").read_text()
+    per_task = (tmp_path / "per_task_s_b.csv").read_text()
+    assert '"classes 2, 8",' in per_task and "mnist5k" not in per_task
+    for csv in tmp_path.rglob("*.csv"):
+        text = csv.read_text()
+        assert "0000000" not in text and "9999999" not in text, csv.name
+    assert "54.5" in (tmp_path / "acc_matrix" / f"{recs[0]['run_id']}.csv").read_text()
+    assert task_label({"name": "cluttered", "classes": ["0", "1"]}) == "cluttered"
+
+
+def test_the_task_agnostic_table_flags_a_collapsed_task_inference_and_states_chance(tmp_path):
+    from results.tables import collapse_label, collapsed_task, task_agnostic_table
+
+    cil = [[0.9, None], [0.0, 0.5]]
+    collapsed = [_agnostic(_record("l2p", s, A, classes=[2, 4]), cil, [[1.0, None], [0.0, 1.0]])
+                 for s in (0, 1)]
+    collapsed[1]["task_inference_matrix"] = [[1.0, None], [0.2, 1.0]]  # seed 1 did not
+    fine = _agnostic(_record("meat", 0, A, classes=[2, 4]), cil, [[1.0, None], [0.5, 0.5]])
+    assert [collapsed_task(r) for r in (*collapsed, fine)] == [1, None, None]
+    assert collapse_label(collapsed) == "task 2 (1 of 2 seeds)"
+    table = task_agnostic_table([*collapsed, fine]).set_index("strategy")
+    assert table.loc["l2p", "every sample to"] == "task 2 (1 of 2 seeds)"
+    assert table.loc["meat", "every sample to"] == "--"
+    write_tables([*collapsed, fine], tmp_path)
+    md = (tmp_path / "task_agnostic.md").read_text()
+    assert md.startswith("Chance on s: with task ids 37.5% (1/classes of the task), without "
+                         "16.7% (1/classes seen), task inference 50.0% (1/tasks).\n\n")
+    assert '"every sample to task k"' in md
+    assert (tmp_path / "task_agnostic.tex").read_text().startswith("% Chance on s:")
+
+
+def test_timing_note_names_missing_or_mixed_conditions():
+    from results.tables import timing_conditions, timing_note
+
+    recs = [_record(name, 0, A) for name in ("meat", "hat", "lwf")]
+    assert "not recorded for 3 of 3 runs" in timing_note(recs)
+    for rec in recs:
+        rec["timing"].update(threads=1, cpus=2, load_start=0.3, load_end=1.2)
+    assert timing_note(recs) is None  # like with like
+    assert timing_conditions(recs[0]) == "1 threads, 2 CPUs"
+    recs[2]["timing"]["load_end"] = 3.0  # 2.0 of others' load on the one free core
+    assert timing_conditions(recs[2]) == "1 threads, 2 CPUs, loaded"
+    assert timing_note(recs) == ("Training times mix conditions: 1 threads, 2 CPUs (2 runs); "
+                                 "1 threads, 2 CPUs, loaded (1 run): compare like with like.")

@@ -8,9 +8,11 @@ from avalanche.core import SupervisedPlugin
 
 from models.factory import create_backbone
 from strategies import get_strategy
-from strategies.registry import TrainSettings, resolve_hparams
+from strategies.registry import TrainSettings, budget_hparams, resolve_hparams
 from strategies.schedules import (
     SCHEDULES,
+    PaperBudget,
+    budget_factor,
     linear_scaled,
     lr_factor,
     one_logit_lr,
@@ -87,3 +89,42 @@ def test_a_budget_in_steps_takes_exactly_that_many_steps(steps):
         assert strategy.train_epochs == math.ceil(steps / batches[-1]) == 1
     lr = resolve_hparams("finetune")["lr"]
     assert seen == pytest.approx([lr * lr_factor("cosine", s, steps) for s in range(1, steps + 1)])
+
+
+def test_the_budget_rule_keeps_the_papers_learning_rate_mass():
+    """sum of the rate over a task's steps = the paper's: rate x steps (the schedule's mean is the
+    same at any length), for linearly batch-scaled rates (MEAT) and plain ones (Piggyback)."""
+    budget = PaperBudget(epochs=30, images=21_489, batch=256, rates=("lr",))
+    base = 0.1
+    paper_mass = linear_scaled(base, budget.batch) * budget.steps
+    for steps, batch in [(150, 32), (4, 64), (5000, 256)]:
+        f = budget_factor(budget, epochs=1, steps_per_task=steps, batch_size=batch,
+                          lr_scaling="linear")
+        assert linear_scaled(base * f, batch) * steps == pytest.approx(paper_mass)
+    plain = PaperBudget(epochs=30, images=14_861, batch=32, rates=("lr",))
+    f = budget_factor(plain, epochs=1, steps_per_task=150, batch_size=32)
+    assert 1e-4 * f * 150 == pytest.approx(1e-4 * plain.steps)
+    # a budget in epochs keeps the mass over the same data: 1 at the paper's epochs
+    assert budget_factor(budget, epochs=30, steps_per_task=None, batch_size=64) == 1.0
+    assert budget_factor(budget, epochs=3, steps_per_task=None, batch_size=64) == 10.0
+
+
+def test_registered_rates_are_scaled_to_the_budget_and_labelled():
+    from benchmarks.suitefile import load_suite
+    from benchmarks.suites import expand
+
+    meat = [c for c in expand(load_suite("default")) if c.strategy == "meat"][0]
+    f = budget_factor(get_strategy("meat").paper_budget, epochs=meat.epochs,
+                      steps_per_task=150, batch_size=32, lr_scaling="linear")
+    assert meat.hparams_source == "paper+code+budget"
+    assert meat.hparams["token_mask_lr"] == pytest.approx(0.1 * f)
+    assert meat.hparams["head_lr"] == pytest.approx(5e-4 * f)
+    # tuned values are kept as they are (the standard suite's), and so is a user's rate
+    standard = [c for c in expand(load_suite("standard")) if c.strategy == "meat"][0]
+    assert standard.hparams_source == "tuned" and standard.hparams["token_mask_lr"] == 6.4
+    hp, factor = budget_hparams("meat", {**meat.hparams, "token_mask_lr": 0.1},
+                                {"token_mask_lr"}, epochs=1, steps_per_task=150, batch_size=32)
+    assert hp["token_mask_lr"] == 0.1 and factor == pytest.approx(f)
+    # a strategy without a paper budget is never scaled
+    assert budget_hparams("finetune", {"lr": 1e-3}, set(), epochs=1, steps_per_task=150,
+                          batch_size=32) == ({"lr": 1e-3}, 1.0)

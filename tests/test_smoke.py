@@ -45,6 +45,8 @@ def test_every_strategy_finishes_with_a_full_record(smoke):
         assert name in stdout
         t = rec["timing"]  # the runner-overhead split: its parts fit inside the run's wall time
         assert 0 < t["train_step_s"] + t["eval_step_s"] + t["probe_s"] <= t["wall_s"]
+        assert t["threads"] >= 1 and t["cpus"] >= 1  # the conditions the times were taken in
+        assert t["load_start"] >= 0 and t["load_end"] >= 0
         assert not (Path(rec["_folder"]) / "resume.pt").exists()  # dropped once finished
     assert f"{len(STRATEGIES)} of {len(STRATEGIES)} runs finished" in stdout
     assert "a plumbing check, not a comparison" in stdout.splitlines()[0]
@@ -117,13 +119,35 @@ def test_tensorboard_and_dropkey_flags(tmp_path, cache_dir):
     assert events and events[0].stat().st_size > 0
 
 
-def test_masks_that_never_moved_are_warned_about_and_marked(smoke):
-    """MEAT at its registered (paper) rates for a few steps: its logits, started at 8, travel far
-    less than 8, so no mask bit can change; the run says so and the summary marks it."""
-    out, stdout, stderr = smoke
-    rec = next(r for r in find_records([out]) if r["config"]["strategy"] == "meat")
+def test_masks_that_never_moved_are_warned_about_and_marked(tmp_path, cache_dir):
+    """MEAT at the paper's rates given as the user's own values (so not scaled to the budget,
+    ``strategies.schedules.budget_factor``) for a few steps: its logits, started at 8, travel
+    far less than 8, so no mask bit can change; the run says so, says how to fix it, and the
+    summary marks it."""
+    suite = tmp_path / "unmoved.yaml"
+    suite.write_text("stream: mnist5k-split5\nbackbone: vit_nano\nstrategies: [meat]\n"
+                     "seeds: [0]\nepochs: 1\nbase_epochs: 1\n"
+                     "hparams: {meat: {token_mask_lr: 0.1, ffn_mask_lr: 0.1}}\n")
+    r = run_main("--suite", str(suite), "--steps-per-task", STEPS, "--out", str(tmp_path / "out"),
+                 "--cache", str(cache_dir), "--quiet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    (rec,) = find_records([tmp_path / "out"])
+    assert rec["config"]["hparams_source"] == "user"
     assert all(m[k]["changed"] == 0 for m in rec["mask_movement"] for k in m)
     T = len(rec["tasks"])
     for kind in ("token", "ffn"):
-        assert f"meat, task {T}/{T}: its {kind} masks did not change" in stderr
-    assert "token 0.0!, ffn 0.0!" in stdout
+        assert f"meat, task {T}/{T}: its {kind} masks did not change" in r.stderr
+    assert "tune" in r.stderr and "token_mask_lr" in r.stderr  # how to fix it
+    assert "token 0.0!, ffn 0.0!" in r.stdout
+
+
+def test_registered_rates_move_the_masks_at_the_suites_budget(smoke):
+    """At the registered values scaled to the paper's learning-rate mass, the mask strategies'
+    masks move on every task even at a budget of a few steps, and the runs say so."""
+    out, _, stderr = smoke
+    for rec in find_records([out]):
+        if rec["config"]["strategy"] in ("meat", "piggyback"):
+            assert rec["config"]["hparams_source"].endswith("+budget")
+            assert all(m[k]["changed"] > 0 for m in rec["mask_movement"] for k in m), rec[
+                "mask_movement"]
+    assert "meat, task" not in stderr and "piggyback, task" not in stderr

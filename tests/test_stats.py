@@ -27,3 +27,11 @@ def test_a_constant_nonzero_difference_is_separable_and_one_seed_is_not():
     assert one.format() == "+10.0 (n=1)"
     with pytest.raises(ValueError, match="aligned"):
         paired_difference([0.9, 0.8], [0.8])
+
+
+def test_identical_means_every_paired_difference_is_zero():
+    assert paired_difference([0.9, 0.8, 0.7], [0.9, 0.8, 0.7]).identical
+    assert paired_difference([0.9], [0.9]).identical
+    cancelling = paired_difference([0.9, 0.7], [0.8, 0.8])  # +0.1 and -0.1: mean 0, sd > 0
+    assert cancelling.mean == pytest.approx(0) and not cancelling.identical
+    assert not paired_difference([0.9, 0.8], [0.8, 0.7]).identical  # constant, not zero
