@@ -127,7 +127,7 @@ def test_masks_that_never_moved_are_warned_about_and_marked(tmp_path, cache_dir)
     suite = tmp_path / "unmoved.yaml"
     suite.write_text("stream: mnist5k-split5\nbackbone: vit_nano\nstrategies: [meat]\n"
                      "seeds: [0]\nepochs: 1\nbase_epochs: 1\n"
-                     "hparams: {meat: {token_mask_lr: 0.1, ffn_mask_lr: 0.1}}\n")
+                     "hparams: {meat: {token_mask_lr: 0.1, ffn_mask_lr: 0.1, head_lr: 5.0e-4}}\n")
     r = run_main("--suite", str(suite), "--steps-per-task", STEPS, "--out", str(tmp_path / "out"),
                  "--cache", str(cache_dir), "--quiet")
     assert r.returncode == 0, r.stderr[-3000:]
