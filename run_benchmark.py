@@ -279,7 +279,7 @@ def build_configs(args) -> tuple[dict, list[dict]]:
     except SuiteError as e:
         raise UsageError(str(e)) from e
     from benchmarks.datasets import DataError
-    from benchmarks.streams import PAPER_STREAM, build_stream
+    from benchmarks.streams import PAPER_STREAM, build_stream, is_bundled
     from benchmarks.suites import expand, stream_list
     from models.factory import BackboneError, resolve
 
@@ -299,6 +299,11 @@ def build_configs(args) -> tuple[dict, list[dict]]:
         suite["device"] = resolve_device(args.device, args)
         if suite["pretrained"] and not Path(suite["pretrained"]).is_file():
             raise UsageError(f"--pretrained: checkpoint file not found: {suite['pretrained']}")
+        streams = stream_list(suite["stream"])
+        if suite["data_root"] and all(is_bundled(name) for name in streams):
+            raise UsageError(f"--data-root {suite['data_root']}: stream "
+                             f"{', '.join(streams)} is bundled data and reads no folder; give "
+                             "a local dataset's stream (e.g. --stream imagefolder-split5)")
         configs = expand(suite, say=lambda line: print(line, file=sys.stderr))
         if not configs:
             raise UsageError("nothing to run: every strategy of the suite refuses its backbones "

@@ -380,6 +380,11 @@ def stream_names_help() -> str:
             f"{{{datasets}}}")
 
 
+def is_bundled(name: str) -> bool:
+    """Whether the stream's data ship with the suite (no ``data_root`` to read)."""
+    return name in FIXED_STREAMS or name.split("-")[0] in BUNDLED_SPLITS
+
+
 def build_stream(
     name: str,
     seed: int,
@@ -395,8 +400,7 @@ def build_stream(
     Local datasets go through the storage part of ``preprocess`` and, with ``cache_dir`` and an
     image size, the decode-once image cache (:func:`benchmarks.datasets.local_source`); the
     bundled streams keep their in-memory tensors."""
-    bundled = name in FIXED_STREAMS or name.split("-")[0] in BUNDLED_SPLITS
-    if bundled and img_size is not None:
+    if is_bundled(name) and img_size is not None:
         raise DataError(f"stream {name!r} is bundled 28 x 28 data: an image size applies to "
                         "local datasets (--data-root); backbones take the stream's own size")
     if name in FIXED_STREAMS:

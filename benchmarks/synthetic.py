@@ -12,6 +12,12 @@ Images are smooth random colour fields (upsampled noise: they compress and decod
 unlike white noise); ``--real-sizes`` gives them the real datasets' typical sizes
 (:data:`REAL_SIZES`), otherwise they are 64x48. CIFAR-100's pickles hold the first ``classes``
 of its 100 classes (the task keeps its 100-way head).
+
+    python -m benchmarks.synthetic DIR --digits [--classes 6] [--train 120] [--test 60]
+
+writes instead an image folder of the bundled MNIST-5k digits (``DIR/{train,test}/<digit
+name>/*.png``, RGB 28 x 28): a learnable stand-in for a user's own ``imagefolder`` data, as the
+README's own-data check uses it.
 """
 
 from __future__ import annotations
@@ -151,14 +157,49 @@ def write_random_checkpoint(path: Path, backbone: str = "deit_tiny_patch16_224",
     return Path(path)
 
 
+DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def write_digit_folder(root: Path, classes: int = 6, train: int = 120, test: int = 60) -> Path:
+    """The first ``train`` / ``test`` images of each of the first ``classes`` digits of MNIST-5k
+    (seed 0 split) as RGB PNGs in ``root/{train,test}/<digit name>/``; returns ``root``."""
+    from PIL import Image
+
+    from benchmarks.datasets import mnist5k
+
+    if not 2 <= classes <= len(DIGIT_NAMES):
+        raise ValueError(f"--classes {classes}: the digits have 2 to {len(DIGIT_NAMES)} classes")
+    source = mnist5k(seed=0)
+    for part, images, per_class in (("train", source.train, train), ("test", source.test, test)):
+        for c in range(classes):
+            folder = Path(root) / part / DIGIT_NAMES[c]
+            folder.mkdir(parents=True, exist_ok=True)
+            for k, i in enumerate(np.flatnonzero(np.asarray(images.targets) == c)[:per_class]):
+                pixels = (images.images[i, 0] * 255).round().byte().numpy()
+                Image.fromarray(pixels).convert("RGB").save(folder / f"{k}.png")
+    return Path(root)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("root", type=Path)
-    p.add_argument("--classes", type=int, default=2)
-    p.add_argument("--train", type=int, default=4, help="training images per class")
-    p.add_argument("--test", type=int, default=2, help="test images per class")
+    p.add_argument("--digits", action="store_true",
+                   help="write an image folder of bundled digits instead (module docstring)")
+    p.add_argument("--classes", type=int, default=None, help="default: 2 (--digits: 6)")
+    p.add_argument("--train", type=int, default=None,
+                   help="training images per class; default: 4 (--digits: 120)")
+    p.add_argument("--test", type=int, default=None,
+                   help="test images per class; default: 2 (--digits: 60)")
     p.add_argument("--real-sizes", action="store_true")
     args = p.parse_args()
+    if args.digits:
+        try:
+            write_digit_folder(args.root, args.classes or 6, args.train or 120, args.test or 60)
+        except ValueError as e:
+            p.error(str(e))
+        print(f"digit image folder in {args.root} (train/, test/)")
+        return
+    args.classes, args.train, args.test = args.classes or 2, args.train or 4, args.test or 2
     write_paper_layouts(args.root, args.classes, args.train, args.test, args.real_sizes)
     ckpt = write_random_checkpoint(args.root / "deit_tiny_patch16_224.pth")
     print(f"six dataset layouts in {args.root}; random DeiT-Ti checkpoint {ckpt}")

@@ -46,7 +46,9 @@ embeddings e_t ~ N(0, 1) (``models.masks.SigmoidGateRule`` through the shared ma
 Optimizer. The paper trains with plain SGD at lr 0.05 (``optimizer="sgd"``, ``lr=0.05``,
 ``schedule="constant"``; its decay on a validation plateau is not used). Registered instead: AdamW
 (no weight decay — decay would move protected weights) with cosine decay, the usual optimizer of
-adapter training on transformers, with its own rate for the gate embeddings (``gate_lr``): Adam's
+adapter training on transformers, the adapters at the Adapter baseline's rate (1e-2, for the same
+reason: they start at zero and must grow within a few hundred steps), with its own rate for the
+gate embeddings (``gate_lr``): Adam's
 steps are about lr whatever the compensated gradient, so at the weights' rate an embedding started
 from N(0, 1) could not cross 0 within a task. Heads start from the converged probe on the task's
 starting features (``head_init: auto``, as for every strategy): a random head trained by SGD for
@@ -276,7 +278,7 @@ def hat_shared_storage(backbone, hp: dict) -> list[StorageItem]:
 
 @register_strategy(
     "hat",
-    hparams={"units": "adapters", "hidden": 64, "optimizer": "adamw", "lr": 1e-3,
+    hparams={"units": "adapters", "hidden": 64, "optimizer": "adamw", "lr": 1e-2,
              "gate_lr": 0.05, "head_lr": 1e-3, "momentum": 0.0, "schedule": "cosine",
              "s_max": 400.0,
              "c": 0.75, "clamp": 6.0, "shared": "first_task"},

@@ -47,6 +47,8 @@ def run_main(*args):
         (["--suite", "smoke", "--stream", "cifar10-split5", "--data-root", "/no/such/dir"],
          "/no/such/dir"),
         (["--suite", "smoke", "--stream", "cifar10-split5"], "--data-root"),
+        (["--suite", "smoke", "--data-root", str(ROOT)],
+         "is bundled data and reads no folder; give a local dataset's stream"),
         (["--suite", "smoke", "--stream", "mnist5k-splitx"], "unknown stream"),
         (["--suite", "smoke", "--backbone", "deit_tiny_patch16_224"], "does not divide"),
         (["--suite", "smoke", "--pretrained", "/no/such.pt"], "checkpoint file not found"),

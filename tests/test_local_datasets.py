@@ -336,6 +336,23 @@ def test_imagefolder_split2_stream(imagefolder_root):
     _check_split2("imagefolder", imagefolder_root, src, img_size=16)
 
 
+def test_generated_digit_folder_holds_the_bundled_digits(tmp_path):
+    """``python -m benchmarks.synthetic DIR --digits``: the README's own-data check reads the
+    bundled digits back, pixel for pixel, as an image folder."""
+    from benchmarks.datasets import mnist5k
+    from benchmarks.synthetic import DIGIT_NAMES, write_digit_folder
+
+    write_digit_folder(tmp_path, classes=3, train=4, test=2)
+    src = local_source("imagefolder", tmp_path)
+    assert src.class_names == tuple(sorted(DIGIT_NAMES[:3]))
+    assert (len(src.train), len(src.test)) == (12, 6)
+    digits = mnist5k(seed=0).train
+    first_zero = digits.images[digits.targets.index(0)]
+    x, _ = src.train[src.train.targets.index(src.class_names.index("zero"))]
+    assert x.shape == (3, 28, 28)  # RGB copies of the grey digit, read back as torchvision does
+    assert torch.equal(x[0], (first_zero[0] * 255).round().byte().float().div(255))
+
+
 # ----------------------------------------------------------------------------- error paths
 @pytest.mark.parametrize("name", ["cifar10", "cifar100", "svhn", "fashionmnist", "imagefolder"])
 def test_missing_root_names_the_path(tmp_path, name):
