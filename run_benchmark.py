@@ -198,7 +198,9 @@ def report_parser() -> Parser:
     p.add_argument("--out", help="output folder (default: <first RUN_DIR>/report)")
     p.add_argument("--compare", type=strategy_pair, metavar="A,B",
                    help="print only the paired difference of strategies A and B (final average "
-                        "accuracy, same seeds, 95%% interval) per stream and backbone")
+                        "accuracy, same seeds, 95%% interval) per stream and backbone; B may be "
+                        "simplecil or joint, the class-incremental references of runs "
+                        "evaluated with --task-agnostic")
     p.add_argument("--strict", action="store_true",
                    help="refuse (exit 2) if a record is unreadable or corrupted, instead of "
                         "skipping it with a warning")
@@ -486,7 +488,8 @@ def print_comparison(records: list[dict], a: str, b: str) -> int:
     if table.empty:
         found = sorted(set(by_arm(records)))
         raise UsageError(f"--compare {a},{b}: no stream and backbone with finished runs of both "
-                         f"on common seeds; strategies found: {', '.join(found)}")
+                         f"on common seeds; strategies found: {', '.join(found)} (and, for runs "
+                         "evaluated with --task-agnostic, the references simplecil and joint)")
     print(as_text(table, index=False))
     return 0
 

@@ -10,6 +10,7 @@ task on disk and the next ``run_one`` of the same config continues after it.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -25,10 +26,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from avalanche.core import SupervisedPlugin
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from benchmarks.class_incremental import ClassIncrementalEval
 from benchmarks.config import RunConfig
+from benchmarks.evaluation import eval_batches
 from benchmarks.inputs import InputPipeline
 from benchmarks.pretrain import pretrained_checkpoint
 from benchmarks.resume import clear_resume, load_resume, restore, run_lock, save_resume
@@ -37,14 +39,13 @@ from models.attention import set_dropkey
 from models.factory import create_backbone, resolve
 from models.filelock import file_lock
 from models.masks import mask_movement
-from models.task_inference import infer
-from models.tasks import save_task_file
+from models.tasks import TaskTensor, save_task_file
 from results.metrics import accuracy_from_counts, all_metrics, task_agnostic_metrics
 from results.records import RecordError, atomic_write_text, load_record, write_run
 from strategies import get_strategy
 from strategies.heads import ProbeHeadPlugin
 from strategies.registry import TrainSettings
-from strategies.storage import param_count, shared_items, storage_summary
+from strategies.storage import FP32, StorageItem, param_count, shared_items, storage_summary
 
 
 def seed_everything(seed: int) -> None:
@@ -207,22 +208,6 @@ class ProgressBar(SupervisedPlugin):
         self.bar.close()
 
 
-def eval_batches(strategy, dataset):
-    """(model input on the device, labels) of ``dataset``'s batches, the model in evaluation
-    mode (no augmentation). The global RNG is left as it was found (a DataLoader draws a seed),
-    so measuring does not change the run's training."""
-    model = strategy.model
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.random.fork_rng(devices=[]):
-            for x, y in DataLoader(dataset, batch_size=strategy.eval_mb_size):
-                x = x.to(strategy.device)
-                yield (x if strategy.inputs is None else strategy.inputs(x, False)), y
-    finally:
-        model.train(was_training)
-
-
 @torch.inference_mode()
 def train_accuracy(strategy, dataset, task: int) -> float:
     """The trained model's accuracy on a task's training data. Next to the probe's
@@ -234,23 +219,6 @@ def train_accuracy(strategy, dataset, task: int) -> float:
             correct = correct + (strategy.model(x, task).argmax(1).cpu() == y).sum()
         n += len(y)
     return int(correct) / n
-
-
-@torch.inference_mode()
-def task_agnostic_counts(strategy, dataset, task: int, rule: str) -> tuple[int, int, int]:
-    """(right class, right task, samples) on ``task``'s ``dataset`` predicted without its task
-    id: every seen task scores each sample and ``rule`` picks one (``models.task_inference``);
-    a class is right when its task and its label are."""
-    right_class, right_task, n = 0, 0, 0
-    for x, y in eval_batches(strategy, dataset):
-        with strategy.autocast():
-            scores = strategy.model.forward_all_tasks(x)
-        pred_task, pred_label = infer(scores, rule)
-        hit = pred_task.cpu() == task
-        right_task = right_task + hit.sum()
-        right_class = right_class + (hit & (pred_label.cpu() == y)).sum()
-        n += len(y)
-    return int(right_class), int(right_task), n
 
 
 def static_mask_warnings(config: RunConfig, movement: dict, task: int, n_tasks: int) -> list[str]:
@@ -375,6 +343,10 @@ class Timing:
         self.load_end = max(self.load_end or 0.0, os.getloadavg()[0])
 
 
+CLASS_INCREMENTAL_FIELDS = ("task_inference", "cil_acc_matrix", "task_inference_matrix",
+                            "task_inference_rules", "simplecil_acc_matrix", "joint_acc_matrix")
+
+
 @dataclass
 class RunRecord:
     """``record.json`` (``results.records`` documents the schema): per task i, the accuracy
@@ -401,15 +373,20 @@ class RunRecord:
     # a run evaluated without task ids too (config task_agnostic): its task-inference rule and
     # R[i][j] in the class-incremental setting, and the share of task j's samples whose task
     # was inferred right after training task i
+    # (the rule chosen on validation data, benchmarks.class_incremental); every rule's matrices
+    # and validation accuracy; and the references on the frozen starting backbone
     task_inference: str | None = None
     cil_acc_matrix: list | None = None
     task_inference_matrix: list | None = None
+    task_inference_rules: dict | None = None
+    simplecil_acc_matrix: list | None = None
+    joint_acc_matrix: list | None = None
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         if out["timing"]["peak_rss_mib"] is None:
             del out["timing"]["peak_rss_mib"]
-        for key in ("task_inference", "cil_acc_matrix", "task_inference_matrix"):
+        for key in CLASS_INCREMENTAL_FIELDS:
             if out[key] is None:  # a task-incremental run's record keeps its form
                 del out[key]
         return out
@@ -506,10 +483,6 @@ class Run:
         self.record.tasks = stream.describe()
         self.T = T = len(stream.tasks)
         self.record.acc_matrix = [[None] * T for _ in range(T)]
-        if config.task_agnostic:
-            self.record.task_inference = self.info.task_inference
-            self.record.cil_acc_matrix = [[None] * T for _ in range(T)]
-            self.record.task_inference_matrix = [[None] * T for _ in range(T)]
         self.stream, self.bench = stream, stream.to_benchmark()
         inputs = InputPipeline(config.preprocess, stream.image_shape[-1])
         torch.save({"images": [inputs.view(task.test[0][0]).cpu().clone()
@@ -532,8 +505,16 @@ class Run:
         self.backbone = backbone
         self.backbone_params = param_count(backbone)  # before the strategy adds to it
         self.shared = shared_items(self.info, backbone, config.hparams)
+        self.shared_frozen_view = False  # whether the frozen view is billed (it is once changed)
+        frozen = copy.deepcopy(backbone) if config.task_agnostic else None  # before the strategy
         seed_everything(config.seed)
         self.strategy = self.info.build(backbone, dict(config.hparams), settings)
+        self.class_incremental = None
+        if config.task_agnostic:
+            self.class_incremental = ClassIncrementalEval(
+                self.strategy, frozen, stream.tasks,
+                [exp.task_label for exp in self.bench.test_stream], self.info.task_inference,
+                probe_cache=cache_dir / "probes")
 
     def say(self, line: str) -> None:
         """A progress line on stderr, prefixed by the run's id."""
@@ -548,6 +529,11 @@ class Run:
         self.record = RunRecord.from_dict(done["record"])
         self.rows, self.log.rows = done["rows"], done["log_rows"]
         self.storage_items, self.file_bytes = done["items"], done["file_bytes"]
+        self.shared = done.get("shared", self.shared)
+        self.shared_frozen_view = any(item.name.startswith("frozen starting backbone")
+                                      for item in self.shared)
+        if self.class_incremental is not None:
+            self.class_incremental.load_state(done["class_incremental"])
         for name in REFERENCES:
             setattr(self.probe, name,
                     {k: v for k, v in enumerate(getattr(self.record, name)) if v is not None})
@@ -584,30 +570,34 @@ class Run:
                               "backbone": config.backbone, "stream": config.stream,
                               "train_task": i, "eval_task": j, "n": n, "correct": correct,
                               "loss": loss / n})
-        if config.task_agnostic:
-            self.evaluate_task_agnostic(i)
-
-    def evaluate_task_agnostic(self, i: int) -> None:
-        """Row i of the class-incremental and task-inference matrices: tasks 0..i predicted
-        without their task ids."""
-        record = self.record
-        t = time.perf_counter()
-        for j in range(i + 1):
-            right_class, right_task, n = task_agnostic_counts(
-                self.strategy, self.stream.tasks[j].test, self.bench.test_stream[j].task_label,
-                record.task_inference)
-            record.cil_acc_matrix[i][j] = accuracy_from_counts(right_class, n)
-            record.task_inference_matrix[i][j] = accuracy_from_counts(right_task, n)
-        record.timing.eval_s += time.perf_counter() - t
+        if self.class_incremental is not None:
+            t = time.perf_counter()
+            self.class_incremental.finish_task(i)
+            self.class_incremental.evaluate(i)
+            for key, value in self.class_incremental.record_fields(i).items():
+                setattr(record, key, value)
+            timing.eval_s += time.perf_counter() - t
 
     def keep(self, i: int, exp) -> None:
         """Save what predicting task i needs (``tasks/task_<i>.pt``); account its storage; copy
         the probe's references; note peak memory."""
         record = self.record
-        self.storage_items.append(self.info.storage(self.backbone, self.stream.tasks[i].n_classes,
-                                                    self.config.hparams))
+        items = self.info.storage(self.backbone, self.stream.tasks[i].n_classes,
+                                  self.config.hparams)
+        state = self.strategy.model.export_task(exp.task_label)
+        if self.class_incremental is not None:
+            stats = self.class_incremental.stats[exp.task_label]
+            items = [*items, StorageItem("task statistics (class means, scatter)", stats.size(),
+                                         FP32)]
+            state.update({f"task_statistics.{k}": TaskTensor(v, "task statistics")
+                          for k, v in stats.state().items()})
+            if not self.shared_frozen_view and self.class_incremental.backbone_changed():
+                self.shared_frozen_view = True
+                self.shared = [*self.shared, StorageItem(
+                    "frozen starting backbone (task prediction)", self.backbone_params, FP32)]
+        self.storage_items.append(items)
         task_file = self.folder / "tasks" / f"task_{i}.pt"
-        save_task_file(self.strategy.model.export_task(exp.task_label), task_file)
+        save_task_file(state, task_file)
         self.file_bytes.append(task_file.stat().st_size)
         for name in REFERENCES:
             setattr(record, name, [getattr(self.probe, name).get(k) for k in range(self.T)])
@@ -627,14 +617,19 @@ class Run:
         if i == self.T - 1:
             record.metrics = all_metrics(record.acc_matrix)
             if self.config.task_agnostic:
-                record.metrics.update(task_agnostic_metrics(record.cil_acc_matrix,
-                                                            record.task_inference_matrix))
+                record.metrics.update(task_agnostic_metrics(
+                    record.cil_acc_matrix, record.task_inference_matrix,
+                    [task["n_test"] for task in record.tasks],
+                    {"simplecil": record.simplecil_acc_matrix,
+                     "joint": record.joint_acc_matrix}))
             record.status = "finished"
         else:
             save_resume(self.folder, self.strategy, self.plugins,
                         {"next": i + 1, "record": record.to_dict(), "rows": self.rows,
                          "log_rows": self.log.rows, "items": self.storage_items,
-                         "file_bytes": self.file_bytes})
+                         "file_bytes": self.file_bytes, "shared": self.shared,
+                         "class_incremental": (None if self.class_incremental is None
+                                               else self.class_incremental.state())})
         write_run(self.folder, record.to_dict(), self.rows)
         atomic_write_text(self.folder / "train_log.csv", self.log.csv())
         self.say(f"task {i + 1}/{self.T} done")

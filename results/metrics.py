@@ -75,12 +75,36 @@ def all_metrics(R: Matrix) -> dict:
     }
 
 
-def task_agnostic_metrics(cil: Matrix, task_inference: Matrix) -> dict:
-    """The metrics above of the class-incremental matrix, prefixed ``cil_``, and the final
-    task-inference accuracy TI = (1/T) sum_j I[T-1][j] (I[i][j]: share of task j's samples whose
-    task was inferred right after training task i)."""
+def last_accuracy(R: Matrix, sizes: Sequence[int], i: int | None = None) -> float:
+    """Accuracy over every test sample of tasks 0..i after training task i (default: the last),
+    sample-weighted: sum_{j<=i} n_j R[i][j] / sum_{j<=i} n_j — the field's class-incremental
+    "last accuracy" (PILOT, CODA-Prompt)."""
+    T = _check(R)
+    i = T - 1 if i is None else i
+    return sum(sizes[j] * R[i][j] for j in range(i + 1)) / sum(sizes[: i + 1])
+
+
+def average_incremental_last_accuracy(R: Matrix, sizes: Sequence[int]) -> float:
+    """(1/T) sum_i last_accuracy(R, sizes, i): the field's "average incremental accuracy"."""
+    T = _check(R)
+    return sum(last_accuracy(R, sizes, i) for i in range(T)) / T
+
+
+def task_agnostic_metrics(cil: Matrix, task_inference: Matrix, sizes: Sequence[int],
+                          references: dict[str, Matrix] | None = None) -> dict:
+    """The metrics above of the class-incremental matrix, prefixed ``cil_``; its sample-weighted
+    last and average incremental accuracy (``cil_last_acc``, ``cil_avg_inc_last_acc``; ``sizes``:
+    each task's test-set size); the final task-inference accuracy TI = (1/T) sum_j I[T-1][j]
+    (I[i][j]: share of task j's samples whose task was inferred right after training task i);
+    and the last and average incremental accuracy of each reference matrix (e.g.
+    ``simplecil_last_acc``)."""
     out = {f"cil_{k}": v for k, v in all_metrics(cil).items()}
+    out["cil_last_acc"] = last_accuracy(cil, sizes)
+    out["cil_avg_inc_last_acc"] = average_incremental_last_accuracy(cil, sizes)
     out["task_inference_acc"] = final_average_accuracy(task_inference)
+    for name, R in (references or {}).items():
+        out[f"{name}_last_acc"] = last_accuracy(R, sizes)
+        out[f"{name}_avg_inc_last_acc"] = average_incremental_last_accuracy(R, sizes)
     return out
 
 

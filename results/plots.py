@@ -28,6 +28,7 @@ import torch  # noqa: E402
 from models.tasks import load_task_file  # noqa: E402
 from results.metrics import (  # noqa: E402
     class_incremental_chance,
+    final_average_accuracy,
     final_chance,
     task_incremental_chance,
 )
@@ -240,13 +241,26 @@ def tradeoff(records: list[dict], out: Path, title: str, name: str) -> list[Path
     return save(fig, out, name)
 
 
+REFERENCE_COLORS = {"simplecil": "tab:green", "joint": "tab:purple"}
+
+
+def reference_levels(records: list[dict]) -> dict[str, float]:
+    """The class-incremental references' final average accuracy (%), mean over the seeds of
+    ``records`` (one run per seed: every run of a seed computes the same ones)."""
+    per_seed = {r["config"]["seed"]: r for r in records if r.get("simplecil_acc_matrix")}
+    return {ref: 100 * float(np.mean([final_average_accuracy(r[f"{ref}_acc_matrix"])
+                                      for r in per_seed.values()]))
+            for ref in REFERENCE_COLORS if per_seed}
+
+
 def task_agnostic(records: list[dict], out: Path, title: str, name: str) -> list[Path]:
     """Per backbone, every strategy evaluated without task ids: final accuracy with task ids
     (filled circle), without them (class-incremental, open square; a line joins the two) and the
     task-inference accuracy (cross), each over its chance level (``results.metrics.final_chance``;
-    solid, dashed and dotted lines); means over seeds with std bars; strategies ordered by
-    class-incremental accuracy; a strategy whose task inference collapsed onto one task is named
-    so beside its square."""
+    solid, dashed and dotted lines) and, for runs that computed them, the class-incremental
+    references SimpleCIL and the joint probe (dash-dotted); means over seeds with std bars;
+    strategies ordered by class-incremental accuracy; a strategy whose task inference collapsed
+    onto one task is named so beside its square."""
     records = [r for r in records if "cil_final_avg_acc" in r["metrics"]]
     backbones = sorted({r["config"]["backbone"] for r in records})
     chance = final_chance(task_classes(records[0]))
@@ -263,6 +277,9 @@ def task_agnostic(records: list[dict], out: Path, title: str, name: str) -> list
 
         for metric, ls in lines.items():
             ax.axhline(100 * chance[metric], color="gray", ls=ls, lw=1, gid="chance")
+        for ref, value in reference_levels(
+                [r for r in records if r["config"]["backbone"] == backbone]).items():
+            ax.axhline(value, color=REFERENCE_COLORS[ref], ls="-.", lw=1.2, gid=ref)
         order = sorted(arms, key=lambda a: stat(arms[a], "cil_final_avg_acc")[0], reverse=True)
         flagged[ax] = []
         for x, label in enumerate(order):
@@ -307,6 +324,12 @@ def task_agnostic(records: list[dict], out: Path, title: str, name: str) -> list
                                           f"({pct['cil_final_avg_acc']})"),
                     ("task_inference_acc", f"chance of task inference, 1/tasks "
                                            f"({pct['task_inference_acc']})"))]
+    handles += [matplotlib.lines.Line2D([], [], color=REFERENCE_COLORS[ref], ls="-.", lw=1.2,
+                                        label=text)
+                for ref, text in (("simplecil", "SimpleCIL on the frozen backbone, without "
+                                                "task ids (reference)"),
+                                  ("joint", "joint probe over all classes, frozen backbone"))
+                if any(ref in reference_levels([r]) for r in records)]
     axes[0][-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.suptitle(f"With and without task ids at test time — {title}")
     return save(fig, out, name)

@@ -197,14 +197,20 @@ def compare(records: list[dict], a: str, b: str) -> pd.DataFrame:
     """Per (stream, backbone) and setting (task-incremental; class-incremental where both were
     evaluated without task ids): final average accuracy of strategy ``a`` minus ``b``, paired
     by seed, with its 95% interval and whether it separates them, or that they are identical on
-    every seed (``report --compare A,B``)."""
+    every seed (``report --compare A,B``). ``b`` may be a class-incremental reference
+    (``simplecil``, ``joint``): then ``a``'s last accuracy minus the reference each of its runs
+    computed."""
     rows = []
     for (stream, backbone), recs in group_records(records).items():
         arms = by_arm(recs)
-        if a not in arms or b not in arms:
+        if a not in arms or (b not in arms and b not in CIL_REFERENCES):
             continue
         for setting, metric in SETTINGS.items():
-            d = paired_final_acc(arms[a], arms[b], metric)
+            if b in CIL_REFERENCES:  # each run's own reference: class-incremental last accuracy
+                d = (within_run_difference(arms[a], "cil_last_acc", f"{b}_last_acc")
+                     if setting == "class-incremental" else None)
+            else:
+                d = paired_final_acc(arms[a], arms[b], metric)
             if d is None:
                 continue
             rows.append({"stream": stream, "backbone": backbone, "setting": setting,
@@ -236,19 +242,74 @@ def task_agnostic_table(records: list[dict]) -> pd.DataFrame:
         arms = by_arm(recs)
         for label, runs in arms.items():
             def pm(metric, runs=runs):
+                if any(metric not in r["metrics"] for r in runs):
+                    return "--"  # a record from before the metric existed
                 v = 100 * np.array([r["metrics"][metric] for r in runs])
                 return f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" if len(v) > 1 else f"{v[0]:.1f}"
 
             d = reference_difference(recs, arms, (stream, backbone, label), "cil_final_avg_acc")
+            vs_simplecil = within_run_difference(runs, "cil_last_acc", "simplecil_last_acc")
             rows.append({"stream": stream, "backbone": backbone, "strategy": label,
                          "task-incremental acc %": pm("final_avg_acc"),
                          "class-incremental acc %": pm("cil_final_avg_acc"),
+                         "last acc %": pm("cil_last_acc"),
+                         "avg inc. acc %": pm("cil_avg_inc_last_acc"),
                          "class-inc. forgetting %": pm("cil_forgetting"),
                          "task inference %": pm("task_inference_acc"),
                          f"class-inc. vs {REFERENCE} % [95% CI]": d.format() if d else "--",
+                         "last acc vs SimpleCIL % [95% CI]": (vs_simplecil.format()
+                                                              if vs_simplecil else "--"),
                          "rule": runs[0].get("task_inference", "--"),
                          "every sample to": collapse_label(runs), "n": len(runs)})
-    return pd.DataFrame(rows)
+        rows += reference_rows(stream, backbone, recs)
+    table = pd.DataFrame(rows)
+    new = ["last acc %", "avg inc. acc %", "last acc vs SimpleCIL % [95% CI]"]
+    if not table.empty and (table[new] == "--").all().all():  # records from before they existed
+        table = table.drop(columns=new)
+    return table
+
+
+CIL_REFERENCES = {"simplecil": "SimpleCIL (reference)",
+                  "joint": "joint probe (frozen features)"}
+
+
+def within_run_difference(runs: list[dict], metric: str, reference: str
+                          ) -> PairedDifference | None:
+    """``metric`` minus ``reference`` (a reference each run computed on its own seed), paired
+    by run; None if a run lacks either."""
+    if not runs or any(k not in r["metrics"] for r in runs for k in (metric, reference)):
+        return None
+    return paired_difference([r["metrics"][metric] for r in runs],
+                             [r["metrics"][reference] for r in runs])
+
+
+def reference_rows(stream: str, backbone: str, records: list[dict]) -> list[dict]:
+    """One row per class-incremental reference (SimpleCIL, the joint probe) of the runs of one
+    (stream, backbone): one run per seed (every run of a seed computes the same reference on the
+    same frozen starting backbone); the joint probe's row has its paired difference to
+    SimpleCIL."""
+    per_seed = {r["config"]["seed"]: r for r in records if "simplecil_last_acc" in r["metrics"]}
+    runs = [per_seed[s] for s in sorted(per_seed)]
+    if not runs:
+        return []
+    rows = []
+    for name, label in CIL_REFERENCES.items():
+        v = 100 * np.array([r["metrics"][f"{name}_last_acc"] for r in runs])
+        inc = 100 * np.array([r["metrics"][f"{name}_avg_inc_last_acc"] for r in runs])
+
+        def pm(x):
+            return f"{x.mean():.1f} ± {x.std(ddof=1):.1f}" if len(x) > 1 else f"{x[0]:.1f}"
+
+        d = within_run_difference(runs, f"{name}_last_acc", "simplecil_last_acc")
+        rows.append({"stream": stream, "backbone": backbone, "strategy": label,
+                     "task-incremental acc %": "--", "class-incremental acc %": "--",
+                     "last acc %": pm(v), "avg inc. acc %": pm(inc),
+                     "class-inc. forgetting %": "--", "task inference %": "--",
+                     f"class-inc. vs {REFERENCE} % [95% CI]": "--",
+                     "last acc vs SimpleCIL % [95% CI]": ("0" if name == "simplecil"
+                                                          else d.format()),
+                     "rule": "--", "every sample to": "--", "n": len(runs)})
+    return rows
 
 
 def collapsed_task(record: dict) -> int | None:

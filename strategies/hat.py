@@ -8,9 +8,11 @@ Which units are gated (``units``):
   initialized up-projection, so the model starts as the pre-trained one) is *shared* by all
   tasks; HAT gates the adapters' bottleneck units (``down``) and output units (``up``, which
   reads the bottleneck units) per task. A unit an earlier task uses keeps its weights (gradient
-  masks below); a unit a task gates off adds exactly nothing to the residual stream. The
-  adapters after the attention sub-layer that TPL also has, and its per-task LayerNorms, are
-  left out (LayerNorms stay frozen).
+  masks below); a unit a task gates off adds exactly nothing to the residual stream. Where
+  this port differs from TPL's: one adapter per block (after the MLP; TPL also has one after
+  the attention sub-layer), no per-task LayerNorms (they stay frozen), and no replay (TPL's task
+  prediction also scores replayed features; here only its replay-free terms exist,
+  ``models.task_inference``).
 - ``"backbone"`` (the suite's own port, no published precedent): the output units of the block
   Linears themselves — on a timm ViT block ``attn.qkv`` (3 x dim: query, key and value
   channels), ``attn.proj``, ``mlp.fc1`` and ``mlp.fc2``; CaiT's class-attention blocks have

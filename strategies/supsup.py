@@ -14,8 +14,11 @@ here the weights are the frozen pre-trained ones, as in Piggyback, so ``keep`` t
 pre-trained features kept against the freedom of the mask: 0.5 (edge-popup's best fraction on
 random weights) by default, searched over [0.5, 0.7, 0.9]. Optimizer: AdamW without weight decay
 (decay would shrink scores toward the selection boundary) for scores and head, cosine schedule.
-Task inference without a task id (the paper's one-shot entropy gradient) is not used: the task id
-is given in task-incremental evaluation.
+Without a task id (``--task-agnostic``) the runner's rules apply (``models.task_inference``):
+SupSup's entropy criterion per sample (``entropy``) and its lowest-entropy task per test batch
+(``entropy_batch``, which assumes every test batch comes from one task). The paper's one-shot
+form — one gradient of the batch-mean entropy with respect to superposition coefficients —
+approximates that per-batch choice and is not implemented.
 """
 
 from __future__ import annotations

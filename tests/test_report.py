@@ -254,12 +254,16 @@ def test_every_tradeoff_point_is_named_inside_the_axes_without_overlaps():
     plt.close(fig)
 
 
-def _agnostic(record, cil, inferred, rule="entropy"):
+def _agnostic(record, cil, inferred, rule="entropy", references=None):
+    """``record`` evaluated without task ids (every task's test set of 100 samples), with the
+    class-incremental reference matrices ``references`` ({"simplecil": M, "joint": M})."""
     from results.metrics import task_agnostic_metrics
 
     record["cil_acc_matrix"], record["task_inference_matrix"] = cil, inferred
     record["task_inference"] = rule
-    record["metrics"].update(task_agnostic_metrics(cil, inferred))
+    for name, matrix in (references or {}).items():
+        record[f"{name}_acc_matrix"] = matrix
+    record["metrics"].update(task_agnostic_metrics(cil, inferred, [100] * len(cil), references))
     return record
 
 
@@ -268,13 +272,31 @@ def test_the_task_agnostic_table_figure_and_comparison(tmp_path):
 
     cil_meat = [[0.9, None], [0.5, 0.6]], [[1.0, None], [0.6, 0.7]]
     cil_ref = [[0.8, None], [0.4, 0.4]], [[1.0, None], [0.5, 0.5]]
-    recs = [_agnostic(_record("meat", s, A), *cil_meat) for s in (0, 1, 2)]
-    recs += [_agnostic(_record("classifier", s, B), *cil_ref, rule="max_logit")
-             for s in (0, 1, 2)]
+
+    def references(seed):  # the same on every run of a seed; SimpleCIL 40 + seed %, joint 70
+        return {"simplecil": [[0.9, None], [0.4 + seed / 100] * 2],
+                "joint": [[1.0, None], [0.7, 0.7]]}
+
+    recs = [_agnostic(_record("meat", s, A), *cil_meat, references=references(s))
+            for s in (0, 1, 2)]
+    recs += [_agnostic(_record("classifier", s, B), *cil_ref, rule="max_logit",
+                       references=references(s)) for s in (0, 1, 2)]
     recs.append(_record("lwf", 0, A))  # evaluated with task ids only: not in the table
     table = task_agnostic_table(recs).set_index("strategy")
-    assert list(table.index) == ["meat", "classifier"]
+    assert list(table.index) == ["meat", "classifier", "SimpleCIL (reference)",
+                                 "joint probe (frozen features)"]
     assert table.loc["meat", "class-incremental acc %"] == "55.0 ± 0.0"
+    assert table.loc["meat", "last acc %"] == "55.0 ± 0.0"  # equal test sets: as the mean
+    assert table.loc["meat", "avg inc. acc %"] == "72.5 ± 0.0"  # (90 + 55) / 2
+    assert table.loc["SimpleCIL (reference)", "last acc %"] == "41.0 ± 1.0"
+    assert table.loc["joint probe (frozen features)", "last acc %"] == "70.0 ± 0.0"
+    # paired by seed with each run's own reference: 55 - (40, 41, 42)
+    assert table.loc["meat", "last acc vs SimpleCIL % [95% CI]"].startswith("+14.0 [")
+    assert table.loc["joint probe (frozen features)",
+                     "last acc vs SimpleCIL % [95% CI]"].startswith("+29.0 [")
+    vs_ref = compare(recs, "meat", "simplecil").set_index("setting")
+    assert list(vs_ref.index) == ["class-incremental"]
+    assert vs_ref.loc["class-incremental", "verdict"] == "meat > simplecil"
     assert table.loc["meat", "task inference %"] == "65.0 ± 0.0"
     assert table.loc["meat", "class-inc. forgetting %"] == "40.0 ± 0.0"
     assert table.loc["meat", "class-inc. vs classifier % [95% CI]"].startswith("+15.0")

@@ -109,6 +109,23 @@ def test_ctrl_c_then_resume_is_exact_for_stateful_strategies(strategy, tmp_path,
     assert matrix_and_rows(folder) == matrix_and_rows(tmp_path / "ref" / config.run_id)
 
 
+def test_ctrl_c_then_resume_keeps_the_class_incremental_evaluation(tmp_path, cache_dir,
+                                                                   monkeypatch):
+    """Fine-tuning moves the backbone, so its task statistics read heads and features as they
+    were when each task ended, and the frozen view is billed once: all of it survives resume."""
+    config = smoke_config("finetune", task_agnostic=True)
+    reference = run_one(config, tmp_path / "ref", cache_dir, progress=False)
+    monkeypatch.setattr("benchmarks.runner.atomic_write_text", Interrupt(after=1))
+    with pytest.raises(KeyboardInterrupt):
+        run_one(config, tmp_path / "int", cache_dir, progress=False)
+    monkeypatch.undo()
+    resumed = run_one(config, tmp_path / "int", cache_dir, progress=False)
+    for key in (*runner.CLASS_INCREMENTAL_FIELDS, "metrics", "storage"):
+        assert resumed[key] == reference[key], key
+    assert [item["name"] for item in resumed["storage"]["shared_items"]] == [
+        "frozen starting backbone (task prediction)"]
+
+
 def test_resume_keeps_the_cuda_rng_state_of_the_runs_device_only(monkeypatch):
     """One CUDA RNG state is saved, the run's device's, and restored onto the resumed run's
     device: a resume that sees fewer GPUs than the run did works (CUDA faked on the CPU)."""
