@@ -28,9 +28,7 @@ import torch.nn.functional as F
 from avalanche.core import SupervisedPlugin
 from tqdm import tqdm
 
-from benchmarks.class_incremental import ClassIncrementalEval
 from benchmarks.config import RunConfig
-from benchmarks.evaluation import eval_batches
 from benchmarks.inputs import InputPipeline
 from benchmarks.pretrain import pretrained_checkpoint
 from benchmarks.resume import clear_resume, load_resume, restore, run_lock, save_resume
@@ -43,6 +41,8 @@ from models.tasks import TaskTensor, save_task_file
 from results.metrics import accuracy_from_counts, all_metrics, task_agnostic_metrics
 from results.records import RecordError, atomic_write_text, load_record, write_run
 from strategies import get_strategy
+from strategies.class_incremental import ClassIncrementalEval
+from strategies.evaluation import eval_batches
 from strategies.heads import ProbeHeadPlugin
 from strategies.registry import TrainSettings
 from strategies.storage import FP32, StorageItem, param_count, shared_items, storage_summary
@@ -373,7 +373,7 @@ class RunRecord:
     # a run evaluated without task ids too (config task_agnostic): its task-inference rule and
     # R[i][j] in the class-incremental setting, and the share of task j's samples whose task
     # was inferred right after training task i
-    # (the rule chosen on validation data, benchmarks.class_incremental); every rule's matrices
+    # (the rule chosen on validation data, strategies.class_incremental); every rule's matrices
     # and validation accuracy; and the references on the frozen starting backbone
     task_inference: str | None = None
     cil_acc_matrix: list | None = None
@@ -572,9 +572,7 @@ class Run:
                               "loss": loss / n})
         if self.class_incremental is not None:
             t = time.perf_counter()
-            self.class_incremental.finish_task(i)
-            self.class_incremental.evaluate(i)
-            for key, value in self.class_incremental.record_fields(i).items():
+            for key, value in self.class_incremental.after_task(i).items():
                 setattr(record, key, value)
             timing.eval_s += time.perf_counter() - t
 

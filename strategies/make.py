@@ -21,10 +21,13 @@ budget, the accuracies equal the runner's (tests/test_make_strategy.py).
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from types import SimpleNamespace
 
 import models.registered  # noqa: F401  (the suite's backbones, for timm.create_model in your loop)
 from benchmarks.inputs import to_float
+from strategies.class_incremental import ClassIncrementalEval
 from strategies.common import ContinualTemplate
 from strategies.heads import ProbeHeadPlugin
 from strategies.registry import (
@@ -46,7 +49,8 @@ def make_strategy(name: str, backbone, benchmark, *, hparams: dict | None = None
                   head_init: str = "auto", epochs: int = 1, steps_per_task: int | None = None,
                   batch_size: int = 64, eval_batch_size: int = 512, device: str = "cpu",
                   precision: str = "fp32", inputs=as_float_images, plugins=(), evaluator=None,
-                  probe_cache: Path | None = None) -> ContinualTemplate:
+                  probe_cache: Path | None = None,
+                  task_agnostic: bool = False) -> ContinualTemplate:
     """The registered strategy ``name`` on ``backbone``, trained and evaluated on ``benchmark``.
 
     ``hparams`` override the registered values (``run_benchmark.py strategies`` lists them);
@@ -54,7 +58,11 @@ def make_strategy(name: str, backbone, benchmark, *, hparams: dict | None = None
     is ``epochs`` per task or exactly ``steps_per_task`` optimizer steps; ``inputs(x, train)``
     turns a batch on the device into model inputs; ``plugins`` are added to the strategy's own;
     ``probe_cache`` memoizes probe fits on disk. The probe plugin is ``strategy.probe``: its
-    ``probe_acc`` holds each task's linear-probe reference accuracy.
+    ``probe_acc`` holds each task's linear-probe reference accuracy. With ``task_agnostic``,
+    ``strategy.class_incremental`` (``strategies.class_incremental.ClassIncrementalEval``, on a
+    copy of ``backbone`` taken now) predicts without task ids as the runner does: call its
+    ``after_task(i)`` after training experience i for the record's class-incremental fields
+    (every rule's matrices, the rule chosen on ``valid_stream``, SimpleCIL and the joint probe).
     """
     info = get_strategy(name)
     if head_init not in HEAD_INIT_CHOICES:
@@ -67,6 +75,16 @@ def make_strategy(name: str, backbone, benchmark, *, hparams: dict | None = None
                              evaluator=evaluator)
     hp, _ = budget_hparams(name, resolve_hparams(name, hparams), set(hparams or {}),
                            epochs=epochs, steps_per_task=steps_per_task, batch_size=batch_size)
+    frozen = copy.deepcopy(backbone) if task_agnostic else None  # before the strategy
     strategy = info.build(backbone, hp, settings)
     strategy.probe = probe
+    if task_agnostic:
+        valid = getattr(benchmark, "valid_stream", None)
+        tasks = [SimpleNamespace(train=train.dataset.eval(), test=test.dataset.eval(),
+                                 val=None if valid is None else valid[i].dataset.eval())
+                 for i, (train, test) in enumerate(zip(benchmark.train_stream,
+                                                       benchmark.test_stream, strict=True))]
+        strategy.class_incremental = ClassIncrementalEval(
+            strategy, frozen, tasks, [exp.task_label for exp in benchmark.test_stream],
+            info.task_inference, probe_cache=probe_cache)
     return strategy

@@ -44,6 +44,25 @@ def test_a_users_loop_with_make_strategy_reproduces_the_runners_meat_numbers(tmp
         assert strategy.probe.probe_acc[i] == pytest.approx(record["probe_acc"][i], abs=1e-12)
 
 
+def test_a_users_loop_gets_the_runners_class_incremental_predictions(tmp_path, cache_dir):
+    (config,) = expand({**load_suite("smoke"), "strategies": ["meat"], "task_agnostic": True,
+                        "steps_per_task": STEPS})
+    record = run_one(config, tmp_path, cache_dir, progress=False)
+    seed_everything(config.seed)
+    stream = build_stream(config.stream, config.seed)
+    backbone = prepare_backbone(config, stream, cache_dir)[0]
+    benchmark = stream.to_benchmark()
+    seed_everything(config.seed)
+    strategy = make_strategy("meat", backbone, benchmark, steps_per_task=STEPS,
+                             batch_size=config.batch_size, task_agnostic=True)
+    for i, experience in enumerate(benchmark.train_stream):
+        strategy.train(experience)
+        strategy.eval(benchmark.test_stream[: i + 1])  # as the runner (its loader draws a seed)
+        fields = strategy.class_incremental.after_task(i)
+    for key, value in fields.items():  # every rule's matrices, the chosen rule, the references
+        assert value == record[key], key
+
+
 def test_make_strategy_names_a_wrong_head_init():
     with pytest.raises(ValueError, match="head_init must be one of"):
         make_strategy("meat", None, None, head_init="zeros")

@@ -16,8 +16,8 @@ def eval_batches(strategy, dataset):
     model.eval()
     try:
         with torch.random.fork_rng(devices=[]):
-            for x, y in DataLoader(dataset, batch_size=strategy.eval_mb_size):
-                x = x.to(strategy.device)
+            for batch in DataLoader(dataset, batch_size=strategy.eval_mb_size):
+                x, y = batch[0].to(strategy.device), batch[1]  # (x, y) or Avalanche's (x, y, t)
                 yield (x if strategy.inputs is None else strategy.inputs(x, False)), y
     finally:
         model.train(was_training)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.evaluation import eval_batches
 from models.heads import fit_linear_probe
 from models.task_inference import (
     BATCH_RULES,
@@ -35,6 +34,7 @@ from models.task_inference import (
     infer,
     precisions,
 )
+from strategies.evaluation import eval_batches
 from strategies.heads import task_features
 
 ALL_RULES = RULES + BATCH_RULES
@@ -49,8 +49,9 @@ class ClassIncrementalEval:
     """The class-incremental matrices of a run, kept as it trains (see the module docstring).
 
     ``strategy`` is the run's template (its model, device, inputs and autocast); ``frozen`` the
-    untouched copy of its starting backbone; ``tasks`` the stream's tasks and ``labels`` their
-    task labels."""
+    untouched copy of its starting backbone; ``tasks`` give each task's ``train``, ``val`` (or
+    None) and ``test`` datasets (labels 0..K-1 within the task) and ``labels`` their task
+    labels. After training task i, :meth:`after_task` computes row i."""
 
     def __init__(self, strategy, frozen: torch.nn.Module, tasks: list, labels: list[int],
                  own_rule: str, probe_cache=None, covariance: str = "shared",
@@ -87,8 +88,18 @@ class ClassIncrementalEval:
                                self.strategy.device, inputs=self.strategy.inputs,
                                autocast=self.strategy.autocast)
         feats, labels = self.frozen_features(i, "train")
-        self.stats[task] = TaskStatistics.fit(feats, labels, self.tasks[i].n_classes, own)
+        self.stats[task] = TaskStatistics.fit(feats, labels, self.n_classes(i), own)
         return self.stats[task]
+
+    def n_classes(self, j: int) -> int:
+        return self.strategy.model.heads[str(self.labels[j])].out_features
+
+    def after_task(self, i: int) -> dict:
+        """Task i's statistics and row i of every matrix, once task i is trained; the record's
+        class-incremental fields (:meth:`record_fields`)."""
+        self.finish_task(i)
+        self.evaluate(i)
+        return self.record_fields(i)
 
     def evaluate(self, i: int) -> None:
         """Row i of every rule's matrices (test) and validation accuracy, and of the
@@ -100,6 +111,8 @@ class ClassIncrementalEval:
         val_n = 0
         for j in range(i + 1):
             for split in SPLITS:
+                if getattr(self.tasks[j], split) is None:
+                    continue
                 right_class, right_task, n = self.counts(j, split, precision)
                 if split == "test":
                     for rule in ALL_RULES:
@@ -139,7 +152,7 @@ class ClassIncrementalEval:
         0..i on the frozen view (a class's index: its task's offset + its label)."""
         offsets = [0]
         for j in range(i + 1):
-            offsets.append(offsets[-1] + self.tasks[j].n_classes)
+            offsets.append(offsets[-1] + self.n_classes(j))
 
         def stacked(split: str) -> tuple[torch.Tensor, torch.Tensor]:
             parts = [self.frozen_features(j, split) for j in range(i + 1)]
@@ -147,8 +160,10 @@ class ClassIncrementalEval:
                     torch.cat([y + offsets[j] for j, (_, y) in enumerate(parts)]))
 
         means = torch.cat([self.stats[self.labels[j]].means for j in range(i + 1)])
-        train, val = stacked("train"), stacked("val")
-        joint = fit_linear_probe(*train, offsets[-1], *(val if len(val[1]) else (None, None)),
+        has_val = all(self.tasks[j].val is not None and len(self.tasks[j].val)
+                      for j in range(i + 1))
+        joint = fit_linear_probe(*stacked("train"), offsets[-1],
+                                 *(stacked("val") if has_val else (None, None)),
                                  cache_dir=self.probe_cache)
         for j in range(i + 1):
             f, y = self.frozen_features(j, "test")
