@@ -20,21 +20,28 @@ STEPS = 4
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_a_users_loop_with_make_strategy_reproduces_the_runners_meat_numbers(tmp_path,
-                                                                             cache_dir):
-    (config,) = expand({**load_suite("smoke"), "strategies": ["meat"], "steps_per_task": STEPS})
+def runner_and_users_loop(tmp_path, cache_dir, **make_kwargs):
+    """The smoke suite's MEAT run by the runner, and the README's loop set up on the suite's
+    stream, the same base backbone and seed: (the run's record, the benchmark, the strategy)."""
+    task_agnostic = make_kwargs.get("task_agnostic", False)
+    (config,) = expand({**load_suite("smoke"), "strategies": ["meat"], "steps_per_task": STEPS,
+                        "task_agnostic": task_agnostic})
     record = run_one(config, tmp_path, cache_dir, progress=False)
-
-    # the README's loop: the suite's stream, the same base backbone and seed
     seed_everything(config.seed)
     stream = build_stream(config.stream, config.seed)
     backbone = prepare_backbone(config, stream, cache_dir)[0]
     benchmark = stream.to_benchmark()
     seed_everything(config.seed)
     strategy = make_strategy("meat", backbone, benchmark, steps_per_task=STEPS,
-                             batch_size=config.batch_size,
-                             evaluator=EvaluationPlugin(accuracy_metrics(experience=True),
-                                                        loggers=[]))
+                             batch_size=config.batch_size, **make_kwargs)
+    return record, benchmark, strategy
+
+
+def test_a_users_loop_with_make_strategy_reproduces_the_runners_meat_numbers(tmp_path,
+                                                                             cache_dir):
+    record, benchmark, strategy = runner_and_users_loop(
+        tmp_path, cache_dir,
+        evaluator=EvaluationPlugin(accuracy_metrics(experience=True), loggers=[]))
     for i, experience in enumerate(benchmark.train_stream):
         strategy.train(experience)
         metrics = strategy.eval(benchmark.test_stream[: i + 1])
@@ -45,16 +52,7 @@ def test_a_users_loop_with_make_strategy_reproduces_the_runners_meat_numbers(tmp
 
 
 def test_a_users_loop_gets_the_runners_class_incremental_predictions(tmp_path, cache_dir):
-    (config,) = expand({**load_suite("smoke"), "strategies": ["meat"], "task_agnostic": True,
-                        "steps_per_task": STEPS})
-    record = run_one(config, tmp_path, cache_dir, progress=False)
-    seed_everything(config.seed)
-    stream = build_stream(config.stream, config.seed)
-    backbone = prepare_backbone(config, stream, cache_dir)[0]
-    benchmark = stream.to_benchmark()
-    seed_everything(config.seed)
-    strategy = make_strategy("meat", backbone, benchmark, steps_per_task=STEPS,
-                             batch_size=config.batch_size, task_agnostic=True)
+    record, benchmark, strategy = runner_and_users_loop(tmp_path, cache_dir, task_agnostic=True)
     for i, experience in enumerate(benchmark.train_stream):
         strategy.train(experience)
         strategy.eval(benchmark.test_stream[: i + 1])  # as the runner (its loader draws a seed)
