@@ -529,10 +529,11 @@ class Run:
         self.record = RunRecord.from_dict(done["record"])
         self.rows, self.log.rows = done["rows"], done["log_rows"]
         self.storage_items, self.file_bytes = done["items"], done["file_bytes"]
-        self.shared = done.get("shared", self.shared)
-        self.shared_frozen_view = any(item.name.startswith("frozen starting backbone")
-                                      for item in self.shared)
-        if self.class_incremental is not None:
+        if "shared" in done:  # (a resume state written before the frozen view was billed has none)
+            self.shared = done["shared"]
+            self.shared_frozen_view = any(item.name.startswith("frozen starting backbone")
+                                          for item in self.shared)
+        if done.get("class_incremental") is not None:
             self.class_incremental.load_state(done["class_incremental"])
         for name in REFERENCES:
             setattr(self.probe, name,
