@@ -43,6 +43,9 @@ given the exact statistics of its final features (``strategies.common.ContinualT
 calibrate_head``: the running estimates lag features that moved until the last step), then folded
 into an ``nn.Linear`` (:meth:`StandardizedHead.fold`): what is kept per task is the paper's linear
 head, and in evaluation the head computes exactly that folded layer.
+
+:class:`PlainHead` is the other kind: the prompt methods' classifier as their papers train it (an
+``nn.Linear``, weight trunc-normal with std 0.02, bias 0; no standardization, no probe start).
 """
 
 from __future__ import annotations
@@ -164,6 +167,17 @@ class StandardizedHead(nn.Linear):
             linear.weight.copy_(weight)
             linear.bias.copy_(bias)
         return linear
+
+
+class PlainHead(nn.Linear):
+    """L2P's, DualPrompt's and CODA-Prompt's head: logits = W f + b, W from timm's
+    ``trunc_normal_(std=0.02)`` (cut at +-2 absolute, i.e. 100 std: in effect N(0, 0.02^2)), b = 0.
+    It has no standardization to start, so ``strategies.heads.ProbeHeadPlugin`` leaves it as
+    created whatever ``head_init`` says, and nothing calibrates or folds it."""
+
+    def reset_parameters(self) -> None:
+        nn.init.trunc_normal_(self.weight, std=0.02)
+        nn.init.zeros_(self.bias)
 
 
 def fit_linear_probe(

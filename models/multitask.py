@@ -1,8 +1,8 @@
 """Multi-head ViT for task-incremental learning: a feature backbone plus one linear head per task.
 
-A task's head trains as a ``models.heads.StandardizedHead`` (its input standardized by statistics
-that follow the features, so a probe-started head cannot blow up when the features move) and is
-folded into an ordinary ``nn.Linear`` when its task ends.
+A task's head trains, by default, as a ``models.heads.StandardizedHead`` (its input standardized
+by statistics that follow the features, so a probe-started head cannot blow up when the features
+move) and is folded into an ordinary ``nn.Linear`` when its task ends.
 
 ``MultiTaskViT`` is an Avalanche ``MultiTaskModule``: a mini-batch may mix tasks (it is split by
 task label) and a new task's head is created in ``adaptation`` (so Avalanche adds it to the
@@ -30,9 +30,11 @@ REGULARIZERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, DropPath)  # active in t
 
 
 class MultiTaskViT(MultiTaskModule):
-    """``heads[str(t)](backbone(x))`` with the backbone's task-conditioned modules set to ``t``."""
+    """``heads[str(t)](backbone(x))`` with the backbone's task-conditioned modules set to ``t``;
+    a new task's head is ``head_type(num_features, n_classes)`` (``models.heads.PlainHead`` for
+    the prompt methods' paper form)."""
 
-    def __init__(self, backbone: nn.Module):
+    def __init__(self, backbone: nn.Module, head_type: type[nn.Linear] = StandardizedHead):
         super().__init__()
         head = backbone.get_classifier() if hasattr(backbone, "get_classifier") else None
         if isinstance(head, nn.Module) and not isinstance(head, nn.Identity):
@@ -43,6 +45,7 @@ class MultiTaskViT(MultiTaskModule):
         self.backbone = backbone
         self.num_features = backbone.num_features
         self.heads = nn.ModuleDict()
+        self.head_type = head_type
 
     # -- task selection --------------------------------------------------------------------
     def backbone_for(self, task: int) -> nn.Module:
@@ -145,7 +148,7 @@ class MultiTaskViT(MultiTaskModule):
             if not self.training:
                 raise KeyError(f"task {t} is evaluated before it was trained (no head)")
             device = next(self.backbone.parameters()).device
-            self.heads[str(t)] = StandardizedHead(self.num_features, n_classes).to(device)
+            self.heads[str(t)] = self.head_type(self.num_features, n_classes).to(device)
             self.on_new_task(t)
             for m in self.task_modules(self.backbone_for(t)):
                 if not m.has_task(t):

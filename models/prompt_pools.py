@@ -10,12 +10,19 @@
   general prefix (L_g key and L_g value entries per G-layer) shared by all tasks, and per task an
   expert prefix (L_e entries per E-layer) with a key k_t. In training a sample uses its own
   task's expert, whose key is pulled to the queries by lambda (1 - cos(q, k_t)); given a task,
-  that task's; without a task id, the expert whose key is the most cosine-similar to q.
+  that task's; without a task id, the expert whose key is the most cosine-similar to q. A new
+  task's expert prefixes start as a copy of the previous task's (the official code's
+  ``shared_prompt_pool``), its key at random (``shared_prompt_key`` is off there).
 - :class:`CodaPrefixes` (CODA-Prompt, Smith et al., CVPR 2023): per prefix layer, components
   (P_m, K_m, A_m) added per task (C per task) and frozen with their task; the prompt is
   sum_m alpha_m P_m with alpha_m = cos(q * A_m, K_m) (no hard choice, end to end), its first half
   the key prefix and its second half the value prefix. A new task's components start orthogonal
   to the earlier ones (Gram-Schmidt, while they fit in the dimension).
+
+Selection is per sample, as the papers define it. With ``batchwise`` (the official L2P and
+DualPrompt code's ``batchwise_prompt``) the whole batch takes the prompts chosen most often in it
+(:func:`majority`): that uses that a batch comes from one task, and a prediction then depends on
+the other samples of its batch.
 
 A module that owns prompts for several layers hands each layer a :class:`LayerPrefix` view.
 """
@@ -38,6 +45,14 @@ def uniform(*shape: int) -> nn.Parameter:
     return nn.Parameter(torch.empty(*shape).uniform_(-1.0, 1.0))
 
 
+def majority(chosen: torch.Tensor, n_choices: int) -> torch.Tensor:
+    """The batch's vote: of the indices ``chosen`` (B, N) per sample, the N chosen most often,
+    ties to the smaller index, for every sample (B, N)."""
+    count = torch.bincount(chosen.flatten(), minlength=n_choices)
+    top = torch.sort(count, descending=True, stable=True).indices[:chosen.shape[1]]
+    return top.expand_as(chosen)
+
+
 class LayerPrefix(nn.Module):
     """Layer ``layer``'s prefix (keys, values) from an owner that computes every layer's for the
     batch (``owner.layer_prefix(layer)``); holds no parameters (the owner is a plain reference)."""
@@ -53,7 +68,8 @@ class LayerPrefix(nn.Module):
 
 class L2PPool(TransientState, nn.Module):
     """L2P's prompt pool: ``size`` prompts of ``length`` tokens with keys; ``top_n`` chosen per
-    sample (module docstring). A prompt source for ``models.prompts.attach_shallow_prompts``."""
+    sample, or by the batch's vote with ``batchwise`` (module docstring). A prompt source for
+    ``models.prompts.attach_shallow_prompts``."""
 
     transient = ("outputs", "_chosen", "_pull")
     outputs: torch.Tensor | None = None  # the prompts' outputs after the final norm (B, L, d)
@@ -61,22 +77,25 @@ class L2PPool(TransientState, nn.Module):
     _pull: torch.Tensor | None = None  # this batch's surrogate loss
 
     def __init__(self, size: int, length: int, top_n: int, dim: int, pull_weight: float,
-                 query: PromptQuery):
+                 query: PromptQuery, batchwise: bool = False):
         super().__init__()
         if not 1 <= top_n <= size:
             raise ValueError(f"l2p: top_n must be in 1..{size} (the pool size), got {top_n}")
         self.pool = uniform(size, length, dim)
         self.keys = uniform(size, dim)
-        self.top_n, self.pull_weight = top_n, pull_weight
+        self.top_n, self.pull_weight, self.batchwise = top_n, pull_weight, batchwise
         self.__dict__["query"] = query
         query.listeners.append(self)
         self.inserted = 0
 
     def choose(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(indices of the top_n keys per sample (B, N), their cosine similarities (B, N))."""
+        """(indices of the top_n keys per sample (B, N), or of the batch's vote, and their
+        cosine similarities (B, N))."""
         sim = F.normalize(q.float(), dim=1) @ F.normalize(self.keys, dim=1).T
-        top = sim.topk(self.top_n, dim=1)
-        return top.indices, top.values
+        top = sim.topk(self.top_n, dim=1).indices
+        if self.batchwise:
+            top = majority(top, len(self.keys))
+        return top, sim.gather(1, top)
 
     def wants_query(self) -> bool:
         return True
@@ -126,7 +145,7 @@ class ExpertPrefixes(TransientState, PerTaskModules):
     """DualPrompt's expert prefixes: one :class:`Expert` per task (``length`` key and value
     entries for each of ``n_layers`` layers, and a key; module docstring). The task set by
     ``set_task`` serves; set to None (no task id), each sample gets the expert its query
-    chooses."""
+    chooses (with ``batchwise``, every sample the expert most of its batch chooses)."""
 
     infers_task = True
     transient = ("_chosen", "_match")
@@ -134,20 +153,29 @@ class ExpertPrefixes(TransientState, PerTaskModules):
     _match: torch.Tensor | None = None  # this batch's matching loss
 
     def __init__(self, n_layers: int, length: int, dim: int, match_weight: float,
-                 query: PromptQuery):
+                 query: PromptQuery, batchwise: bool = False):
         super().__init__(partial(Expert, (n_layers, 2, length, dim)), kind="prompt")
-        self.match_weight = match_weight
+        self.match_weight, self.batchwise = match_weight, batchwise
         self.__dict__["query"] = query
         query.listeners.append(self)
+
+    @torch.no_grad()
+    def add_task(self, task: int, device="cpu") -> None:
+        """The task's expert: its prefixes a copy of the previous task's, its key at random."""
+        earlier = list(self.per_task.values())
+        super().add_task(task, device)
+        if earlier:
+            self.per_task[f"task_{task}"].prompts.copy_(earlier[-1].prompts)
 
     def tasks(self) -> list[int]:
         return [int(k.removeprefix("task_")) for k in self.per_task]
 
     def closest(self, q: torch.Tensor) -> torch.Tensor:
         """Per sample, the index (in :meth:`tasks` order) of the expert whose key is the most
-        cosine-similar to the query."""
+        cosine-similar to the query (with ``batchwise``, the batch's vote)."""
         keys = torch.stack([e.key for e in self.per_task.values()])
-        return (F.normalize(q.float(), dim=1) @ F.normalize(keys, dim=1).T).argmax(dim=1)
+        best = (F.normalize(q.float(), dim=1) @ F.normalize(keys, dim=1).T).argmax(dim=1)
+        return majority(best[:, None], len(keys))[:, 0] if self.batchwise else best
 
     def infer_tasks(self, q: torch.Tensor) -> torch.Tensor:
         """Per sample, the task whose key is the most cosine-similar to the query."""

@@ -3,17 +3,21 @@ components weighted by the query, end to end (``models.prompt_pools.CodaPrefixes
 
 At each prefix layer (blocks 1-5, ``layers: [0, 1, 2, 3, 4]``; a shallower backbone gets the
 ones it has) the prompt is sum_m alpha_m P_m, alpha_m = cos(q * A_m, K_m) with the frozen
-backbone's [CLS] query q; its first half is the key prefix, its second the value prefix
-(length 8: 4 + 4, the paper's). Each task adds ``per_task`` = 10 components (the paper: a pool
-of 100 over 10 tasks) started orthogonal to the earlier ones, trains them with its head, and
-freezes them. Old components keep serving, but the new ones change every sample's prompt, so
-the strategy can forget. Loss: cross-entropy only (the paper's orthogonality penalty is 0 in its
-reported configuration). Features: the class token; without task ids one classifier over every
-class seen (``max_logit``), its own setting.
+backbone's [CLS] query q (evaluation mode, no prompts: ``models.prompts.compute_query``); its
+first half is the key prefix, its second the value prefix (length 8: 4 + 4, the paper's). Each
+task adds ``per_task`` = 10 components (the paper: a pool of 100 over 10 tasks) started
+orthogonal to the earlier ones, trains them with its head, and freezes them. Old components keep
+serving, but the new ones change every sample's prompt, so the strategy can forget. Loss:
+cross-entropy only (the paper's orthogonality penalty is 0 in its reported configuration).
+Features: the class token; without task ids the argmax over every class seen (``max_logit``),
+its own setting. There is no hard selection, so no batch-wise vote.
 
-Choices left open or changed for this suite: AdamW with cosine decay (the paper: Adam, cosine),
-components at one searched rate, the head at another; components whose count exceeds the
-dimension start random (no orthogonal complement is left).
+Paper form (``strategies.prompting``, registered): one plain classifier over the classes seen,
+trunc-normal 0.02, bias 0, past classes' logits masked in training (a plain head per task, the
+argmax over all of them: ``head: plain``); components and head in one Adam group at 1e-3 with
+cosine decay. ``head: standardized`` is the suite's probe-started ``StandardizedHead`` (its
+earlier form); ``tune`` tries both heads and rates around the paper's. Components whose count
+exceeds the dimension start random (no orthogonal complement is left).
 """
 
 from __future__ import annotations
@@ -26,12 +30,12 @@ from models.prompts import (
     prefix_blocks,
     token_width,
 )
-from strategies.common import BackbonePlugin
+from strategies.prompting import HEADS, PromptPlugin
 from strategies.registry import register_strategy
 from strategies.storage import FP32, StorageItem, head_items
 
 
-class CodaPromptPlugin(BackbonePlugin):
+class CodaPromptPlugin(PromptPlugin):
     """CODA-Prompt's components in a frozen backbone (module docstring)."""
 
     def __init__(self, layers: list[int], per_task: int, length: int):
@@ -59,13 +63,14 @@ def coda_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
 
 @register_strategy(
     "coda-prompt",
-    hparams={"lr": 1e-2, "head_lr": 1e-3, "per_task": 10, "length": 8,
-             "layers": [0, 1, 2, 3, 4], "schedule": "cosine"},
-    search_space={"lr": [1e-3, 3e-3, 1e-2, 3e-2], "head_lr": [3e-4, 1e-3, 3e-3]},
-    defaults="paper+suite",
+    hparams={"lr": 1e-3, "lr_scaling": "none", "schedule": "cosine", "head": "plain",
+             "per_task": 10, "length": 8, "layers": [0, 1, 2, 3, 4]},
+    search_space={"lr": [3e-4, 1e-3, 3e-3], "head": list(HEADS)},
+    defaults="paper",
     storage=coda_storage,
     trains="10 new prompt components per task (prompt, key, attention vector at blocks 1-5), "
-           "weighted per sample by the [CLS] query + head; earlier components frozen",
+           "weighted per sample by the [CLS] query + a plain head (trunc-normal, not the "
+           "probe); earlier components frozen",
     keeps="fp32 components + head",
     forgets=True,
     paper="Smith et al., CVPR 2023",

@@ -42,7 +42,7 @@ from strategies.schedules import SCHEDULES, lr_factor
 
 ParamGroups = Callable[[nn.Module, int], list[dict]]  # (model, task) -> torch param groups
 
-OPTIMIZERS = ("adamw", "sgd")
+OPTIMIZERS = ("adamw", "adam", "sgd")
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -52,7 +52,10 @@ class BackbonePlugin(SupervisedPlugin):
     ``models.multitask.MultiTaskViT`` and keeps what :meth:`create` puts into it
     (``self.modules``: masks, adapters, low-rank updates, prompts). The per-task lifecycle is
     then the model's (``MultiTaskViT.adaptation`` / ``finish_task``) and the template's (one
-    optimizer per task); subclasses add losses and updates through further callbacks."""
+    optimizer per task); subclasses add losses and updates through further callbacks, and may
+    change the heads (:meth:`head_type`), the groups (:meth:`param_groups`) and ``optimizer``."""
+
+    optimizer = "adamw"  # the template's optimizer (``OPTIMIZERS``)
 
     def __init__(self):
         super().__init__()
@@ -84,17 +87,25 @@ class BackbonePlugin(SupervisedPlugin):
                           else m.parameters())]
 
     def template(self, backbone: nn.Module, settings: TrainSettings, hp: dict):
-        """The strategy on ``backbone``: this plugin installed in a ``MultiTaskViT``, each task
-        training :meth:`task_trainable` at ``hp["lr"]`` and its head at ``hp["head_lr"]``."""
-        model = MultiTaskViT(backbone)
+        """The strategy on ``backbone``: this plugin installed in a ``MultiTaskViT`` with
+        :meth:`head_type` heads, each task training :meth:`param_groups` with ``optimizer`` on
+        ``hp["schedule"]``."""
+        model = MultiTaskViT(backbone, head_type=self.head_type(hp))
         self.install(model)
+        return ContinualTemplate(
+            model=model, settings=settings, plugins=[self], optimizer=self.optimizer,
+            param_groups=lambda m, task: self.param_groups(m, task, hp, settings),
+            schedule=hp["schedule"])
 
-        def groups(m: nn.Module, task: int) -> list[dict]:
-            return [{"params": self.task_trainable(task), "lr": hp["lr"]},
-                    {"params": list(m.heads[str(task)].parameters()), "lr": hp["head_lr"]}]
+    def head_type(self, hp: dict) -> type[nn.Linear]:
+        """The class of a new task's head."""
+        return StandardizedHead
 
-        return ContinualTemplate(model=model, settings=settings, plugins=[self],
-                                 param_groups=groups, schedule=hp["schedule"])
+    def param_groups(self, model: nn.Module, task: int, hp: dict,
+                     settings: TrainSettings) -> list[dict]:
+        """:meth:`task_trainable` at ``hp["lr"]``, the task's head at ``hp["head_lr"]``."""
+        return [{"params": self.task_trainable(task), "lr": hp["lr"]},
+                {"params": list(model.heads[str(task)].parameters()), "lr": hp["head_lr"]}]
 
     def before_training(self, strategy, **kwargs):
         name = type(self).__name__
@@ -122,6 +133,8 @@ class PerTaskPlugin(BackbonePlugin):
 def build_optimizer(name: str, groups: list[dict], weight_decay: float, momentum: float):
     if name == "adamw":
         return torch.optim.AdamW(groups, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(groups, weight_decay=weight_decay)
     return torch.optim.SGD(groups, momentum=momentum, weight_decay=weight_decay)
 
 
@@ -133,8 +146,9 @@ def silent_evaluator() -> EvaluationPlugin:
 
 
 class ContinualTemplate(SupervisedTemplate):
-    """``SupervisedTemplate`` that rebuilds its optimizer (AdamW, or SGD with ``momentum``) and its
-    learning-rate ``schedule`` (``strategies.schedules.SCHEDULES``) for every training experience.
+    """``SupervisedTemplate`` that rebuilds its optimizer (AdamW, Adam, or SGD with ``momentum``)
+    and its learning-rate ``schedule`` (``strategies.schedules.SCHEDULES``) for every training
+    experience.
 
     ``param_groups(model, task)`` returns the torch parameter groups that train ``task`` (each
     with its ``lr``, optionally its own ``weight_decay``); they, and only they, require

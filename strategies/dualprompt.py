@@ -3,20 +3,31 @@ and an expert prefix per task in the next ones, the expert chosen by query-key m
 task id is given (``models.prompt_pools.GeneralPrefix``, ``ExpertPrefixes``).
 
 Prefix-tuning (``models.prompts``): a prefix of length L puts L key and L value entries in front
-of a layer's own. G-prefix: L_g = 5 at blocks 1-2 (``g_layers: [0, 1]``); E-prefix: L_e = 20 at
-blocks 3-5 (``e_layers: [2, 3, 4]``), the paper's lengths and layers; a shallower backbone gets
-the layers it has (an error if no E-layer exists). Each task trains the G-prefix, its own
-E-prefix and key (pulled to the queries by 1 x (1 - cos(q, k_t)), the official code's
-coefficient) and its head; earlier heads and experts are frozen. The G-prefix keeps training on
-every task, so the strategy can forget. Features: the class token.
+of a layer's own. G-prefix: L_g = 5 at blocks 1-2 (``g_layers: [0, 1]``); E-prefix: L_e = 5 at
+blocks 3-5 (``e_layers: [2, 3, 4]``), the official CIFAR-100 configuration (its ImageNet-R one
+has L_e = 20); a shallower backbone gets the layers it has (an error if no E-layer exists). Each
+task trains the G-prefix, its own E-prefix and key (pulled to the queries by 1 x (1 - cos(q,
+k_t)), the official code's coefficient) and its head; earlier heads and experts are frozen. A new
+task's E-prefix starts as a copy of the previous task's (the official ``shared_prompt_pool``; its
+key starts U(-1, 1): ``shared_prompt_key`` is off there). The G-prefix keeps training on every
+task, so the strategy can forget. Features: the class token. The query is the frozen backbone's
+[CLS] features in evaluation mode without prompts (``models.prompts.compute_query``).
+
+Paper form (``strategies.prompting``, registered): one plain classifier over the classes seen,
+trunc-normal 0.02, bias 0, other tasks' logits masked in training (a plain head per task, the
+argmax over all of them: ``head: plain``); prefixes, keys and head in one Adam group at
+0.03 x batch / 256, constant (the official code's rule). One length for keys and values (the
+official PyTorch code's form); prompts and keys start U(-1, 1).
 
 Settings. With task ids (task-incremental) a sample uses its task's expert (the paper's
 oracle); without (``--task-agnostic``, DualPrompt's own setting) the expert whose key is the most
-cosine-similar to the query, then one classifier over every class seen (``max_logit``).
+cosine-similar to the query, then the argmax over every class seen (``max_logit``).
 
-Choices left open or changed for this suite: one length for keys and values (the official
-PyTorch code's form); prompts and keys U(-1, 1); AdamW with cosine decay (the paper: Adam,
-constant), prompts and keys at one searched rate, the head at another.
+Choices, each a hyperparameter: ``batchwise_prompt`` (default off: the expert is chosen per
+sample, as the paper defines it; on, the official code's vote: the whole batch takes the expert
+most of its samples choose, which uses that a test batch comes from one task); ``head:
+standardized``, the suite's probe-started ``StandardizedHead`` (its earlier form); ``tune`` tries
+both heads and rates around the official one.
 """
 
 from __future__ import annotations
@@ -29,7 +40,7 @@ from models.prompts import (
     prefix_blocks,
     token_width,
 )
-from strategies.common import BackbonePlugin
+from strategies.prompting import HEADS, PromptPlugin
 from strategies.registry import register_strategy
 from strategies.storage import FP32, StorageItem, head_items
 
@@ -43,7 +54,7 @@ def layer_blocks(backbone, hp: dict) -> tuple[list, list]:
             prefix_blocks(backbone, hp["e_layers"], "dualprompt e_layers"))
 
 
-class DualPromptPlugin(BackbonePlugin):
+class DualPromptPlugin(PromptPlugin):
     """DualPrompt's prefixes in a frozen backbone (module docstring)."""
 
     def __init__(self, hp: dict):
@@ -54,7 +65,8 @@ class DualPromptPlugin(BackbonePlugin):
         hp, query, d = self.hp, install_query(backbone), token_width(backbone)
         g_blocks, e_blocks = layer_blocks(backbone, hp)
         general = GeneralPrefix(len(g_blocks), hp["g_length"], d, query)
-        experts = ExpertPrefixes(len(e_blocks), hp["e_length"], d, hp["match_weight"], query)
+        experts = ExpertPrefixes(len(e_blocks), hp["e_length"], d, hp["match_weight"], query,
+                                 hp["batchwise_prompt"])
         backbone.dualprompt_general, backbone.dualprompt_experts = general, experts
         for owner, blocks in ((general, g_blocks), (experts, e_blocks)):
             for i, block in enumerate(blocks):
@@ -77,14 +89,16 @@ def dualprompt_shared_storage(backbone, hp: dict) -> list[StorageItem]:
 
 @register_strategy(
     "dualprompt",
-    hparams={"lr": 1e-2, "head_lr": 1e-3, "g_length": 5, "e_length": 20, "g_layers": [0, 1],
-             "e_layers": [2, 3, 4], "match_weight": 1.0, "schedule": "cosine"},
-    search_space={"lr": [1e-3, 3e-3, 1e-2, 3e-2], "head_lr": [3e-4, 1e-3, 3e-3]},
-    defaults="paper+suite",
+    hparams={"lr": 0.03, "lr_scaling": "linear", "schedule": "constant", "head": "plain",
+             "g_length": 5, "e_length": 5, "g_layers": [0, 1], "e_layers": [2, 3, 4],
+             "match_weight": 1.0, "batchwise_prompt": False},
+    search_space={"lr": [0.01, 0.03, 0.1], "head": list(HEADS)},
+    defaults="paper+code",
     storage=dualprompt_storage,
     shared_storage=dualprompt_shared_storage,
-    trains="a shared general prefix (blocks 1-2) + a per-task expert prefix (blocks 3-5) with a "
-           "key + head; backbone frozen",
+    trains="a shared general prefix (blocks 1-2) + a per-task expert prefix (blocks 3-5, started "
+           "from the previous task's) with a key + a plain head (trunc-normal, not the probe); "
+           "backbone frozen",
     keeps="fp32 expert prefix and key + head (general prefix shared)",
     forgets=True,
     paper="Wang et al., ECCV 2022",

@@ -23,6 +23,11 @@ standardization following the features (``models.heads.StandardizedHead``) a pro
 helps the strategies that fine-tune the whole backbone (measured on validation data:
 docs/strategies.md, "Heads"). A strategy may register ``head_init="random"``; ``--head-init
 random`` forces random heads everywhere.
+
+``head_init`` starts standardized heads only. A plain head (``models.heads.PlainHead``: the prompt
+methods' paper form, their ``head: plain``) keeps its own trunc-normal start whatever
+``head_init`` says: it has no standardization to start, and the probe folded into it would have
+the huge weights ``models.heads`` explains. The probe references are computed for it all the same.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 from torch.utils.data import DataLoader, Dataset
 
-from models.heads import C_GRID, LinearProbe, fit_linear_probe
+from models.heads import C_GRID, LinearProbe, StandardizedHead, fit_linear_probe
 from strategies.registry import HEAD_INITS
 
 
@@ -61,7 +66,8 @@ def task_features(features, dataset: Dataset, device, batch_size: int = 1024,
 
 
 class ProbeHeadPlugin(SupervisedPlugin):
-    """Fit the probe reference for each new task; optionally start the head from it.
+    """Fit the probe reference for each new task; start a standardized head from it (weights
+    too with ``head_init="probe"``; a plain head is left as created: module docstring).
 
     ``benchmark`` must have a ``test_stream`` aligned with ``train_stream`` (experience i of each
     is task i, as ``benchmarks.streams.Stream.to_benchmark`` builds them); a ``valid_stream``
@@ -99,7 +105,8 @@ class ProbeHeadPlugin(SupervisedPlugin):
         model, device = strategy.model, strategy.device
         was_training = model.training
         model.eval()
-        n_classes = model.heads[str(task)].out_features
+        head = model.heads[str(task)]
+        n_classes = head.out_features
         as_eval = {"inputs": getattr(strategy, "inputs", None),
                    "autocast": getattr(strategy, "autocast", nullcontext)}
         valid = getattr(self.benchmark, "valid_stream", None)
@@ -116,10 +123,11 @@ class ProbeHeadPlugin(SupervisedPlugin):
             reference, (_, _, te) = self.fit(self.reference, datasets, n_classes, device,
                                              as_eval, f"{where}: random-init probe")
             self.random_probe_acc[i] = reference.accuracy(*te)
-        if self.head_init == "probe":
-            probe.copy_into(model.heads[str(task)])
-        else:
-            model.heads[str(task)].set_statistics(probe.mean, probe.std)
+        if isinstance(head, StandardizedHead):  # a plain head keeps its own start
+            if self.head_init == "probe":
+                probe.copy_into(head)
+            else:
+                head.set_statistics(probe.mean, probe.std)
         model.train(was_training)
         self.seconds += time.perf_counter() - start
 

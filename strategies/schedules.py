@@ -2,8 +2,9 @@
 
 Rates. Papers that train with the DeiT recipe give a *base* rate at batch 1024 and scale it
 linearly with the batch: lr = base x batch / 1024 (:func:`linear_scaled`, from the run's actual
-batch size). Binary masks learned through Gumbel logits (MEAT) have two logits per entry in the
-paper, (t_keep, t_drop), and one logit d = t_keep - t_drop here (``models.masks.GumbelRule``).
+batch size); L2P's and DualPrompt's code scale theirs the same way from batch 256
+(``reference``). Binary masks learned through Gumbel logits (MEAT) have two logits per entry in
+the paper, (t_keep, t_drop), and one logit d = t_keep - t_drop here (``models.masks.GumbelRule``).
 For the same loss, dL/dt_keep = dL/dd and dL/dt_drop = -dL/dd, so Adam's moment estimates of the
 two logits are mirror images (m_keep = -m_drop, v_keep = v_drop) and each step moves them by
 the same amount in opposite directions: Delta(t_keep - t_drop) = 2 x (Adam's step at lr). A single
@@ -49,11 +50,12 @@ STEP_AT, STEP_FACTOR = 0.5, 0.1
 LR_SCALINGS = ("linear", "none")
 
 
-def linear_scaled(base: float, batch_size: int, scaling: str = "linear") -> float:
-    """base x batch / 1024 (``scaling="linear"``), or ``base`` unchanged (``"none"``)."""
+def linear_scaled(base: float, batch_size: int, scaling: str = "linear",
+                  reference: int = REFERENCE_BATCH) -> float:
+    """base x batch / reference (``scaling="linear"``), or ``base`` unchanged (``"none"``)."""
     if scaling not in LR_SCALINGS:
         raise ValueError(f"lr scaling must be one of {LR_SCALINGS}, got {scaling!r}")
-    return base * batch_size / REFERENCE_BATCH if scaling == "linear" else base
+    return base * batch_size / reference if scaling == "linear" else base
 
 
 def one_logit_lr(two_logit_lr: float) -> float:

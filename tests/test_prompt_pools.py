@@ -155,6 +155,7 @@ def test_dualprompt_without_a_task_id_uses_the_expert_its_key_chooses():
     with torch.no_grad():
         q = bb.forward_head(bb.forward_features(x), pre_logits=True)
         experts.per_task["task_1"].key.copy_(q.mean(0))  # every sample's query points to task 1
+        experts.per_task["task_1"].prompts.add_(1.0)  # it started as task 0's: make it differ
         experts.per_task["task_0"].key.copy_(-q.mean(0))
         agnostic = model.forward_all_tasks(x)
         given = model(x, 1)
@@ -173,7 +174,7 @@ def test_storage_bills_counted_by_hand():
     assert only_head.entries == head
     hp = resolve_hparams("dualprompt")  # G at blocks 0-1, E at 2-4: blocks 2 and 3 exist
     expert, key, h = get_strategy("dualprompt").storage(bb, 10, hp)
-    assert (expert.entries, key.entries, h.entries) == (2 * 2 * 20 * d, d, head)
+    assert (expert.entries, key.entries, h.entries) == (2 * 2 * 5 * d, d, head)
     (general,) = get_strategy("dualprompt").shared_storage(bb, hp)
     assert general.entries == 2 * 2 * 5 * d
     components, h = get_strategy("coda-prompt").storage(bb, 10, resolve_hparams("coda-prompt"))

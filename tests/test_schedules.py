@@ -120,7 +120,7 @@ def test_registered_rates_are_scaled_to_the_budget_and_labelled():
     assert meat.hparams["token_mask_lr"] == pytest.approx(0.1 * f)
     assert meat.hparams["head_lr"] == pytest.approx(5e-4 * f)
     # tuned values are kept as they are (the standard suite's), and so is a user's rate
-    standard = [c for c in expand(load_suite("standard")) if c.strategy == "meat"][0]
+    standard = expand({**load_suite("standard"), "strategies": ["meat"]})[0]
     assert standard.hparams_source == "tuned" and standard.hparams["token_mask_lr"] == 6.4
     hp, factor = budget_hparams("meat", {**meat.hparams, "token_mask_lr": 0.1},
                                 {"token_mask_lr"}, epochs=1, steps_per_task=150, batch_size=32)
