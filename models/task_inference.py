@@ -19,13 +19,14 @@ task. The rules (:data:`RULES`):
   so heads folded with different feature scales compare (|m_t|, kept away from 0).
 - ``mahalanobis`` — the replay-free Mahalanobis term of TPL/MORE: on a task-independent view of
   the input (the frozen starting backbone, without any task's masks or modules), t^ = argmin_t
-  min_c (f - mu_t,c)^T P (f - mu_t,c) over the class means mu_t,c of every task's training
-  features. P is the inverse of a covariance estimated from the within-class scatter
-  (``covariance``): ``shared`` (default: pooled over the tasks seen; one d x d estimate from
-  every class, the steadiest with a few hundred images per task), ``task`` (task t's own, P_t,
-  TPL's form) or ``diagonal`` (pooled variances only). Each estimate is shrunk toward its mean
-  variance, (1 - a) S + a tr(S)/d I (``shrinkage`` a = 0.1), so it inverts with fewer samples
-  than dimensions.
+  min_c (f - mu_t,c)^T P_t (f - mu_t,c) over the class means mu_t,c of every task's training
+  features. P_t is the inverse of a covariance estimated from the within-class scatter, one rule
+  per estimate (:data:`MAHALANOBIS_COVARIANCE`): ``mahalanobis`` pools it over the tasks seen
+  (one d x d estimate from every class, the steadiest with a few hundred images per task),
+  ``mahalanobis_task`` uses task t's own (TPL's form) and ``mahalanobis_diagonal`` the pooled
+  variances only. Each estimate is shrunk toward its mean variance, (1 - a) S + a tr(S)/d I
+  (``shrinkage`` a, default :data:`SHRINKAGE`), so it inverts with fewer samples than
+  dimensions; which estimate a run uses is chosen on validation data like every rule.
 
 ``entropy_batch`` (:data:`BATCH_RULES`) is SupSup's lowest-entropy task chosen once per test
 batch, from the batch-mean entropy: it assumes every test batch comes from one task (true of
@@ -43,14 +44,19 @@ from dataclasses import dataclass
 
 import torch
 
-RULES = ("max_logit", "entropy", "calibrated_max_logit", "mahalanobis")
+MAHALANOBIS_COVARIANCE = {"mahalanobis": "shared", "mahalanobis_task": "task",
+                          "mahalanobis_diagonal": "diagonal"}
+RULES = ("max_logit", "entropy", "calibrated_max_logit", *MAHALANOBIS_COVARIANCE)
 BATCH_RULES = ("entropy_batch",)
-COVARIANCES = ("shared", "task", "diagonal")
+COVARIANCES = tuple(MAHALANOBIS_COVARIANCE.values())
+SHRINKAGE = 0.1
 RULE_LABELS = {
     "max_logit": "largest logit over every head (one growing classifier)",
     "entropy": "SupSup's entropy criterion, per sample",
     "calibrated_max_logit": "TPL's calibrated max logit (per-task mean on its training data)",
-    "mahalanobis": "TPL's Mahalanobis distance to class means on the frozen backbone",
+    "mahalanobis": "TPL's Mahalanobis distance on the frozen backbone, pooled covariance",
+    "mahalanobis_task": "TPL's Mahalanobis distance on the frozen backbone, per-task covariance",
+    "mahalanobis_diagonal": "TPL's Mahalanobis distance on the frozen backbone, pooled variances",
     "entropy_batch": "SupSup's lowest entropy per test batch (assumes one task per batch)",
 }
 
@@ -101,7 +107,7 @@ def shrunk(cov: torch.Tensor, shrinkage: float) -> torch.Tensor:
 
 
 def precisions(stats: list[TaskStatistics], covariance: str = "shared",
-               shrinkage: float = 0.1) -> list[torch.Tensor]:
+               shrinkage: float = SHRINKAGE) -> list[torch.Tensor]:
     """One precision matrix per task (the same one for ``shared`` and ``diagonal``)."""
     if covariance not in COVARIANCES:
         raise ValueError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
@@ -148,10 +154,11 @@ def infer(scores: dict[int, torch.Tensor], rule: str,
           precision: dict[int, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(inferred task, predicted label) per sample from ``{task: logits (B, K_task)}``.
 
-    ``calibrated_max_logit`` needs every task's ``stats``; ``mahalanobis`` also the batch's
-    task-independent ``frozen_feats`` and a ``precision`` per task (:func:`precisions`)."""
+    ``calibrated_max_logit`` needs every task's ``stats``; the Mahalanobis rules also the batch's
+    task-independent ``frozen_feats`` and a ``precision`` per task (:func:`precisions` of the
+    rule's covariance)."""
     tasks = sorted(scores)
-    if rule == "mahalanobis":
+    if rule in MAHALANOBIS_COVARIANCE:
         confidence = mahalanobis_confidence(frozen_feats, [stats[t] for t in tasks],
                                             [precision[t] for t in tasks])
     else:

@@ -248,7 +248,8 @@ def task_agnostic_table(records: list[dict]) -> pd.DataFrame:
                 return f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" if len(v) > 1 else f"{v[0]:.1f}"
 
             d = reference_difference(recs, arms, (stream, backbone, label), "cil_final_avg_acc")
-            vs_simplecil = within_run_difference(runs, "cil_last_acc", "simplecil_last_acc")
+            vs = {name: within_run_difference(runs, "cil_last_acc", f"{name}_last_acc")
+                  for name in CIL_REFERENCES}
             rows.append({"stream": stream, "backbone": backbone, "strategy": label,
                          "task-incremental acc %": pm("final_avg_acc"),
                          "class-incremental acc %": pm("cil_final_avg_acc"),
@@ -257,13 +258,13 @@ def task_agnostic_table(records: list[dict]) -> pd.DataFrame:
                          "class-inc. forgetting %": pm("cil_forgetting"),
                          "task inference %": pm("task_inference_acc"),
                          f"class-inc. vs {REFERENCE} % [95% CI]": d.format() if d else "--",
-                         "last acc vs SimpleCIL % [95% CI]": (vs_simplecil.format()
-                                                              if vs_simplecil else "--"),
+                         **{column: vs[name].format() if vs[name] else "--"
+                            for name, column in VS_REFERENCE_COLUMNS.items()},
                          "rule": runs[0].get("task_inference", "--"),
                          "every sample to": collapse_label(runs), "n": len(runs)})
         rows += reference_rows(stream, backbone, recs)
     table = pd.DataFrame(rows)
-    new = ["last acc %", "avg inc. acc %", "last acc vs SimpleCIL % [95% CI]"]
+    new = ["last acc %", "avg inc. acc %", *VS_REFERENCE_COLUMNS.values()]
     if not table.empty and (table[new] == "--").all().all():  # records from before they existed
         table = table.drop(columns=new)
     return table
@@ -271,6 +272,8 @@ def task_agnostic_table(records: list[dict]) -> pd.DataFrame:
 
 CIL_REFERENCES = {"simplecil": "SimpleCIL (reference)",
                   "joint": "joint probe (frozen features)"}
+VS_REFERENCE_COLUMNS = {"simplecil": "last acc vs SimpleCIL % [95% CI]",
+                        "joint": "last acc vs joint probe % [95% CI]"}
 
 
 def within_run_difference(runs: list[dict], metric: str, reference: str
@@ -286,8 +289,7 @@ def within_run_difference(runs: list[dict], metric: str, reference: str
 def reference_rows(stream: str, backbone: str, records: list[dict]) -> list[dict]:
     """One row per class-incremental reference (SimpleCIL, the joint probe) of the runs of one
     (stream, backbone): one run per seed (every run of a seed computes the same reference on the
-    same frozen starting backbone); the joint probe's row has its paired difference to
-    SimpleCIL."""
+    same frozen starting backbone), each with its paired difference to the other."""
     per_seed = {r["config"]["seed"]: r for r in records if "simplecil_last_acc" in r["metrics"]}
     runs = [per_seed[s] for s in sorted(per_seed)]
     if not runs:
@@ -300,14 +302,14 @@ def reference_rows(stream: str, backbone: str, records: list[dict]) -> list[dict
         def pm(x):
             return f"{x.mean():.1f} ± {x.std(ddof=1):.1f}" if len(x) > 1 else f"{x[0]:.1f}"
 
-        d = within_run_difference(runs, f"{name}_last_acc", "simplecil_last_acc")
         rows.append({"stream": stream, "backbone": backbone, "strategy": label,
                      "task-incremental acc %": "--", "class-incremental acc %": "--",
                      "last acc %": pm(v), "avg inc. acc %": pm(inc),
                      "class-inc. forgetting %": "--", "task inference %": "--",
                      f"class-inc. vs {REFERENCE} % [95% CI]": "--",
-                     "last acc vs SimpleCIL % [95% CI]": ("0" if name == "simplecil"
-                                                          else d.format()),
+                     **{column: "0" if other == name else within_run_difference(
+                         runs, f"{name}_last_acc", f"{other}_last_acc").format()
+                        for other, column in VS_REFERENCE_COLUMNS.items()},
                      "rule": "--", "every sample to": "--", "n": len(runs)})
     return rows
 

@@ -28,7 +28,9 @@ import torch
 from models.heads import fit_linear_probe
 from models.task_inference import (
     BATCH_RULES,
+    MAHALANOBIS_COVARIANCE,
     RULES,
+    SHRINKAGE,
     TaskStatistics,
     cosine_nearest_mean,
     infer,
@@ -54,11 +56,10 @@ class ClassIncrementalEval:
     labels. After training task i, :meth:`after_task` computes row i."""
 
     def __init__(self, strategy, frozen: torch.nn.Module, tasks: list, labels: list[int],
-                 own_rule: str, probe_cache=None, covariance: str = "shared",
-                 shrinkage: float = 0.1):
+                 own_rule: str, probe_cache=None, shrinkage: float = SHRINKAGE):
         self.strategy, self.frozen = strategy, frozen.eval().requires_grad_(False)
         self.tasks, self.labels, self.own_rule = tasks, labels, own_rule
-        self.probe_cache, self.covariance, self.shrinkage = probe_cache, covariance, shrinkage
+        self.probe_cache, self.shrinkage = probe_cache, shrinkage
         T = len(tasks)
         self.stats: dict[int, TaskStatistics] = {}
         self.rules = {rule: {"cil_acc_matrix": empty(T), "task_inference_matrix": empty(T),
@@ -105,8 +106,9 @@ class ClassIncrementalEval:
         """Row i of every rule's matrices (test) and validation accuracy, and of the
         references."""
         seen = [self.labels[j] for j in range(i + 1)]
-        precision = dict(zip(seen, precisions([self.stats[t] for t in seen], self.covariance,
-                                              self.shrinkage), strict=True))
+        precision = {rule: dict(zip(seen, precisions([self.stats[t] for t in seen], covariance,
+                                                     self.shrinkage), strict=True))
+                     for rule, covariance in MAHALANOBIS_COVARIANCE.items()}
         val_right = dict.fromkeys(ALL_RULES, 0)
         val_n = 0
         for j in range(i + 1):
@@ -129,7 +131,8 @@ class ClassIncrementalEval:
 
     @torch.inference_mode()
     def counts(self, j: int, split: str, precision: dict) -> tuple[dict, dict, int]:
-        """Per rule, (right class, right task) counts on task j's ``split``, and its size."""
+        """Per rule, (right class, right task) counts on task j's ``split``, and its size
+        (``precision``: per Mahalanobis rule, its precision matrix per task)."""
         s, task = self.strategy, self.labels[j]
         frozen_feats, _ = self.frozen_features(j, split)
         right_class, right_task = dict.fromkeys(ALL_RULES, 0), dict.fromkeys(ALL_RULES, 0)
@@ -140,7 +143,7 @@ class ClassIncrementalEval:
             f = frozen_feats[start: start + len(y)]
             start += len(y)
             for rule in ALL_RULES:
-                pred_task, pred_label = infer(scores, rule, self.stats, f, precision)
+                pred_task, pred_label = infer(scores, rule, self.stats, f, precision.get(rule))
                 hit = pred_task.cpu() == task
                 right_task[rule] += int(hit.sum())
                 right_class[rule] += int((hit & (pred_label.cpu() == y)).sum())

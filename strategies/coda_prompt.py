@@ -16,8 +16,9 @@ Paper form (``strategies.prompting``, registered): one plain classifier over the
 trunc-normal 0.02, bias 0, past classes' logits masked in training (a plain head per task, the
 argmax over all of them: ``head: plain``); components and head in one Adam group at 1e-3 with
 cosine decay. ``head: standardized`` is the suite's probe-started ``StandardizedHead`` (its
-earlier form); ``tune`` tries both heads and rates around the paper's. Components whose count
-exceeds the dimension start random (no orthogonal complement is left).
+earlier form). ``tune`` tries rates around the paper's with the paper's head only (scored with
+task ids it would pick the standardized head, which is not the paper's form). Components whose
+count exceeds the dimension start random (no orthogonal complement is left).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from models.prompts import (
     prefix_blocks,
     token_width,
 )
-from strategies.prompting import HEADS, PromptPlugin
+from strategies.prompting import PromptPlugin
 from strategies.registry import register_strategy
 from strategies.storage import FP32, StorageItem, head_items
 
@@ -65,7 +66,7 @@ def coda_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
     "coda-prompt",
     hparams={"lr": 1e-3, "lr_scaling": "none", "schedule": "cosine", "head": "plain",
              "per_task": 10, "length": 8, "layers": [0, 1, 2, 3, 4]},
-    search_space={"lr": [3e-4, 1e-3, 3e-3], "head": list(HEADS)},
+    search_space={"lr": [3e-4, 1e-3, 3e-3]},
     defaults="paper",
     storage=coda_storage,
     trains="10 new prompt components per task (prompt, key, attention vector at blocks 1-5), "

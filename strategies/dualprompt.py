@@ -26,8 +26,9 @@ cosine-similar to the query, then the argmax over every class seen (``max_logit`
 Choices, each a hyperparameter: ``batchwise_prompt`` (default off: the expert is chosen per
 sample, as the paper defines it; on, the official code's vote: the whole batch takes the expert
 most of its samples choose, which uses that a test batch comes from one task); ``head:
-standardized``, the suite's probe-started ``StandardizedHead`` (its earlier form); ``tune`` tries
-both heads and rates around the official one.
+standardized``, the suite's probe-started ``StandardizedHead`` (its earlier form). ``tune`` tries
+rates around the official one with the paper's head only (scored with task ids it would pick the
+standardized head, which is not the paper's form).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from models.prompts import (
     prefix_blocks,
     token_width,
 )
-from strategies.prompting import HEADS, PromptPlugin
+from strategies.prompting import PromptPlugin
 from strategies.registry import register_strategy
 from strategies.storage import FP32, StorageItem, head_items
 
@@ -92,7 +93,7 @@ def dualprompt_shared_storage(backbone, hp: dict) -> list[StorageItem]:
     hparams={"lr": 0.03, "lr_scaling": "linear", "schedule": "constant", "head": "plain",
              "g_length": 5, "e_length": 5, "g_layers": [0, 1], "e_layers": [2, 3, 4],
              "match_weight": 1.0, "batchwise_prompt": False},
-    search_space={"lr": [0.01, 0.03, 0.1], "head": list(HEADS)},
+    search_space={"lr": [0.01, 0.03, 0.1]},
     defaults="paper+code",
     storage=dualprompt_storage,
     shared_storage=dualprompt_shared_storage,

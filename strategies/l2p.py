@@ -23,7 +23,8 @@ Choices, each a hyperparameter:
   which uses that a test batch comes from one task (a prediction then depends on the other
   samples of its batch).
 - ``head: standardized``: the suite's probe-started ``StandardizedHead`` instead (its earlier
-  form); ``tune`` tries both heads and rates around the official one.
+  form). ``tune`` tries rates around the official one with the paper's head only (scored with
+  task ids it would pick the standardized head, which is not the paper's form).
 - Prompts carry no position embedding (the pre-trained table has none for them).
 - Without task ids (``--task-agnostic``): the argmax over every class seen (``max_logit``),
   L2P's own setting.
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 from models.prompt_pools import L2PPool
 from models.prompts import UNPROMPTABLE, attach_shallow_prompts, install_query, token_width
-from strategies.prompting import HEADS, PromptPlugin
+from strategies.prompting import PromptPlugin
 from strategies.registry import register_strategy
 from strategies.storage import FP32, StorageItem, head_only_storage
 
@@ -78,7 +79,7 @@ def l2p_shared_storage(backbone, hp: dict) -> list[StorageItem]:
     hparams={"lr": 0.03, "lr_scaling": "linear", "schedule": "constant", "head": "plain",
              "size": 10, "length": 5, "top_n": 5, "pull_weight": 0.1, "pooling": "prompts",
              "batchwise_prompt": False},
-    search_space={"lr": [0.01, 0.03, 0.1], "head": list(HEADS)},
+    search_space={"lr": [0.01, 0.03, 0.1]},
     defaults="paper+code",
     storage=head_only_storage,
     shared_storage=l2p_shared_storage,

@@ -53,7 +53,9 @@ def test_the_standard_stream_needs_pre_training():
     """mnist5k-nuisance5: the probe on pre-trained features beats the probe on a randomly
     initialized backbone by >= 10 points on average, and one fine-tuned copy per task beats the
     pre-trained probe by >= 5 points (means over tasks and seeds, per backbone)."""
-    records = find_records([DATA / "runs"])
+    records = [r for r in find_records([DATA / "runs"])
+               if r["config"]["stream"] == "mnist5k-nuisance5"]
+    assert records
     for backbone in {r["config"]["backbone"] for r in records}:
         mine = [r for r in records if r["config"]["backbone"] == backbone]
         classifier = [r for r in mine if r["config"]["strategy"] == "classifier"]

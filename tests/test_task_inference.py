@@ -10,6 +10,7 @@ from benchmarks.runner import run_one
 from benchmarks.suitefile import load_suite
 from benchmarks.suites import expand
 from models.task_inference import (
+    MAHALANOBIS_COVARIANCE,
     RULES,
     TaskStatistics,
     cosine_nearest_mean,
@@ -78,6 +79,24 @@ def test_mahalanobis_picks_the_task_of_the_nearest_class_mean_under_the_covarian
     task, label = infer(scores, "mahalanobis", stats, feats, {0: p0, 1: p1})
     # the task comes from the frozen features, the label from that task's own head
     assert task.tolist() == [0, 1, 0] and label.tolist() == [1, 0, 1]
+
+
+def test_the_mahalanobis_rules_differ_by_their_covariance_estimate():
+    # task 0 (mean at x = 0) varies 9 along x, task 1 (mean at x = 4) varies 1: (2.5, 0) is
+    # 2.5^2/9 = 0.69 from task 0 and 1.5^2 = 2.25 from task 1 under each task's own covariance
+    # (TPL's form: task 0), but 2.5^2/5 = 1.25 against 1.5^2/5 = 0.45 under the pooled one
+    # (variance (9 + 1)/2 along x: task 1), and the same under the pooled diagonal
+    stretched = torch.diag(torch.tensor([9.0, 1.0])) * 100  # 101 samples, 1 class: dof 100
+    stats = {0: stats_of([[0.0, 0.0]], count=101, scatter=stretched),
+             1: stats_of([[4.0, 0.0]], count=101, scatter=torch.eye(2) * 100)}
+    feats = torch.tensor([[2.5, 0.0]])
+    scores = {0: torch.zeros(1, 1), 1: torch.zeros(1, 1)}
+    picked = {}
+    for rule, covariance in MAHALANOBIS_COVARIANCE.items():
+        p = precisions([stats[0], stats[1]], covariance, shrinkage=0.0)
+        picked[rule] = infer(scores, rule, stats, feats, dict(enumerate(p)))[0].item()
+    assert picked == {"mahalanobis": 1, "mahalanobis_task": 0, "mahalanobis_diagonal": 1}
+    assert set(MAHALANOBIS_COVARIANCE) <= set(RULES)  # each is chosen on validation
 
 
 def test_task_statistics_are_class_means_and_within_class_scatter():
