@@ -44,6 +44,7 @@ from results.tables import (
     per_task_table,
     probe_note,
     readable_summary,
+    rules_table,
     safe_name,
     summary,
     task_agnostic_table,
@@ -51,6 +52,10 @@ from results.tables import (
     to_csv,
     to_markdown,
 )
+
+RULES_NOTE = ("Every task-inference rule on every run (strategies.md, \"Without task ids\"): last "
+              "accuracy % over every seen class (task inferred right %); * the rule chosen on "
+              "validation.")
 
 
 def write_frame(df: pd.DataFrame, out: Path, name: str, index: bool = True,
@@ -92,6 +97,9 @@ def write_tables(records: list[dict], out: Path) -> list[Path]:
     if not agnostic.empty:
         paths += write_frame(agnostic, out, "task_agnostic", index=False,
                              note=chance_note(records))
+    rules = rules_table(records)
+    if not rules.empty:
+        paths += write_frame(rules, out, "task_inference_rules", index=False, note=RULES_NOTE)
     for (stream, backbone), recs in group_records(records).items():
         table = per_task_table(recs)
         table.index.name = f"{backbone} / {stream}"

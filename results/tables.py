@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from results.metrics import final_chance
+from results.metrics import final_chance, last_accuracy
 from results.stats import PairedDifference, paired_difference
 
 SUMMARY_COLUMNS = ("final_avg_acc", "avg_incremental_acc", "forgetting", "bwt", "above_probe",
@@ -312,6 +312,28 @@ def reference_rows(stream: str, backbone: str, records: list[dict]) -> list[dict
                         for other, column in VS_REFERENCE_COLUMNS.items()},
                      "rule": "--", "every sample to": "--", "n": len(runs)})
     return rows
+
+
+def rules_table(records: list[dict]) -> pd.DataFrame:
+    """Per (stream, backbone, strategy) evaluated without task ids, every task-inference rule's
+    last accuracy and, in parentheses, its task-inference accuracy after the last task (means
+    over seeds, %); ``*`` marks the rule the runs chose on validation (every run chose it). Empty
+    for records from before every rule was kept."""
+    records = [r for r in records if "task_inference_rules" in r]
+    rows = []
+    for (stream, backbone), recs in group_records(records).items():
+        for label, runs in by_arm(recs).items():
+            sizes = [[task["n_test"] for task in r["tasks"]] for r in runs]
+            row = {"stream": stream, "backbone": backbone, "strategy": label}
+            for rule in runs[0]["task_inference_rules"]:
+                mats = [r["task_inference_rules"][rule] for r in runs]
+                last = np.mean([last_accuracy(m["cil_acc_matrix"], n)
+                                for m, n in zip(mats, sizes, strict=True)])
+                inferred = np.mean([task_mean(m["task_inference_matrix"][-1]) for m in mats])
+                chosen = all(r["task_inference"] == rule for r in runs)
+                row[rule] = f"{100 * last:.1f} ({100 * inferred:.1f}){'*' if chosen else ''}"
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def collapsed_task(record: dict) -> int | None:

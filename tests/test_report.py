@@ -371,3 +371,26 @@ def test_timing_note_names_missing_or_mixed_conditions():
     assert timing_conditions(recs[2]) == "1 threads, 2 CPUs, loaded"
     assert timing_note(recs) == ("Training times mix conditions: 1 threads, 2 CPUs (2 runs); "
                                  "1 threads, 2 CPUs, loaded (1 run): compare like with like.")
+
+
+def test_the_rules_table_gives_every_rules_sample_weighted_last_accuracy(tmp_path):
+    from results.tables import rules_table
+
+    def run(seed, chosen):
+        r = _agnostic(_record("meat", seed, A), [[1.0, None], [0.5, 0.9]],
+                      [[1.0, None], [0.6, 1.0]], rule=chosen)
+        for task, n in zip(r["tasks"], (100, 300), strict=True):
+            task["n_test"] = n
+        r["task_inference_rules"] = {
+            "max_logit": {"cil_acc_matrix": [[1.0, None], [0.2, 0.6]],
+                          "task_inference_matrix": [[1.0, None], [0.3, 0.7]]},
+            "mahalanobis": {"cil_acc_matrix": [[1.0, None], [0.5, 0.9]],
+                            "task_inference_matrix": [[1.0, None], [0.6, 1.0]]}}
+        return r
+
+    row = rules_table([run(0, "mahalanobis"), run(1, "mahalanobis")]).iloc[0]
+    # last accuracy weighs task 1's 300 samples three times task 0's 100
+    assert row["max_logit"] == f"{100 * (0.2 * 100 + 0.6 * 300) / 400:.1f} (50.0)"
+    assert row["mahalanobis"] == f"{100 * (0.5 * 100 + 0.9 * 300) / 400:.1f} (80.0)*"
+    mixed = rules_table([run(0, "mahalanobis"), run(1, "max_logit")]).iloc[0]
+    assert not mixed["mahalanobis"].endswith("*")  # marked only where every run chose it
