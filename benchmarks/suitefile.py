@@ -36,6 +36,7 @@ DEFAULTS = {
     "task_agnostic": False,
     "deterministic": False,
     "loader_workers": None,
+    "exclude": [],
 }
 
 
@@ -58,6 +59,15 @@ def _names(v) -> bool:
 
 def _str_or_null(v) -> bool:
     return v is None or isinstance(v, str)
+
+
+EXCLUDE_KEYS = ("stream", "backbone")
+
+
+def _exclusions(v) -> bool:
+    return isinstance(v, list) and all(
+        isinstance(x, dict) and x and set(x) <= set(EXCLUDE_KEYS)
+        and all(isinstance(y, str) for y in x.values()) for x in v)
 
 
 # key -> (test of a YAML value, what the test wants)
@@ -92,6 +102,8 @@ KEY_TYPES = {
     "deterministic": (lambda v: isinstance(v, bool), "true or false"),
     "loader_workers": (lambda v: v is None or (_int(v) and v >= 0),
                        "an integer >= 0 or null (the device decides)"),
+    "exclude": (_exclusions, "a list of {stream: NAME, backbone: NAME} pairs (either key may be "
+                "left out: it then matches every name)"),
 }
 
 

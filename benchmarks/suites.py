@@ -44,12 +44,21 @@ def stream_list(value) -> list[str]:
 
 
 def expand(suite: dict, say: Callable[[str], None] | None = None) -> list[RunConfig]:
-    """One resolved config per (stream, backbone, strategy, seed), in suite order. A strategy
-    that refuses a backbone's family (``strategies.registry.refusal``) gets no runs on it;
-    ``say`` gets a line for each such pair."""
+    """One resolved config per (stream, backbone, strategy, seed), in suite order, but for the
+    (stream, backbone) pairs the suite's ``exclude`` names. A strategy that refuses a backbone's
+    family (``strategies.registry.refusal``) gets no runs on it; ``say`` gets a line for each
+    such pair."""
     return [cfg for stream in stream_list(suite["stream"])
             for backbone in stream_list(suite["backbone"])
+            if not excluded(suite, stream, backbone)
             for cfg in _expand_stream({**suite, "stream": stream, "backbone": backbone}, say)]
+
+
+def excluded(suite: dict, stream: str, backbone: str) -> bool:
+    """Whether an entry of the suite's ``exclude`` matches (stream, backbone); a key an entry
+    leaves out matches every name."""
+    pair = {"stream": stream, "backbone": backbone}
+    return any(all(pair[k] == v for k, v in entry.items()) for entry in suite.get("exclude", []))
 
 
 def check_dropkey(suite: dict) -> None:

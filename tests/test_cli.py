@@ -184,6 +184,7 @@ def test_head_init_choices_are_the_registrys():
     ("deterministic: 1\n", "deterministic must be true or false"),
     ("loader_workers: -2\n", "loader_workers must be an integer >= 0 or null"),
     ("epochs: 2\nsteps_per_task: 10\n", "sets both epochs and steps_per_task"),
+    ("exclude: [{stream: a, model: b}]\n", "exclude must be a list of {stream: NAME, backbone"),
 ])
 def test_a_wrongly_typed_suite_file_is_one_line_naming_the_key(tmp_path, text, expect):
     suite = tmp_path / "mine.yaml"
@@ -192,6 +193,20 @@ def test_a_wrongly_typed_suite_file_is_one_line_naming_the_key(tmp_path, text, e
     assert r.returncode == 2 and expect in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_exclude_drops_exactly_the_named_stream_backbone_pairs():
+    from benchmarks.suitefile import load_suite
+    from benchmarks.suites import expand
+
+    suite = {**load_suite("smoke"), "stream": ["mnist5k-split5", "mnist5k-split2"],
+             "backbone": ["vit_micro", "lavit_micro"], "strategies": ["classifier"]}
+    pairs = [(c.stream, c.backbone) for c in expand(
+        {**suite, "exclude": [{"stream": "mnist5k-split2", "backbone": "lavit_micro"}]})]
+    assert pairs == [("mnist5k-split5", "vit_micro"), ("mnist5k-split5", "lavit_micro"),
+                     ("mnist5k-split2", "vit_micro")]
+    only_vit = expand({**suite, "exclude": [{"backbone": "lavit_micro"}]})  # every stream
+    assert {c.backbone for c in only_vit} == {"vit_micro"} and len(only_vit) == 2
 
 
 def test_deterministic_and_loader_workers_reach_the_runs_as_flags_or_suite_keys(tmp_path):
