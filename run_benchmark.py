@@ -581,10 +581,12 @@ def cmd_tune(argv: list[str]) -> int:
 
 
 def cmd_cache(argv: list[str]) -> int:
-    """Decode a suite's local datasets once into the image cache, with every core."""
+    """Decode a suite's local datasets once into the image cache, with every core; every file
+    re-stat-ed and every cache's whole sha256 checked (what runs' opens trust afterwards)."""
     p = Parser(prog="run_benchmark.py cache",
                description="Build the decode-once image cache of a suite's local datasets (the "
-                           "paper's six) under --cache, with all cores; runs then read it.")
+                           "paper's six) under --cache, with all cores, or check an existing one "
+                           "in full (every file's stat, the whole sha256); runs then read it.")
     p.add_argument("--suite", required=True, help="suite name or YAML file")
     p.add_argument("--stream", type=csv_list, help="stream name(s) (default: the suite's)")
     p.add_argument("--data-root", help="folder of the local datasets")
@@ -592,6 +594,7 @@ def cmd_cache(argv: list[str]) -> int:
     p.add_argument("--cache", default=str(DEFAULT_CACHE), help="cache folder (env VITCL_CACHE)")
     args = p.parse_args(argv)
     from benchmarks.datasets import DataError
+    from benchmarks.imagecache import thorough
     from benchmarks.streams import build_stream
     from benchmarks.suitefile import SuiteError, load_suite
     from benchmarks.suites import resolved_preprocess, stream_list
@@ -606,9 +609,10 @@ def cmd_cache(argv: list[str]) -> int:
         # what is stored depends on the resize, never on the backbone's normalization
         preprocess = resolved_preprocess({**suite, "backbone": stream_list(suite["backbone"])[0]})
         for name in stream_list(suite["stream"]):
-            stream = build_stream(name, suite["seeds"][0], data_root=suite["data_root"],
-                                  val_fraction=suite["val_fraction"], preprocess=preprocess,
-                                  cache_dir=images)
+            with thorough():
+                stream = build_stream(name, suite["seeds"][0], data_root=suite["data_root"],
+                                      val_fraction=suite["val_fraction"], preprocess=preprocess,
+                                      cache_dir=images)
             print(f"{name}: {len(stream.tasks)} tasks cached")
     except (SuiteError, DataError) as e:
         raise UsageError(str(e)) from e

@@ -9,13 +9,26 @@ run's device (:class:`benchmarks.inputs.InputPipeline`).
 
 - **Key**: sha256 of the dataset name, split, every file's path, size and mtime (or the bytes of
   an in-memory array), the labels and the transform's ``repr`` (size, interpolation, crop) — a
-  changed file or preprocessing gets a new cache, never a stale one.
+  changed file or preprocessing gets a new cache, never a stale one. Files are stat-ed once, not
+  on every open (a stat each is slow for 10⁵ files on a cluster filesystem): the key goes into a
+  source index (``<cache_dir>/.sources-<name>-<split>-<id>.json``, ``id`` the same hash without
+  sizes and mtimes) with the mtime and ctime of every file's folder, and a later open reuses it
+  while no folder changed (one stat per folder). A file added, removed, or renamed (also over
+  another) changes the file list or its folder's times (the ctime even where ``rsync -a`` or
+  ``tar`` set the mtime back); a file rewritten in place under its name changes neither:
+  ``run_benchmark.py cache`` stats every file again (:func:`thorough`). In-memory arrays are
+  hashed on every open.
 - **Build**: every core this process may use (``workers`` processes, each decoding a contiguous
   chunk straight into the memory map; small datasets in-process), with a progress bar on a
   terminal, into a temporary folder renamed into place when complete, under an exclusive file
   lock: concurrent runs wait for one build and share it.
-- **Check**: every open compares the array's size and sha256 with ``meta.json``; a partial or
-  corrupt cache is rebuilt (with a message), never used.
+- **Check**: the array's sha256 is computed once, by the build (``meta.json``), and a stamp
+  (``stamp.json``) records the array's size, mtime and a sampled hash (:data:`SAMPLES` chunks of
+  64 KiB, first and last included). An open trusts a cache whose stamp still matches (2 MiB read,
+  under a lock shared with the other readers: runs starting together do not queue); otherwise
+  (and under :func:`thorough`) it takes the exclusive lock, compares the size and the whole
+  array's sha256 with ``meta.json`` (tens of GB read for the paper's data), and re-stamps an
+  intact cache or rebuilds a partial or corrupt one (with a message), never uses it.
 
 Storing the transformed PIL image's bytes makes a cached item bit-identical to
 ``ToTensor()(transform(image))`` after ``.float().div(255)`` (tested).
@@ -28,8 +41,11 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -42,7 +58,9 @@ from models.filelock import file_lock
 
 FORMAT = 1
 MIN_PER_WORKER = 512  # smaller datasets decode in-process (starting workers costs more)
-IMAGES, META = "images.u8", "meta.json"
+IMAGES, META, STAMP = "images.u8", "meta.json", "stamp.json"
+SAMPLES, SAMPLE_BYTES = 32, 1 << 16  # the stamp's sampled hash reads 2 MiB whatever the size
+_THOROUGH: ContextVar[bool] = ContextVar("thorough", default=False)
 
 
 class CachedImages(Dataset):
@@ -79,11 +97,29 @@ class CachedImages(Dataset):
         return as_items(*self.read_batch(indices))
 
 
-def _sources(raw: Dataset) -> bytes:
-    """What identifies the raw images: files (path, size, mtime) or in-memory pixels."""
+@contextmanager
+def thorough() -> Iterator[None]:
+    """Within the block :func:`cached` stats every file and checks every cache's whole sha256,
+    whatever the source index and the stamps say (``run_benchmark.py cache``)."""
+    token = _THOROUGH.set(True)
+    try:
+        yield
+    finally:
+        _THOROUGH.reset(token)
+
+
+def _files(raw: Dataset) -> list | None:
+    """The image files of ``raw`` (None: its pixels are in memory)."""
     files = getattr(raw, "paths", None)
     if files is None and hasattr(raw, "samples"):  # torchvision ImageFolder
         files = [p for p, _ in raw.samples]
+    return files
+
+
+def _sources(raw: Dataset) -> bytes:
+    """What identifies the raw images: files (path, size, mtime: one stat each) or in-memory
+    pixels."""
+    files = _files(raw)
     if files is not None:
         h = hashlib.sha256()
         for f in files:
@@ -97,12 +133,60 @@ def _sources(raw: Dataset) -> bytes:
     return hashlib.sha256(np.ascontiguousarray(data).tobytes()).digest()
 
 
+def _hash(name: str, split: str, transform):
+    """A sha256 begun with what the key depends on besides the files and labels."""
+    return hashlib.sha256(f"image-cache v{FORMAT}|{name}|{split}|{transform!r}|".encode())
+
+
 def cache_key(raw: Dataset, name: str, split: str, transform) -> str:
     """sha256 (16 hex digits) of what the cached bytes depend on (module docstring)."""
-    h = hashlib.sha256(f"image-cache v{FORMAT}|{name}|{split}|{transform!r}|".encode())
+    h = _hash(name, split, transform)
     h.update(_sources(raw))
     h.update(json.dumps(targets_of(raw)).encode())
     return h.hexdigest()[:16]
+
+
+def _folder_times(paths: list[str]) -> dict[str, list[int]]:
+    """mtime and ctime (ns) of every folder holding one of ``paths``: one stat per folder."""
+    times = {}
+    for folder in sorted({os.path.dirname(p) for p in paths}):
+        st = os.stat(folder)
+        times[folder] = [st.st_mtime_ns, st.st_ctime_ns]
+    return times
+
+
+def current_key(raw: Dataset, name: str, split: str, transform, cache_dir: Path,
+                full: bool = False) -> str:
+    """:func:`cache_key`, taken from the source index while none of the files' folders changed
+    (module docstring); ``full``: from every file's stat, recorded afresh."""
+    files = _files(raw)
+    if files is None:
+        return cache_key(raw, name, split, transform)
+    paths = [os.path.abspath(f) for f in files]  # string operations, no stat
+    h = _hash(name, split, transform)
+    h.update("\n".join(paths).encode())
+    h.update(json.dumps(targets_of(raw)).encode())
+    index = Path(cache_dir) / f".sources-{name}-{split}-{h.hexdigest()[:16]}.json"
+    times = _folder_times(paths)  # before the files' stats: a change while they run is seen
+    if not full:
+        try:
+            recorded = json.loads(index.read_text())
+            if recorded["folders"] == times:
+                return recorded["key"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # none yet, or unreadable: recorded afresh below
+    key = cache_key(raw, name, split, transform)
+    _write_json(index, {"key": key, "folders": times})
+    return key
+
+
+def _write_json(path: Path, obj) -> None:
+    """``obj`` as ``path``, atomically: a temporary file (of a unique name, with the umask's
+    permissions as every file of the cache) renamed over it, so that a reader sees the old or
+    the new file, never part of one."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
 
 
 def file_sha256(path: Path) -> str:
@@ -111,6 +195,37 @@ def file_sha256(path: Path) -> str:
         while chunk := f.read(1 << 24):
             h.update(chunk)
     return h.hexdigest()
+
+
+def sampled_sha256(path: Path, size: int) -> str:
+    """sha256 of :data:`SAMPLES` chunks of :data:`SAMPLE_BYTES` at offsets ``k (size - chunk) /
+    (SAMPLES - 1)``, k = 0 … SAMPLES - 1: the first and the last included, every byte of a file
+    under 2 MiB."""
+    h = hashlib.sha256()
+    span = max(size - SAMPLE_BYTES, 0)
+    with open(path, "rb") as f:
+        for k in range(SAMPLES):
+            h.update(os.pread(f.fileno(), SAMPLE_BYTES, span * k // (SAMPLES - 1)))
+    return h.hexdigest()
+
+
+def _stamp_of(folder: Path) -> dict:
+    st = (folder / IMAGES).stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "sampled_sha256": sampled_sha256(folder / IMAGES, st.st_size)}
+
+
+def stamp(folder: Path) -> None:
+    """Record that ``folder``'s array, as it is now, passed the full check."""
+    _write_json(folder / STAMP, _stamp_of(folder))
+
+
+def stamped(folder: Path) -> bool:
+    """Whether ``folder``'s array still has the size, mtime and sampled hash of its stamp."""
+    try:
+        return json.loads((folder / STAMP).read_text()) == _stamp_of(folder)
+    except (OSError, ValueError):
+        return False
 
 
 # -- building -----------------------------------------------------------------------------------
@@ -166,12 +281,14 @@ def _build(raw: Dataset, transform, folder: Path, workers: int, label: str) -> N
     meta = {"format": FORMAT, "shape": list(shape), "targets": targets_of(raw),
             "sha256": file_sha256(path), "transform": repr(transform), "label": label}
     (tmp / META).write_text(json.dumps(meta))
+    stamp(tmp)  # the rename below keeps the array's mtime
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
 
 
 def problem(folder: Path) -> str | None:
-    """Why the cache in ``folder`` cannot be used (None: complete and intact)."""
+    """Why the cache in ``folder`` cannot be used (None: complete and intact): the full check,
+    the whole array read."""
     try:
         meta = json.loads((folder / META).read_text())
     except (OSError, ValueError):
@@ -189,16 +306,27 @@ def problem(folder: Path) -> str | None:
 
 def cached(raw: Dataset, name: str, split: str, transform, cache_dir: Path,
            workers: int | None = None) -> CachedImages:
-    """The cached images of ``raw`` (built first if missing, partial or corrupt)."""
-    key = cache_key(raw, name, split, transform)
-    folder = Path(cache_dir) / f"{name}-{split}-{key}"
-    with file_lock(Path(cache_dir) / f".{folder.name}.lock"):
+    """The cached images of ``raw`` (built first if missing, partial or corrupt): a stamped cache
+    under the shared lock, else the full check, a re-stamp or a build under the exclusive one."""
+    full, cache_dir = _THOROUGH.get(), Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = current_key(raw, name, split, transform, cache_dir, full)
+    folder = cache_dir / f"{name}-{split}-{key}"
+    lock = cache_dir / f".{folder.name}.lock"
+    if not full:
+        with file_lock(lock, shared=True):
+            if stamped(folder):
+                return CachedImages(folder)
+    with file_lock(lock):
+        if not full and stamped(folder):  # checked or built by another process meanwhile
+            return CachedImages(folder)
         if folder.exists():
             why = problem(folder)
             if why is None:
+                stamp(folder)
                 return CachedImages(folder)
             print(f"image cache {folder} is unusable ({why}): rebuilding", file=sys.stderr,
                   flush=True)
         _build(raw, transform, folder, workers or len(os.sched_getaffinity(0)),
                f"{name} {split}")
-    return CachedImages(folder)
+        return CachedImages(folder)

@@ -1,9 +1,10 @@
-"""Exclusive file locks between processes (and threads): ``flock`` on a lock file.
+"""File locks between processes (and threads): ``flock`` on a lock file, exclusive or shared.
 
 One mechanism for every lock of the suite: a run folder's, a base pre-training's, an image
-cache build's, a probe fit's. ``flock`` is advisory and released by the kernel when the holder's
-descriptor closes, also when the process dies (even by SIGKILL), so a killed run never leaves a
-stale lock. The lock belongs to an open file description: threads taking it each open their own.
+cache build's (its readers share one), a probe fit's. ``flock`` is advisory and released by the
+kernel when the holder's descriptor closes, also when the process dies (even by SIGKILL), so a
+killed run never leaves a stale lock. The lock belongs to an open file description: threads
+taking it each open their own.
 
 Some filesystems refuse ``flock`` (ENOLCK, EOPNOTSUPP or ENOSYS): Lustre mounted without
 ``-o flock`` (``-o localflock`` locks within one node only), NFS without a lock manager, some
@@ -36,9 +37,10 @@ class LocksUnsupported(OSError):
     """The filesystem refuses ``flock``."""
 
 
-def _flock(fd: int, path: Path, blocking: bool) -> None:
+def _flock(fd: int, path: Path, blocking: bool, shared: bool = False) -> None:
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+                    | (0 if blocking else fcntl.LOCK_NB))
     except BlockingIOError as e:
         raise LockHeld(f"{path.parent} is locked by another process (it holds {path.name})") \
             from e
@@ -52,14 +54,17 @@ def _flock(fd: int, path: Path, blocking: bool) -> None:
 
 
 @contextmanager
-def file_lock(path: Path, blocking: bool = True) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` (created, with its folder, if needed) for the block;
-    with ``blocking=False`` :class:`LockHeld` at once if another process holds it."""
+def file_lock(path: Path, blocking: bool = True, shared: bool = False) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created, with its folder, if needed) for the block, or
+    with ``shared=True`` one that other shared holders may hold at once (readers) and an exclusive
+    one excludes; with ``blocking=False`` :class:`LockHeld` at once if it cannot be had. To
+    change kinds leave the block first: a nested block opens its own descriptor and would wait
+    for the outer one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        _flock(fd, path, blocking)
+        _flock(fd, path, blocking, shared)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
