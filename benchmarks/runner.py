@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import os
 import random
@@ -42,7 +43,7 @@ from results.metrics import accuracy_from_counts, all_metrics, task_agnostic_met
 from results.records import RecordError, atomic_write_text, load_record, write_run
 from strategies import get_strategy
 from strategies.class_incremental import ClassIncrementalEval
-from strategies.evaluation import eval_batches
+from strategies.features import FeatureCache, PassMeter, weights_key
 from strategies.heads import ProbeHeadPlugin
 from strategies.registry import TrainSettings
 from strategies.storage import FP32, StorageItem, param_count, shared_items, storage_summary
@@ -208,19 +209,6 @@ class ProgressBar(SupervisedPlugin):
         self.bar.close()
 
 
-@torch.inference_mode()
-def train_accuracy(strategy, dataset, task: int) -> float:
-    """The trained model's accuracy on a task's training data. Next to the probe's
-    (``probe_train_acc``) it shows whether the head converged: a head far below the probe on its
-    own training data underfits."""
-    correct, n = 0, 0
-    for x, y in eval_batches(strategy, dataset):
-        with strategy.autocast():
-            correct = correct + (strategy.model(x, task).argmax(1).cpu() == y).sum()
-        n += len(y)
-    return int(correct) / n
-
-
 def static_mask_warnings(config: RunConfig, movement: dict, task: int, n_tasks: int) -> list[str]:
     """One line per kind of mask that did not change at all in a task, with how to fix it: the
     kind's own rate (``<kind>_mask_lr``) or the strategy's rates, set in a suite file, or tuned."""
@@ -247,6 +235,14 @@ def random_backbone(config: RunConfig, stream: Stream):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         return create_backbone(config.backbone, img_size=h, in_chans=c)
+
+
+def data_key(config: RunConfig) -> str:
+    """What a run's task datasets and their model inputs depend on, besides the backbone: the
+    key of its frozen backbones' features (``strategies.features.FeatureCache``)."""
+    fields = ("stream", "seed", "data_root", "img_size", "val_fraction", "preprocess",
+              "precision", "tf32", "tuning")
+    return json.dumps({k: getattr(config, k) for k in fields}, sort_keys=True)
 
 
 def set_tf32(config: RunConfig) -> None:
@@ -316,7 +312,9 @@ def prepare_backbone(config: RunConfig, stream: Stream, cache_dir: Path):
 @dataclass
 class Timing:
     """Seconds of one run: training and evaluation phases, base pre-training, inside training
-    and evaluation iterations (``StepTimer``), probe fitting, wall time; peak memory; and the
+    and evaluation iterations (``StepTimer``), probe fitting, the passes outside training
+    (probe and reference features, the end-of-task pass, task statistics; with the images they
+    read), wall time; peak memory; and the
     conditions they were measured under: torch's threads, the machine's CPUs and its 1-minute
     load average at the run's start and end (a resumed run keeps the highest of its parts), so
     a report can tell runs timed under other load (``results.tables.timing_conditions``)."""
@@ -327,6 +325,8 @@ class Timing:
     train_step_s: float = 0.0
     eval_step_s: float = 0.0
     probe_s: float = 0.0
+    fixed_images: int = 0  # images read outside training (strategies.features.PassMeter)
+    fixed_s: float = 0.0  # their passes' seconds
     wall_s: float = 0.0
     peak_rss_mib: float | None = None  # set once a task is done
     threads: int | None = None
@@ -488,11 +488,14 @@ class Run:
         torch.save({"images": [inputs.view(task.test[0][0]).cpu().clone()
                                for task in stream.tasks]},
                    self.folder / "examples.pt")  # copies on the CPU: not views, readable anywhere
-        self.counter, self.timer = EvalCounter(), StepTimer()
+        self.counter, self.timer, self.meter = EvalCounter(), StepTimer(), PassMeter()
+        features = FeatureCache(cache_dir / "features", data_key(config))
+        start_weights = weights_key(backbone)
         self.probe = ProbeHeadPlugin(self.bench, config.head_init,
                                      cache_dir=cache_dir / "probes",
                                      reference=random_backbone(config, stream),
-                                     announce=self.say)
+                                     announce=self.say, feature_cache=features,
+                                     start_weights=start_weights, meter=self.meter)
         self.log = TrainLog(tensorboard_writer(self.folder) if self.tensorboard else None)
         self.plugins = [self.probe, self.counter, self.log, self.timer] + (
             [ProgressBar(config.strategy, T)] if self.progress else [])
@@ -501,7 +504,8 @@ class Run:
                                  eval_batch_size=config.eval_batch_size, device=config.device,
                                  head_init=config.head_init, plugins=self.plugins,
                                  precision=config.precision, inputs=inputs,
-                                 loader_workers=loader_workers(config))
+                                 loader_workers=loader_workers(config),
+                                 fixed_passes=self.meter)
         self.backbone = backbone
         self.backbone_params = param_count(backbone)  # before the strategy adds to it
         self.shared = shared_items(self.info, backbone, config.hparams)
@@ -514,7 +518,8 @@ class Run:
             self.class_incremental = ClassIncrementalEval(
                 self.strategy, frozen, stream.tasks,
                 [exp.task_label for exp in self.bench.test_stream], self.info.task_inference,
-                probe_cache=cache_dir / "probes")
+                probe_cache=cache_dir / "probes", feature_cache=features,
+                frozen_weights=start_weights)
 
     def say(self, line: str) -> None:
         """A progress line on stderr, prefixed by the run's id."""
@@ -548,8 +553,7 @@ class Run:
         strategy.train(exp)
         record.timing.train_s += time.perf_counter() - t
         record.train_steps.append(strategy.steps_taken)
-        record.train_acc.append(train_accuracy(strategy, self.stream.tasks[i].train,
-                                               exp.task_label))
+        record.train_acc.append(strategy.trained[exp.task_label].accuracy)
         movement = mask_movement(strategy.model, exp.task_label)
         record.mask_movement.append(movement)
         for line in static_mask_warnings(self.config, movement, i, self.T):
@@ -576,6 +580,9 @@ class Run:
             for key, value in self.class_incremental.after_task(i).items():
                 setattr(record, key, value)
             timing.eval_s += time.perf_counter() - t
+        images, seconds = self.meter.take()
+        timing.fixed_images += images
+        timing.fixed_s += seconds
 
     def keep(self, i: int, exp) -> None:
         """Save what predicting task i needs (``tasks/task_<i>.pt``); account its storage; copy

@@ -74,15 +74,14 @@ class TaskStatistics:
 
     @classmethod
     def fit(cls, feats: torch.Tensor, labels: torch.Tensor, n_classes: int,
-            own_logits: torch.Tensor) -> TaskStatistics:
+            mean_max_logit: float) -> TaskStatistics:
         feats = feats.double()
         means = torch.zeros(n_classes, feats.shape[1], dtype=torch.float64, device=feats.device)
         means.index_add_(0, labels, feats)
         counts = torch.bincount(labels, minlength=n_classes).clamp_min(1)
         means /= counts[:, None]
         centered = feats - means[labels]
-        return cls(means.float(), (centered.T @ centered).float(), len(labels),
-                   float(own_logits.float().amax(dim=1).mean()))
+        return cls(means.float(), (centered.T @ centered).float(), len(labels), mean_max_logit)
 
     def state(self) -> dict[str, torch.Tensor]:
         return {"means": self.means, "scatter": self.scatter,

@@ -37,7 +37,7 @@ from models.task_inference import (
     precisions,
 )
 from strategies.evaluation import eval_batches
-from strategies.heads import task_features
+from strategies.features import FeatureCache, task_features
 
 ALL_RULES = RULES + BATCH_RULES
 SPLITS = ("test", "val")
@@ -56,8 +56,10 @@ class ClassIncrementalEval:
     labels. After training task i, :meth:`after_task` computes row i."""
 
     def __init__(self, strategy, frozen: torch.nn.Module, tasks: list, labels: list[int],
-                 own_rule: str, probe_cache=None, shrinkage: float = SHRINKAGE):
+                 own_rule: str, probe_cache=None, shrinkage: float = SHRINKAGE,
+                 feature_cache: FeatureCache | None = None, frozen_weights: str | None = None):
         self.strategy, self.frozen = strategy, frozen.eval().requires_grad_(False)
+        self.feature_cache, self.frozen_weights = feature_cache, frozen_weights
         self.tasks, self.labels, self.own_rule = tasks, labels, own_rule
         self.probe_cache, self.shrinkage = probe_cache, shrinkage
         T = len(tasks)
@@ -75,21 +77,26 @@ class ClassIncrementalEval:
         if key not in self._frozen_memo:
             s = self.strategy
             self.frozen.to(s.device)
-            self._frozen_memo[key] = task_features(
-                self.frozen, getattr(self.tasks[j], split), s.device, inputs=s.inputs,
-                autocast=s.autocast)
+
+            def compute():
+                return task_features(self.frozen, getattr(self.tasks[j], split), s.device,
+                                     inputs=s.inputs, autocast=s.autocast,
+                                     workers=s.loader_workers, meter=s.fixed_passes)
+
+            self._frozen_memo[key] = (
+                compute() if self.feature_cache is None or self.frozen_weights is None
+                else self.feature_cache.get(self.frozen_weights, f"task{j}-{split}", s.device,
+                                            compute))
         return self._frozen_memo[key]
 
     def finish_task(self, i: int) -> TaskStatistics:
         """Task i's statistics, once it is trained: class means and scatter on the frozen view,
-        and the mean max logit of its own head on its own training features."""
-        model, task = self.strategy.model, self.labels[i]
-        model.eval()
-        own, _ = task_features(lambda x: model.forward_single_task(x, task), self.tasks[i].train,
-                               self.strategy.device, inputs=self.strategy.inputs,
-                               autocast=self.strategy.autocast)
+        and the mean max logit of its own head on its own training features (from the
+        template's final pass, ``strategies.common.ContinualTemplate.final_pass``)."""
+        task = self.labels[i]
         feats, labels = self.frozen_features(i, "train")
-        self.stats[task] = TaskStatistics.fit(feats, labels, self.n_classes(i), own)
+        self.stats[task] = TaskStatistics.fit(feats, labels, self.n_classes(i),
+                                              self.strategy.trained[task].mean_max_logit)
         return self.stats[task]
 
     def n_classes(self, j: int) -> int:

@@ -25,6 +25,7 @@ import warnings
 from abc import abstractmethod
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 from avalanche.core import SupervisedPlugin
@@ -36,7 +37,7 @@ from torch import nn
 from models.heads import StandardizedHead
 from models.losses import auxiliary_loss, loss_sources
 from models.multitask import MultiTaskViT
-from strategies.heads import task_features
+from strategies.features import task_features
 from strategies.registry import TrainSettings
 from strategies.schedules import SCHEDULES, lr_factor
 
@@ -145,6 +146,16 @@ def silent_evaluator() -> EvaluationPlugin:
         return EvaluationPlugin(loggers=[])
 
 
+@dataclass(frozen=True)
+class TrainedTask:
+    """A trained task's head on its own training data: accuracy (next to the probe's
+    ``probe_train_acc`` it shows whether the head converged) and mean max logit (the
+    normalizer of TPL's calibrated rule, ``models.task_inference``)."""
+
+    accuracy: float
+    mean_max_logit: float
+
+
 class ContinualTemplate(SupervisedTemplate):
     """``SupervisedTemplate`` that rebuilds its optimizer (AdamW, Adam, or SGD with ``momentum``)
     and its learning-rate ``schedule`` (``strategies.schedules.SCHEDULES``) for every training
@@ -176,6 +187,8 @@ class ContinualTemplate(SupervisedTemplate):
         self.precision = settings.precision
         self.inputs = settings.inputs
         self.loader_workers = settings.loader_workers
+        self.fixed_passes = settings.fixed_passes
+        self.trained: dict[int, TrainedTask] = {}  # by task: its final pass (final_pass)
         self._eval_loaders: dict = {}
         self._task_of: tuple = (None, None)  # (experience, its single task label or None)
         placeholder = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.0)
@@ -215,28 +228,31 @@ class ContinualTemplate(SupervisedTemplate):
     def _after_training_exp(self, **kwargs) -> None:
         if isinstance(self.model, MultiTaskViT):
             for task in self.experience.task_labels:
-                if self.steps_taken:
-                    self.calibrate_head(task)
+                self.trained[task] = self.final_pass(task)
                 self.model.finish_task(task)
         super()._after_training_exp(**kwargs)
 
     @torch.no_grad()
-    def calibrate_head(self, task: int) -> None:
-        """Give the task's ``StandardizedHead`` the exact mean and std of its final features on
-        the task's training data (evaluation mode) before it is folded: training standardized
-        by batch statistics, and the running estimates lag features that moved until the last
-        step."""
-        head = self.model.heads[str(task)]
-        if not isinstance(head, StandardizedHead):
-            return
+    def final_pass(self, task: int) -> TrainedTask:
+        """One pass over the task's training data with the trained model (evaluation mode): a
+        ``StandardizedHead`` that trained gets the exact mean and std of its final features
+        before it is folded (training standardized by batch statistics, and the running
+        estimates lag features that moved until the last step); then the head's accuracy and
+        mean max logit on the same features."""
         was_training = self.model.training
         self.model.eval()
-        feats, _ = task_features(lambda x: self.model.features(x, task),
-                                 self.experience.dataset.eval(), self.device,
-                                 batch_size=self.eval_mb_size, inputs=self.inputs,
-                                 autocast=self.autocast)
-        head.set_statistics(feats.mean(0), feats.std(0, correction=0))
+        feats, labels = task_features(lambda x: self.model.features(x, task),
+                                      self.experience.dataset.eval(), self.device,
+                                      batch_size=self.eval_mb_size, inputs=self.inputs,
+                                      autocast=self.autocast, workers=self.loader_workers,
+                                      meter=self.fixed_passes)
+        head = self.model.heads[str(task)]
+        if isinstance(head, StandardizedHead) and self.steps_taken:
+            head.set_statistics(feats.mean(0), feats.std(0, correction=0))
+        logits = self.model.logits(task, feats)
         self.model.train(was_training)
+        return TrainedTask(accuracy=float((logits.argmax(1) == labels).float().mean()),
+                           mean_max_logit=float(logits.amax(1).mean()))
 
     def task_steps(self) -> int:
         """Optimizer steps of the current training task (its budget)."""

@@ -16,7 +16,8 @@ FINE_TUNING_HPARAMS = {"optimizer": "adamw", "lr": 5e-4, "head_lr": 1e-3, "weigh
 FINE_TUNING_SPACE = {"lr": [1e-4, 3e-4, 5e-4, 1e-3], "head_lr": [1e-3, 3e-3]}
 
 
-def fine_tuning(model, hp: dict, settings, plugins=()) -> ContinualTemplate:
+def fine_tuning(model, hp: dict, settings, plugins=(),
+                template: type[ContinualTemplate] = ContinualTemplate) -> ContinualTemplate:
     """Train the task's backbone at ``lr`` and every head at ``head_lr`` (earlier heads get
     gradients only from a plugin's loss on them, e.g. LwF's distillation)."""
 
@@ -24,7 +25,7 @@ def fine_tuning(model, hp: dict, settings, plugins=()) -> ContinualTemplate:
         return [{"params": list(m.backbone_for(task).parameters()), "lr": hp["lr"]},
                 {"params": list(m.heads.parameters()), "lr": hp["head_lr"]}]
 
-    return ContinualTemplate(model=model, param_groups=groups, settings=settings,
+    return template(model=model, param_groups=groups, settings=settings,
                              plugins=plugins, optimizer=hp["optimizer"],
                              weight_decay=hp["weight_decay"], schedule=hp["schedule"])
 

@@ -39,30 +39,10 @@ from pathlib import Path
 
 import torch
 from avalanche.core import SupervisedPlugin
-from torch.utils.data import DataLoader, Dataset
 
 from models.heads import C_GRID, LinearProbe, StandardizedHead, fit_linear_probe
+from strategies.features import FeatureCache, PassMeter, task_features, weights_key
 from strategies.registry import HEAD_INITS
-
-
-@torch.inference_mode()
-def task_features(features, dataset: Dataset, device, batch_size: int = 1024,
-                  inputs=None, autocast=nullcontext):
-    """(features, labels) of a whole dataset through ``features(x)`` (e.g. a multi-task model's
-    ``features(x, task)``), as float32 features and labels on ``device``. ``inputs(x,
-    train=False)`` turns a batch on the device into model inputs and ``autocast()`` gives the
-    precision context, as for evaluation. The global RNG is left as it was found: a run trains
-    the same with or without probes and references."""
-    feats, labels = [], []
-    with torch.random.fork_rng(devices=[]):  # a DataLoader draws a seed: leave training's RNG
-        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-            x, y = batch[0].to(device), batch[1]
-            if inputs is not None:
-                x = inputs(x, False)
-            with autocast():
-                feats.append(features(x).float())
-            labels.append(torch.as_tensor(y).to(device))
-    return torch.cat(feats), torch.cat(labels)
 
 
 class ProbeHeadPlugin(SupervisedPlugin):
@@ -77,7 +57,9 @@ class ProbeHeadPlugin(SupervisedPlugin):
 
     def __init__(self, benchmark, head_init: str = "probe", c_grid=C_GRID,
                  cache_dir: Path | None = None, reference: torch.nn.Module | None = None,
-                 announce: Callable[[str], None] | None = None):
+                 announce: Callable[[str], None] | None = None,
+                 feature_cache: FeatureCache | None = None, start_weights: str | None = None,
+                 meter: PassMeter | None = None):
         super().__init__()
         if head_init not in HEAD_INITS:
             raise ValueError(f"head_init must be one of {HEAD_INITS}, got {head_init!r}")
@@ -87,6 +69,10 @@ class ProbeHeadPlugin(SupervisedPlugin):
         self.cache_dir = cache_dir  # fitted probes, shared between runs (None: no cache)
         self.reference = reference  # a randomly initialized backbone, or None
         self.announce = announce  # announce(line): progress of probe fits that are not cached
+        self.feature_cache = feature_cache  # features of frozen backbones, shared between runs
+        self.start_weights = start_weights  # weights_key of the run's starting backbone
+        self.meter = meter  # images and seconds of the feature passes
+        self._reference_weights: str | None = None
         self.probe_acc: dict[int, float] = {}
         self.probe_train_acc: dict[int, float] = {}
         self.random_probe_acc: dict[int, float] = {}
@@ -107,22 +93,31 @@ class ProbeHeadPlugin(SupervisedPlugin):
         model.eval()
         head = model.heads[str(task)]
         n_classes = head.out_features
-        as_eval = {"inputs": getattr(strategy, "inputs", None),
-                   "autocast": getattr(strategy, "autocast", nullcontext)}
         valid = getattr(self.benchmark, "valid_stream", None)
-        datasets = (exp.dataset.eval(), valid[i].dataset.eval() if valid is not None else None,
-                    self.benchmark.test_stream[i].dataset.eval())
+        datasets = {"train": exp.dataset.eval(),
+                    "val": valid[i].dataset.eval() if valid is not None else None,
+                    "test": self.benchmark.test_stream[i].dataset.eval()}
+        as_eval = {"inputs": getattr(strategy, "inputs", None),
+                   "autocast": getattr(strategy, "autocast", nullcontext),
+                   "workers": getattr(strategy, "loader_workers", 0), "meter": self.meter}
         where = f"task {i + 1}/{len(self.benchmark.train_stream)}"
-        probe, (tr, _, te) = self.fit(lambda x: model.features(x, task), datasets, n_classes,
-                                      device, as_eval, f"{where}: linear probe")
+        own = self.start_weights
+        if own is not None and weights_key(model.backbone_for(task)) != own:
+            own = None  # moved (or conditioned on the task) since the start: not shareable
+        feats = self.features(lambda x: model.features(x, task), own, i, datasets, device,
+                              as_eval)
+        probe = self.fit(feats, n_classes, f"{where}: linear probe")
         self.probes[i] = probe
-        self.probe_acc[i] = probe.accuracy(*te)
-        self.probe_train_acc[i] = probe.accuracy(*tr)
+        self.probe_acc[i] = probe.accuracy(*feats["test"])
+        self.probe_train_acc[i] = probe.accuracy(*feats["train"])
         if self.reference is not None and i not in self.random_probe_acc:
             self.reference.to(device).eval()
-            reference, (_, _, te) = self.fit(self.reference, datasets, n_classes, device,
-                                             as_eval, f"{where}: random-init probe")
-            self.random_probe_acc[i] = reference.accuracy(*te)
+            if self.feature_cache is not None and self._reference_weights is None:
+                self._reference_weights = weights_key(self.reference)
+            feats = self.features(self.reference, self._reference_weights, i, datasets, device,
+                                  as_eval)
+            reference = self.fit(feats, n_classes, f"{where}: random-init probe")
+            self.random_probe_acc[i] = reference.accuracy(*feats["test"])
         if isinstance(head, StandardizedHead):  # a plain head keeps its own start
             if self.head_init == "probe":
                 probe.copy_into(head)
@@ -131,11 +126,27 @@ class ProbeHeadPlugin(SupervisedPlugin):
         model.train(was_training)
         self.seconds += time.perf_counter() - start
 
-    def fit(self, features, datasets, n_classes: int, device, as_eval: dict, label: str):
-        """The probe on ``features`` of (train, validation, test) and those features; a fit that
-        is not cached is announced as ``label``."""
-        tr, va, te = (task_features(features, d, device, **as_eval) if d is not None
-                      else (None, None) for d in datasets)
+    def features(self, features, weights: str | None, i: int, datasets: dict, device,
+                 as_eval: dict) -> dict:
+        """Per split, (features, labels) through ``features``; from the shared cache when
+        ``weights`` (the backbone's ``weights_key``) is given."""
+        out = {}
+        for split, data in datasets.items():
+            def compute(data=data):
+                return task_features(features, data, device, **as_eval)
+
+            if data is None:
+                out[split] = (None, None)
+            elif weights is None or self.feature_cache is None:
+                out[split] = compute()
+            else:
+                out[split] = self.feature_cache.get(weights, f"task{i}-{split}", device, compute)
+        return out
+
+    def fit(self, feats: dict, n_classes: int, label: str) -> LinearProbe:
+        """The probe on ``feats`` (train, validation, test); a fit that is not cached is
+        announced as ``label``."""
+        tr, va = feats["train"], feats["val"]
         start, fitted = time.perf_counter(), []
 
         def on_fit():
@@ -150,4 +161,4 @@ class ProbeHeadPlugin(SupervisedPlugin):
             val = "" if probe.val_acc is None else f", validation accuracy {probe.val_acc:.1%}"
             self.announce(f"{label}: fitted in {time.perf_counter() - start:.1f} s "
                           f"(C = {probe.C:g}{val})")
-        return probe, (tr, va, te)
+        return probe

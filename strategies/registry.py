@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 
 from models.task_inference import RULES
+from strategies.features import PassMeter
 from strategies.schedules import PaperBudget, budget_factor
 from strategies.storage import StorageItem
 
@@ -34,6 +35,7 @@ class TrainSettings:
     # batch (on the device), training? -> model input: conversion, augmentation, normalization
     inputs: Callable[[Tensor, bool], Tensor] | None = None
     loader_workers: int = 0  # DataLoader worker processes for training and evaluation
+    fixed_passes: PassMeter | None = None  # counts the passes outside training
     evaluator: object = None  # an Avalanche EvaluationPlugin (None: no metrics, no loggers)
 
 

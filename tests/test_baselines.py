@@ -182,6 +182,38 @@ def test_lwf_adds_the_documented_distillation_term():
     assert seen["loss"] == pytest.approx(seen["expected"], rel=1e-5)
 
 
+def test_lwf_one_forward_loss_equals_avalanches_two_forward_loss():
+    """The distillation from the training step's own forward equals Avalanche's LwF penalty
+    (a second student forward over every head, the teacher copy in training mode) in fp32:
+    vit_nano has no dropout, so the two differ only by float rounding."""
+    import copy
+
+    from avalanche.core import SupervisedPlugin
+    from avalanche.training import LearningWithoutForgetting
+
+    seen = []
+
+    class Check(SupervisedPlugin):
+        def before_backward(self, strategy, **kwargs):
+            if strategy.experience.current_experience != 2 or len(seen) == 3:
+                return
+            ours = strategy.plugins[0].lwf
+            reference = LearningWithoutForgetting(alpha=1.0, temperature=2.0)
+            reference.prev_model = copy.deepcopy(ours.prev_model).train()
+            reference.prev_classes_by_task = ours.prev_classes_by_task
+            ce = F.cross_entropy(strategy.mb_output, strategy.mb_y)
+            expected = ce + reference(strategy.mb_x, strategy.mb_output, strategy.model)
+            seen.append((strategy.loss.item(), expected.item(), (expected - ce).item()))
+
+    strategy, bench = _strategy("lwf")
+    strategy.plugins.append(Check())
+    for exp in bench.train_stream[:3]:
+        strategy.train(exp)
+    assert len(seen) == 3 and all(kl > 0 for *_, kl in seen[1:])  # two earlier heads distilled
+    for loss, expected, _ in seen:
+        assert loss == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
 # -- Adapter --------------------------------------------------------------------------------
 def test_fresh_adapters_leave_the_frozen_backbone_output_unchanged():
     torch.manual_seed(0)
@@ -235,6 +267,28 @@ def test_supsup_keeps_the_top_fraction_of_absolute_scores_straight_through():
     assert TopKRule(keep=0.75).binarize(torch.arange(8.0)).sum() == 6  # int((1 - k) n) dropped
     with pytest.raises(ValueError, match="kept fraction"):
         TopKRule(keep=0.0)
+
+
+@pytest.mark.parametrize("shape", [(96, 24), (24, 96), (7, 13)])
+@pytest.mark.parametrize("keep", [0.5, 0.3, 1.0])
+def test_supsup_threshold_mask_equals_the_sorted_mask(shape, keep):
+    from models.masks import TopKRule
+
+    def sorted_mask(x, keep):  # SupSup's GetSubnet: zero the int((1 - keep) n) lowest of a sort
+        out = torch.ones_like(x)
+        out.view(-1)[x.flatten().argsort()[:int((1 - keep) * x.numel())]] = 0
+        return out
+
+    torch.manual_seed(0)
+    score = TopKRule(keep).initial(shape)
+    assert torch.equal(TopKRule(keep).sample(score), sorted_mask(score.abs(), keep))
+
+
+def test_supsup_drops_every_score_tied_with_the_threshold():
+    from models.masks import TopKRule
+
+    score = torch.tensor([0.1, -0.2, 0.2, 0.2, 0.5, -0.9])  # drop 3: the 3rd smallest |s| is 0.2
+    assert TopKRule(keep=0.5).binarize(score).tolist() == [False, False, False, False, True, True]
 
 
 def _flushing_denormals() -> bool:

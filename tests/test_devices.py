@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from avalanche.training.plugins import LwFPlugin
 
 from benchmarks import executors
 from benchmarks.datasets import TensorImages
@@ -32,7 +33,7 @@ def _lwf(device: str):
 
 
 def _lwf_plugin(strategy):
-    (plugin,) = [p for p in strategy_plugins(strategy, []) if type(p).__name__ == "LwFPlugin"]
+    (plugin,) = [p for p in strategy_plugins(strategy, []) if isinstance(p, LwFPlugin)]
     return plugin
 
 

@@ -10,7 +10,8 @@ from avalanche.core import SupervisedPlugin
 from benchmarks.runner import EvalCounter, prepare_backbone
 from benchmarks.streams import build_stream
 from strategies import get_strategy
-from strategies.heads import ProbeHeadPlugin, task_features
+from strategies.features import task_features
+from strategies.heads import ProbeHeadPlugin
 from strategies.registry import TrainSettings, resolve_hparams
 
 

@@ -59,3 +59,20 @@ def test_images_are_decoded_once_into_the_cache(paper_mini):
     for folder in folders:
         meta = json.loads((folder / "meta.json").read_text())
         assert meta["shape"][1:] == [3, 256, 256]  # stored at 224 / 0.875, centre square
+
+
+def test_passes_outside_training_read_half_and_share_the_reference(paper_mini):
+    """Each run records the images its passes outside training read. Before they were merged
+    and cached, a run read per task the probe's features of train, validation and test twice
+    (its backbone and the random reference), then the training data twice (head calibration,
+    training accuracy). Now the end-of-task pass is one, and the random reference's features
+    come from the sweep's cache for every run but the one that computed them first."""
+    root, _ = paper_mini
+    records = find_records([root / "runs"])
+    before = [sum(2 * (t["n_train"] + t["n_val"] + t["n_test"]) + 2 * t["n_train"]
+                  for t in r["tasks"]) for r in records]
+    read = [r["timing"]["fixed_images"] for r in records]
+    assert all(n > 0 for n in read)
+    assert sum(n > b / 2 for n, b in zip(read, before, strict=True)) <= 1
+    features = list((root / "cache" / "features").glob("*.pt"))
+    assert features  # shared with the next sweep too

@@ -102,7 +102,7 @@ def test_the_mahalanobis_rules_differ_by_their_covariance_estimate():
 def test_task_statistics_are_class_means_and_within_class_scatter():
     feats = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [0.0, 4.0]])
     labels = torch.tensor([0, 0, 1, 1])
-    s = TaskStatistics.fit(feats, labels, 2, own_logits=torch.tensor([[1.0, 3.0]] * 4))
+    s = TaskStatistics.fit(feats, labels, 2, mean_max_logit=3.0)
     assert s.means.tolist() == [[2.0, 0.0], [0.0, 3.0]]
     assert s.scatter.tolist() == [[2.0, 0.0], [0.0, 2.0]]  # (+-1)^2 twice on each axis
     assert (s.count, s.mean_max_logit, s.size()) == (4, 3.0, 4 + 4 + 2)
