@@ -6,6 +6,9 @@
   incremental accuracy, forgetting, BWT, gain over the probe, storage per task and in total,
   training time — mean ± std over seeds, with n and where the hyperparameters come from (CSV:
   numeric means and stds);
+- ``time.{md,tex,csv}``: per (stream, backbone, strategy) where the runs' seconds went: training
+  and its steps, evaluation, probes, the passes outside training and the images they read
+  (``results.tables.time_table``);
 - ``hparams.{md,tex,csv}``: every strategy's hyperparameter values and their source (paper,
   tuned, user);
 - ``masks.{md,tex,csv}``: per mask strategy, task and mask kind, the % of entries changed from
@@ -48,6 +51,7 @@ from results.tables import (
     safe_name,
     summary,
     task_agnostic_table,
+    time_table,
     timing_note,
     to_csv,
     to_markdown,
@@ -89,6 +93,8 @@ def write_tables(records: list[dict], out: Path) -> list[Path]:
     notes = [n for n in (budget_note(records), timing_note(records)) if n]
     paths = write_frame(readable_summary(stats), out, "summary", index=False, csv_df=stats,
                         note="\n".join(notes) or None)
+    paths += write_frame(time_table(records), out, "time", index=False,
+                         note=timing_note(records))
     paths += write_frame(hparams_table(records), out, "hparams", index=False)
     masks = movement_table(records)
     if not masks.empty:

@@ -314,6 +314,31 @@ def reference_rows(stream: str, backbone: str, records: list[dict]) -> list[dict
     return rows
 
 
+TIME_COLUMNS = {"train s": "train_s", "of it in steps s": "train_step_s", "eval s": "eval_s",
+                "probe s": "probe_s", "images outside training": "fixed_images",
+                "their s": "fixed_s", "wall s": "wall_s"}
+
+
+def time_table(records: list[dict]) -> pd.DataFrame:
+    """Per (stream, backbone, strategy), the means over seeds of where a run's seconds went
+    (``benchmarks.runner.Timing``): training (the probe fit excluded: ``strategy_train_s``) and
+    its steps, evaluation, probes, the passes outside training with the images they read, and
+    wall time. "--" where the records predate a field."""
+    rows = []
+    for (stream, backbone), recs in group_records(records).items():
+        for label, runs in by_arm(recs).items():
+            row = {"stream": stream, "backbone": backbone, "strategy": label}
+            for column, key in TIME_COLUMNS.items():
+                values = [strategy_train_s(r) if key == "train_s" else r["timing"].get(key)
+                          for r in runs]
+                row[column] = ("--" if None in values else
+                               f"{np.mean(values):,.0f}" if key == "fixed_images" else
+                               f"{np.mean(values):.1f}")
+            row["n"] = len(runs)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def rules_table(records: list[dict]) -> pd.DataFrame:
     """Per (stream, backbone, strategy) evaluated without task ids, every task-inference rule's
     last accuracy and, in parentheses, its task-inference accuracy after the last task (means

@@ -394,3 +394,17 @@ def test_the_rules_table_gives_every_rules_sample_weighted_last_accuracy(tmp_pat
     assert row["mahalanobis"] == f"{100 * (0.5 * 100 + 0.9 * 300) / 400:.1f} (80.0)*"
     mixed = rules_table([run(0, "mahalanobis"), run(1, "max_logit")]).iloc[0]
     assert not mixed["mahalanobis"].endswith("*")  # marked only where every run chose it
+
+
+def test_time_table_means_over_seeds_and_marks_fields_records_lack():
+    from results.tables import time_table
+
+    recs = [_record("meat", seed, C, train_s=12.0 + 2 * seed, probe_s=2.0) for seed in (0, 1)]
+    for seed, rec in enumerate(recs):
+        rec["timing"].update(train_step_s=8.0, eval_s=3.0, fixed_images=1000 + 500 * seed,
+                             fixed_s=1.5 + seed, wall_s=20.0)
+    old = _record("finetune", 0, A)  # a record from before the passes were metered
+    row, before = time_table([*recs, old]).to_dict("records")
+    assert (row["strategy"], row["train s"], row["eval s"], row["n"]) == ("meat", "11.0", "3.0", 2)
+    assert (row["images outside training"], row["their s"]) == ("1,250", "2.0")
+    assert before["images outside training"] == before["their s"] == "--"
