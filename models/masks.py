@@ -13,7 +13,8 @@ trainable tensor becomes a mask is the mask's *rule* — one per method:
 - :class:`SigmoidGateRule` (HAT): an embedding e, gate = sigmoid(s e) with s annealed by the
   strategy, binary [e > 0] at evaluation;
 - :class:`TopKRule` (SupSup): a real-valued score per entry, mask = the fraction ``keep`` of
-  entries with the largest |score|, gradient straight through the selection (edge-popup).
+  entries with the largest |score| (by a threshold, ties dropped), gradient straight through
+  the selection (edge-popup).
 
 Every rule gives: ``init(shape)`` (the new task's tensor), ``sample(tensor)`` (the training mask,
 float, differentiable) and ``binarize(tensor)`` (the deterministic boolean mask kept after the
@@ -122,15 +123,20 @@ class SigmoidGateRule:
 
 
 class _TopKStraightThrough(torch.autograd.Function):
-    """Forward: 1 for the ceil-free top ``keep`` fraction of ``x`` (SupSup's ``GetSubnet``: sort,
-    zero the lowest int((1 - keep) n), one the rest). Backward: the identity."""
+    """Forward: [x > t] with t the drop-th smallest entry of ``x``, drop = int((1 - keep) n)
+    (SupSup's ``GetSubnet`` zeroes the drop lowest of a full sort; a threshold needs no sort).
+    Ties: every entry equal to t is dropped, so with ties fewer than n - drop entries can be kept
+    (which tied entries the sort dropped was arbitrary). t comes from ``topk`` and stays on the
+    device (no sync); not ``kthvalue``, which CUDA runs in one thread block per slice
+    (pytorch#75599). Backward: the identity."""
 
     @staticmethod
     def forward(ctx, x, keep):
-        out = torch.ones_like(x)
         drop = int((1 - keep) * x.numel())
-        out.view(-1)[x.flatten().argsort()[:drop]] = 0
-        return out
+        if drop == 0:
+            return torch.ones_like(x)
+        threshold = x.flatten().topk(drop, largest=False, sorted=False).values.max()
+        return (x > threshold).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad):

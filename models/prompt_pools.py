@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.precision import fp32_region
 from models.prompts import PromptQuery
 from models.tasks import PerTaskModules
 from models.transient import TransientState
@@ -51,6 +52,14 @@ def majority(chosen: torch.Tensor, n_choices: int) -> torch.Tensor:
     count = torch.bincount(chosen.flatten(), minlength=n_choices)
     top = torch.sort(count, descending=True, stable=True).indices[:chosen.shape[1]]
     return top.expand_as(chosen)
+
+
+def cosine(q: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """cos(q_b, k_m) (B, M) of queries q (B, d) and keys (M, d), in fp32 even under autocast:
+    both are cast to fp32 before they are normalized, so a choice by the largest similarity adds
+    no bf16 rounding to that of the query (``models.prompts.compute_query``)."""
+    with fp32_region(q.device):
+        return F.normalize(q.float(), dim=-1) @ F.normalize(keys.float(), dim=-1).T
 
 
 class LayerPrefix(nn.Module):
@@ -91,7 +100,7 @@ class L2PPool(TransientState, nn.Module):
     def choose(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(indices of the top_n keys per sample (B, N), or of the batch's vote, and their
         cosine similarities (B, N))."""
-        sim = F.normalize(q.float(), dim=1) @ F.normalize(self.keys, dim=1).T
+        sim = cosine(q, self.keys)
         top = sim.topk(self.top_n, dim=1).indices
         if self.batchwise:
             top = majority(top, len(self.keys))
@@ -174,7 +183,7 @@ class ExpertPrefixes(TransientState, PerTaskModules):
         """Per sample, the index (in :meth:`tasks` order) of the expert whose key is the most
         cosine-similar to the query (with ``batchwise``, the batch's vote)."""
         keys = torch.stack([e.key for e in self.per_task.values()])
-        best = (F.normalize(q.float(), dim=1) @ F.normalize(keys, dim=1).T).argmax(dim=1)
+        best = cosine(q, keys).argmax(dim=1)
         return majority(best[:, None], len(keys))[:, 0] if self.batchwise else best
 
     def infer_tasks(self, q: torch.Tensor) -> torch.Tensor:
@@ -195,7 +204,7 @@ class ExpertPrefixes(TransientState, PerTaskModules):
         expert = self.current()
         self.__dict__["_chosen"] = None if expert is None else expert.prompts
         if expert is not None and self.training:
-            cos = F.normalize(q.float(), dim=1) @ F.normalize(expert.key, dim=0)
+            cos = cosine(q, expert.key[None])[:, 0]
             self._match = self.match_weight * (1 - cos).mean()
 
     def layer_prefix(self, layer: int):
@@ -270,10 +279,12 @@ class CodaPrefixes(TransientState, PerTaskModules):
             getattr(new, name).copy_(fresh.reshape(getattr(new, name).shape))
 
     def weights(self, q: torch.Tensor) -> torch.Tensor:
-        """alpha (n_layers, B, M): cos(q * A_m, K_m) per layer and component."""
-        qa = F.normalize(q.float()[None, :, None, :] * self.stacked("attention")[:, None],
-                         dim=-1)  # (L, B, M, d)
-        return (qa * F.normalize(self.stacked("key"), dim=-1)[:, None]).sum(-1)
+        """alpha (n_layers, B, M): cos(q * A_m, K_m) per layer and component, in fp32 even under
+        autocast (as :func:`cosine`)."""
+        with fp32_region(q.device):
+            qa = F.normalize(q.float()[None, :, None, :] * self.stacked("attention")[:, None],
+                             dim=-1)  # (L, B, M, d)
+            return (qa * F.normalize(self.stacked("key"), dim=-1)[:, None]).sum(-1)
 
     def wants_query(self) -> bool:
         return True

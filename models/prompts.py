@@ -27,8 +27,9 @@ prefix source gives L key and L value entries put in front of the attention's ow
 **The query** (:class:`PromptQuery`): L2P, DualPrompt and CODA-Prompt choose or weight their
 prompts by the frozen backbone's pre-logits features of the input without any prompt. A forward
 pre-hook on the backbone computes them (one extra forward without gradients, as the methods'
-code does) before every forward, so every caller — the model's heads, the probe, the
-template's calibration — gets the prompts of its own inputs.
+code does, under the run's autocast; the similarities are fp32) before every forward, so every
+caller — the model's heads, the probe, the template's calibration — gets the prompts of its own
+inputs.
 
 Everything is applied by forward hooks (as adapters and LoRA are), so parameter names and
 checkpoints are unchanged. Where prompts go: blocks with token self-attention over the flat
@@ -50,7 +51,6 @@ from torch import nn
 
 from models import anatomy
 from models.attention import MaskableAttention, MaskableTalkingHeadAttn, make_maskable
-from models.precision import fp32_region
 from models.tasks import PerTaskModules
 
 PROMPTABLE = (MaskableAttention, MaskableTalkingHeadAttn)  # self-attention over the sequence
@@ -237,25 +237,33 @@ def evaluation_mode(module: nn.Module) -> Iterator[None]:
             m.training = mode
 
 
+def query_features(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The backbone's pre-logits features of ``x`` without prompts (every prompt source gives
+    none while ``prompt_query.computing``), no gradient, in evaluation mode (the pre-trained
+    model's own [CLS] features, as the prompt-pool methods' query: their official query model is
+    a frozen copy in evaluation mode), under whatever autocast the caller has on."""
+    query = backbone.prompt_query
+    query.computing = True
+    try:
+        with torch.no_grad(), evaluation_mode(backbone):
+            return backbone.forward_head(backbone.forward_features(x), pre_logits=True)
+    finally:
+        query.computing = False
+
+
 def compute_query(backbone: nn.Module, args: tuple) -> None:
-    """Forward pre-hook of the backbone: its features of the input without prompts, no gradient,
-    in evaluation mode (the pre-trained model's own [CLS] features, as the prompt-pool methods'
-    query: their official query model is a frozen copy in evaluation mode), in fp32 even under
-    autocast: a choice by the largest similarities must not flip with bf16 rounding."""
+    """Forward pre-hook of the backbone: :func:`query_features` of its input, under the run's
+    autocast (in a bf16 run a bf16 forward: an fp32 one would cost a full fp32 forward per
+    batch). Only the similarities that choose from it are fp32 (``models.prompt_pools.cosine``):
+    the bf16 query changes the choice of well under 1% of the samples (``benchmarks.querycheck``;
+    ``docs/paper.md``, "bf16 prompt queries")."""
     query = backbone.prompt_query
     if not any(listener.wants_query() for listener in query.listeners):
         query.value = None
         for listener in query.listeners:
             listener.on_query(None)
         return
-    query.computing = True
-    x = args[0]
-    try:
-        with torch.no_grad(), fp32_region(x.device), evaluation_mode(backbone):
-            query.value = backbone.forward_head(backbone.forward_features(x.float()),
-                                                pre_logits=True)
-    finally:
-        query.computing = False
+    query.value = query_features(backbone, args[0])
     for listener in query.listeners:
         listener.on_query(query.value)
 

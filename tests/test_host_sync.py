@@ -6,9 +6,9 @@ make a GPU wait: reading a tensor on the host (``.item()``, ``.tolist()``, ``.cp
 ``.numpy()``, ``bool()``/``int()``/``float()`` of a tensor) and operations whose result size
 depends on the data (``nonzero``, ``unique``, ``masked_select``, indexing by a Python list or a
 boolean mask), except torch's optimizers reading their step counts, which torch keeps on the
-host for this reason. The step is everything from the batch's conversion into model inputs to the end
-of the optimizer's update, on the second task, where each method's continual-learning machinery
-is active (LwF's distillation, HAT's gradient masks, ...)."""
+host for this reason. The step is everything from the batch's conversion into model inputs to
+the end of the optimizer's update, on the second task, where each method's continual-learning
+machinery is active (LwF's distillation, HAT's gradient masks, ...)."""
 
 from __future__ import annotations
 

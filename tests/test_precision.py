@@ -81,7 +81,7 @@ def test_bf16_training_keeps_fp32_state(name):
         with strategy.autocast():
             half = model.features(x, 1)
             logits = model(x, 1)
-    # autocast is on: the backbone ran in bf16 (a prompt pool's query pass runs in fp32)
+    # autocast is on: the backbone ran in bf16 (a prompt pool's query pass too)
     assert torch.bfloat16 in linear_dtypes
     bound = bf16_relative_bound(len(anatomy.blocks(backbone)))
     error = (half.float() - full).norm(dim=-1) / full.norm(dim=-1)

@@ -165,6 +165,53 @@ def test_dualprompt_without_a_task_id_uses_the_expert_its_key_chooses():
         assert not torch.allclose(model(x, 0), agnostic[0], atol=1e-3)  # task 0's expert differs
 
 
+def test_the_query_runs_under_the_callers_autocast_and_its_similarities_in_fp32():
+    bb, model = build("l2p")
+    dtypes = []
+    bb.blocks[0].attn.qkv.register_forward_hook(lambda m, a, o: dtypes.append(o.dtype))
+    pool = bb.shallow_prompts
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        bb.eval()(torch.randn(3, 1, 28, 28))
+        q = bb.prompt_query.value
+        top, sim = pool.choose(q)
+    assert dtypes[0] == torch.bfloat16  # the query pass, before the prompted one
+    cos = F.normalize(q.float(), dim=1) @ F.normalize(pool.keys, dim=1).T  # outside autocast
+    assert sim.dtype == torch.float32 and torch.equal(sim, cos.gather(1, top))
+
+    coda = CodaPrefixes(n_layers=2, per_task=3, length=4, dim=q.shape[1], query=PromptQuery())
+    coda.add_task(0)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        alpha = coda.weights(q)
+    assert alpha.dtype == torch.float32 and torch.equal(alpha, coda.weights(q))
+
+    experts = ExpertPrefixes(n_layers=1, length=2, dim=q.shape[1], match_weight=1.0,
+                             query=PromptQuery())
+    experts.add_task(0)
+    experts.set_task(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        experts.train().on_query(q)
+    match = experts.pop_auxiliary_loss()
+    key = experts.per_task["task_0"].key
+    assert match.dtype == torch.float32  # fp32 up to the summation order (bf16: ~1e-3)
+    torch.testing.assert_close(match, (1 - F.normalize(q.float(), dim=1)
+                                       @ F.normalize(key, dim=0)).mean())
+
+
+def test_querycheck_compares_what_each_pool_takes_from_the_query():
+    from benchmarks.querycheck import choices
+
+    q = torch.randn(3, 96)
+    bb, _ = build("l2p")
+    assert torch.equal(choices(bb, q), bb.shallow_prompts.choose(q)[0].sort(dim=1).values)
+    bb, _ = build("dualprompt")
+    for t in (0, 1):
+        bb.dualprompt_experts.add_task(t)
+    assert torch.equal(choices(bb, q), bb.dualprompt_experts.closest(q)[:, None])
+    bb, _ = build("coda-prompt")
+    bb.coda_prompt.add_task(0)
+    assert choices(bb, q).shape == (3, 4 * 10) and choices(bb, q).is_floating_point()  # 4 blocks
+
+
 def test_storage_bills_counted_by_hand():
     bb = create_backbone("vit_micro")  # dim 96, 4 blocks
     d, head = 96, 10 * 97
