@@ -16,6 +16,9 @@ continual-learning method is active (HAT's gradient masks, LwF's distillation, .
 
 - **train step**: from ``before_training_iteration`` to ``after_training_iteration`` (forward,
   losses, backward, every plugin's hooks, optimizer step; data loading excluded);
+- **outside training**: the passes a run makes over the measured task's data outside its steps
+  (``strategies.features.PassMeter``: the probe's features on the strategy's backbone and on a
+  random reference, the end-of-task pass), their images and ms per image;
 - **eval**: images/s of ``model(x, task)`` under ``torch.inference_mode`` in eval mode, the
   task's masks finished (bit-packed, folded into the weights once); for mask and gate strategies
   also of the per-task **compacted** model (``models.compact``), with its largest absolute
@@ -288,6 +291,8 @@ def measure_strategy(backbone: str, name: str, args: dict) -> dict:
     from models.compact import compact_for_task
     from models.factory import create_backbone
     from strategies import get_strategy
+    from strategies.features import PassMeter
+    from strategies.heads import ProbeHeadPlugin
     from strategies.registry import TrainSettings
 
     device = torch.device(args["device"])
@@ -300,14 +305,19 @@ def measure_strategy(backbone: str, name: str, args: dict) -> dict:
     timer = StepTimer(sync=device)  # synchronized on CUDA
     info = get_strategy(name)
     drawn = DrawnMasks(args["keep_tokens"], args["keep_weights"])
+    meter = PassMeter()  # the passes outside training, as a run makes them (no feature cache)
+    probe = ProbeHeadPlugin(bench, "random", reference=create_backbone(backbone), meter=meter)
     settings = TrainSettings(epochs=1, batch_size=args["batch"], eval_batch_size=args["eval_batch"],
-                             device=args["device"], head_init="random", plugins=[timer, drawn],
+                             device=args["device"], head_init="random",
+                             plugins=[timer, drawn, probe], fixed_passes=meter,
                              precision=args.get("precision", "fp32"))
     strategy = info.build(create_backbone(backbone), dict(info.hparams), settings)
     strategy.train(bench.train_stream[0])
     timer.train_times.clear()
+    meter.take()
     strategy.train(bench.train_stream[1])
     train = statistics.median(timer.train_times[args["warmup"]:])
+    fixed_images, fixed_s = meter.take()
     peak = mem.peak()
 
     plain = Plain(backbone, args)
@@ -338,7 +348,9 @@ def measure_strategy(backbone: str, name: str, args: dict) -> dict:
     row = {"strategy": name, "train_step_ms": 1e3 * train,
            "plain_train_step_ms": 1e3 * plain_train,
            "eval_img_s": args["eval_batch"] / seconds["strategy"],
-           "plain_eval_img_s": args["eval_batch"] / seconds["plain"], "peak_mib": peak, **counts}
+           "plain_eval_img_s": args["eval_batch"] / seconds["plain"], "peak_mib": peak,
+           "fixed_images": fixed_images, "fixed_ms_per_img": 1e3 * fixed_s / fixed_images,
+           **counts}
     if "compacted" in seconds:
         row["compact_img_s"] = args["eval_batch"] / seconds["compacted"]
     return row
@@ -400,14 +412,20 @@ def markdown(rows: list[dict], overhead: dict | None, args: dict) -> str:
              f"drawn to keep {100 * args['keep_tokens']:g}% of the patch tokens and "
              f"{100 * args['keep_weights']:g}% of the masked weights (seed {MASK_SEED}; HAT's "
              "gates as trained): kept tokens and weights are the measured task's fractions. "
+             "Outside training: the images the measured task's passes outside training read "
+             "(the probe's features on the strategy's backbone and on a random reference, "
+             "without the sweep's feature cache, and the end-of-task pass), their ms per image "
+             "and that per-image time over the plain training step's (a forward-only pass at "
+             "the device's speed is about 1/3). "
              "Timings on a shared machine are noisy (a few %).", ""]
     for backbone in dict.fromkeys(r["backbone"] for r in rows):
         group = [r for r in rows if r["backbone"] == backbone]
         lines += [f"## {backbone}", "",
-                  "| strategy | train step ms | x plain | eval img/s | x plain | peak MiB | "
+                  "| strategy | train step ms | x plain | eval img/s | x plain | "
+                  "outside training: images | ms/img | x plain step/img | peak MiB | "
                   "kept tokens % | kept weights % | compacted img/s | compacted speedup | "
                   "max abs diff | FFN units removed | keys dropped | targets |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in group:
             tr = r["train_step_ms"] / r["plain_train_step_ms"]
             ev = r["plain_eval_img_s"] / r["eval_img_s"]
@@ -424,8 +442,14 @@ def markdown(rows: list[dict], overhead: dict | None, args: dict) -> str:
                            f"{r['compact_img_s'] / r['eval_img_s']:.2f}x",
                            f"{r['compact_max_abs_diff']:.1e}", str(r["ffn_units_removed"]),
                            str(r["keys_dropped"])]
+            fixed = ["", "", ""]
+            if "fixed_images" in r:
+                per_img = r["fixed_ms_per_img"] / (r["plain_train_step_ms"] / args["batch"])
+                fixed = [f"{r['fixed_images']}", f"{r['fixed_ms_per_img']:.3f}",
+                         f"{per_img:.2f}"]
             lines.append(f"| {r['strategy']} | {r['train_step_ms']:.1f} | {tr:.2f} | "
-                         f"{r['eval_img_s']:.0f} | {ev:.2f} | {r['peak_mib']:.0f} | "
+                         f"{r['eval_img_s']:.0f} | {ev:.2f} | " + " | ".join(fixed) +
+                         f" | {r['peak_mib']:.0f} | "
                          + " | ".join(kept + compact) + f" | {target} |")
         lines.append("")
     if overhead:
