@@ -186,7 +186,8 @@ def validation_count(n: int, fraction: float) -> int:
 class RunImages:
     """Images through the backbone in one run. ``train``: training images (forward and backward);
     ``forwards``: evaluation-mode forwards of the strategy's model; ``reference``: forwards of
-    the random reference backbone (``strategies.heads``: its probe's features)."""
+    the random reference backbone (``strategies.heads``: its probe's features), made by the
+    first run of a (backbone, seed) only: the sweep's feature cache serves the others."""
 
     train: int
     forwards: int
@@ -197,18 +198,19 @@ def run_images(splits: dict[str, tuple[int, int]], epochs: int, val_fraction: fl
     """Per task with training split n (n - v images trained on, v = :func:`validation_count`)
     and test split t: ``epochs`` x (n - v) training images; forwards of the probe's features of
     the training, validation and test images (n + t) on the run's backbone and as many on the
-    reference backbone (``strategies.heads.ProbeHeadPlugin``); when it trains, the head's
-    calibration on its final features (n - v, ``strategies.common.ContinualTemplate.
-    calibrate_head``); the training accuracy (n - v, ``benchmarks.runner.train_accuracy``); and
-    the evaluation of every task so far (the test splits up to this one). ``epochs`` = 0 for a
-    strategy that takes no training step."""
+    reference backbone (``strategies.heads.ProbeHeadPlugin``); one pass over the training images
+    after training (n - v, ``strategies.common.ContinualTemplate.final_pass``: the head's
+    calibration and the training accuracy); and the evaluation of every task so far (the test
+    splits up to this one). ``epochs`` = 0 for a strategy that takes no training step. (A
+    strategy whose backbone is still the starting one at a task's start, e.g. ``classifier``,
+    also reads its probe's features from the cache: counted here as computed.)"""
     train = forwards = reference = seen_test = 0
     for n, t in splits.values():
         fit = n - validation_count(n, val_fraction)
         seen_test += t
         train += epochs * fit
         reference += n + t
-        forwards += n + t + (fit if epochs else 0) + fit + seen_test
+        forwards += n + t + fit + seen_test
     return RunImages(train, forwards, reference)
 
 
@@ -223,11 +225,10 @@ def paper_configs(backbones=PAPER_BACKBONES, strategies: list[str] | None = None
             if strategies is None or c.strategy in strategies]
 
 
-def run_flops(images: RunImages, cost: dict, plain_eval: float) -> float:
+def run_flops(images: RunImages, cost: dict) -> float:
     """FLOPs of one run: training images x counted training FLOPs, the strategy's forwards x
-    its counted evaluation FLOPs, the reference backbone's forwards x the plain forward's."""
-    return images.train * cost["train"] + images.forwards * cost["eval"] + (
-        images.reference * plain_eval)
+    its counted evaluation FLOPs (the shared reference is counted per (backbone, seed))."""
+    return images.train * cost["train"] + images.forwards * cost["eval"]
 
 
 def projection(configs: list, costs: dict, plain_eval: dict, measured: dict | None = None,
@@ -237,38 +238,47 @@ def projection(configs: list, costs: dict, plain_eval: dict, measured: dict | No
     Hours at each assumed sustained rate in ``tflops`` = FLOPs / rate; from measurements, where
     ``measured[(backbone, strategy)]`` has training and evaluation images/s and ``measured[
     (backbone, "plain")]`` the reference forward's: training images / train img/s + forwards /
-    eval img/s + reference forwards / plain eval img/s. Images per run: :func:`run_images` over
-    the paper datasets' splits."""
+    eval img/s, plus per (backbone, seed) the reference forwards x the plain forward's FLOPs /
+    plain eval img/s (one run computes them, the sweep's cache serves the rest). Images per
+    run: :func:`run_images` over the paper datasets' splits."""
     measured = measured or {}
     pairs: dict = {}
+    reference = {"pflop": 0.0, "measured_hours": 0.0}
+    for c in sorted({(c.backbone, c.seed): c for c in configs}.values(),
+                    key=lambda c: (c.backbone, c.seed)):
+        images = run_images(PAPER_SPLITS, c.epochs, c.val_fraction).reference
+        reference["pflop"] += images * plain_eval[c.backbone] / 1e15
+        plain = measured.get((c.backbone, "plain"))
+        if plain is not None:
+            reference["measured_hours"] += images / plain["eval_img_s"] / 3600
     for c in configs:
         key = (c.backbone, c.strategy)
         if key not in pairs:
             cost = costs[key]
             images = run_images(PAPER_SPLITS, c.epochs if cost["trains"] else 0, c.val_fraction)
-            flops = run_flops(images, cost, plain_eval[c.backbone])
+            flops = run_flops(images, cost)
             row = {"backbone": c.backbone, "strategy": c.strategy, "runs": 0,
                    "train_images": images.train, "forwards": images.forwards,
-                   "reference_forwards": images.reference, "pflop_per_run": flops / 1e15,
+                   "pflop_per_run": flops / 1e15,
                    "assumed_hours_per_run": [flops / (t * 1e12) / 3600 for t in tflops]}
-            rate, plain = measured.get(key), measured.get((c.backbone, "plain"))
-            if rate is not None and plain is not None:
-                row["measured_hours_per_run"] = (
-                    images.train / rate["train_img_s"] + images.forwards / rate["eval_img_s"]
-                    + images.reference / plain["eval_img_s"]) / 3600
+            rate = measured.get(key)
+            if rate is not None:
+                row["measured_hours_per_run"] = (images.train / rate["train_img_s"]
+                                                 + images.forwards / rate["eval_img_s"]) / 3600
             pairs[key] = row
         pairs[key]["runs"] += 1
     rows = list(pairs.values())
+    pflop = reference["pflop"] + sum(r["runs"] * r["pflop_per_run"] for r in rows)
     out = {"runs": sum(r["runs"] for r in rows), "rows": rows, "tflops": list(tflops),
-           "pflop": sum(r["runs"] * r["pflop_per_run"] for r in rows),
-           "assumed_hours": [sum(r["runs"] * r["assumed_hours_per_run"][i] for r in rows)
-                             for i in range(len(tflops))]}
+           "reference_pflop": reference["pflop"], "pflop": pflop,
+           "assumed_hours": [pflop * 1e15 / (t * 1e12) / 3600 for t in tflops]}
     first = configs[0]  # the suite's runs share epochs and validation fraction
     out["images"] = {"trains": asdict(run_images(PAPER_SPLITS, first.epochs, first.val_fraction)),
                      "no_steps": asdict(run_images(PAPER_SPLITS, 0, first.val_fraction))}
     done = [r for r in rows if "measured_hours_per_run" in r]
     out["measured_runs"] = sum(r["runs"] for r in done)
-    out["measured_hours"] = sum(r["runs"] * r["measured_hours_per_run"] for r in done)
+    out["measured_hours"] = sum(r["runs"] * r["measured_hours_per_run"] for r in done) + (
+        reference["measured_hours"] if done else 0.0)
     return out
 
 
@@ -437,11 +447,14 @@ def projection_lines(proj: dict, costs: dict, plain_eval: dict) -> list[str]:
              f"training images = epochs x (training split - validation), {trains['train']:,} "
              "for a strategy that trains (the validation images are never trained on); fixed "
              "forward passes of the strategy's model: the probe's features of training, "
-             "validation and test images, the head's calibration (only after training steps) "
-             "and the training accuracy over the trained-on images, the evaluation of every "
+             "validation and test images, one pass over the trained-on images after training "
+             "(the head's calibration and the training accuracy), the evaluation of every "
              f"task so far after each task ({trains['forwards']:,}; {fixed['forwards']:,} "
              "without training steps); and the probe's features on the random reference "
-             f"backbone ({trains['reference']:,}). `classifier` takes no training step (its "
+             f"backbone ({trains['reference']:,}), once per (backbone, seed): the sweep's "
+             "feature cache serves the other runs "
+             f"({proj['reference_pflop']:,.1f} PFLOP in all). `classifier` takes no training "
+             "step (its "
              "head is the converged probe): its backbone passes are the fixed ones. FLOPs per "
              "image are counted (training: one step of the second "
              "task, forward + every loss + backward; evaluation: one forward), attention "
@@ -500,12 +513,23 @@ def markdown(env: dict, agree: list, throughput: list, resume: dict | None, proj
                   "masks: tokens and weights kept at the paper's rates)", "",
                   "Peak memory: `max_memory_allocated` over the strategy's training steps, "
                   "after garbage collection, `empty_cache` and a reset of the peak.", "",
-                  "| backbone | strategy | train img/s | eval img/s | peak GiB |",
-                  "|---|---|---|---|---|"]
+                  "Next to plain fine-tuning measured in the same process: the training step's "
+                  "ratio, and the passes outside training (the probe's features on the "
+                  "strategy's backbone and a random reference, the end-of-task pass; "
+                  "`benchmarks.perf`) in ms per image and over the plain step's time per "
+                  "image (a forward-only pass at the device's speed is about 1/3).", "",
+                  "| backbone | strategy | train img/s | x plain step | eval img/s | "
+                  "outside training ms/img | x plain step/img | peak GiB |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in throughput:
+            plain_per_img = r["plain_train_step_ms"] / r["batch"]
+            fixed = (f"{r['fixed_ms_per_img']:.4f} | "
+                     f"{r['fixed_ms_per_img'] / plain_per_img:.2f}"
+                     if "fixed_ms_per_img" in r else " | ")
             lines.append(f"| {r['backbone']} | {r['strategy']} | "
                          f"{r['batch'] / (r['train_step_ms'] / 1e3):.0f} | "
-                         f"{r['eval_img_s']:.0f} | {r['peak_mib'] / 1024:.2f} |")
+                         f"{r['train_step_ms'] / r['plain_train_step_ms']:.2f} | "
+                         f"{r['eval_img_s']:.0f} | {fixed} | {r['peak_mib'] / 1024:.2f} |")
         lines.append("")
     if resume is not None:
         lines += ["## SIGKILL and resume on this device", ""]

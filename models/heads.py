@@ -40,7 +40,7 @@ the head's weights however far the features move; running estimates (exponential
 the probe's coefficients on standardized features, (mu, sigma) = the probe's training statistics,
 so at step 0 it predicts what the probe predicts. When its task ends, a head that trained is
 given the exact statistics of its final features (``strategies.common.ContinualTemplate.
-calibrate_head``: the running estimates lag features that moved until the last step), then folded
+final_pass``: the running estimates lag features that moved until the last step), then folded
 into an ``nn.Linear`` (:meth:`StandardizedHead.fold`): what is kept per task is the paper's linear
 head, and in evaluation the head computes exactly that folded layer.
 

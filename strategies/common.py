@@ -10,7 +10,7 @@ Avalanche's model adaptation has added the task's head and per-task state
 parameter of the model is frozen for the task. When the task is trained the model finishes it
 (``MultiTaskViT.finish_task``: masks keep their bits, the head is folded, ...) before the
 plugins' ``after_training_exp``; a head that trained is first given its final features' exact
-statistics (:meth:`ContinualTemplate.calibrate_head`).
+statistics (:meth:`ContinualTemplate.final_pass`, which also measures its training accuracy).
 
 A task's budget is ``epochs`` passes over its data, or exactly ``steps_per_task`` optimizer steps
 (as many passes as needed, the last one cut short): a budget in steps means the same amount of
