@@ -41,7 +41,6 @@ import json
 import os
 import shutil
 import sys
-import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -54,6 +53,7 @@ import torch
 from torch.utils.data import Dataset
 
 from benchmarks.datasets import as_items, targets_of
+from models.atomic import atomic_write
 from models.filelock import file_lock
 
 FORMAT = 1
@@ -181,12 +181,8 @@ def current_key(raw: Dataset, name: str, split: str, transform, cache_dir: Path,
 
 
 def _write_json(path: Path, obj) -> None:
-    """``obj`` as ``path``, atomically: a temporary file (of a unique name, with the umask's
-    permissions as every file of the cache) renamed over it, so that a reader sees the old or
-    the new file, never part of one."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
+    """``obj`` as ``path``, atomically (a reader sees the old or the new file)."""
+    atomic_write(path, lambda f: f.write(json.dumps(obj).encode()))
 
 
 def file_sha256(path: Path) -> str:
