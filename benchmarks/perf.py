@@ -538,7 +538,18 @@ def main(argv=None) -> int:
             "keep_weights": args.keep_weights, "precision": args.precision,
             "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
                             else f"CPU ({torch.get_num_threads()} threads available)")}
-    jobs = [(b, s, opts) for b in args.backbones.split(",") for s in ["plain", *names]]
+    from models.factory import family
+    from strategies.registry import refusal
+
+    jobs = []
+    for b in args.backbones.split(","):
+        jobs.append((b, "plain", opts))
+        for s in names:
+            why = refusal(s, family(b))
+            if why is None:
+                jobs.append((b, s, opts))
+            else:
+                print(f"{s} on {b}: not measured ({why})", flush=True)
     rows = []
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"),
                              max_tasks_per_child=1) as pool:
