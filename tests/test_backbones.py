@@ -211,6 +211,7 @@ def split_bench():
 
 @pytest.mark.parametrize("backbone", ["cait_micro", "lavit_micro", "t2t_micro"])
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
+@pytest.mark.slow
 def test_every_strategy_trains_on_cait_lavit_and_t2t(strategy, backbone, split_bench):
     torch.manual_seed(0)
     settings = TrainSettings(epochs=1, batch_size=128, head_init="random")

@@ -137,6 +137,7 @@ def test_hat_gradient_masking_keeps_weights_used_by_earlier_tasks():
     {},  # gates on shared adapters (the published port)
     {"units": "backbone", "optimizer": "sgd", "lr": 0.05},  # the suite's own port, paper SGD
 ])
+@pytest.mark.slow
 def test_hat_earlier_task_outputs_are_bit_identical_after_a_later_task(overrides):
     strategy, bench = _strategy("hat", overrides)
     model = strategy.model

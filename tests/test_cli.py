@@ -84,6 +84,7 @@ def run_main(*args):
         ([], "required: --suite"),
     ],
 )
+@pytest.mark.slow
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, expect):
     out = tmp_path / "out"
     commands = ("report", "storage", "backbones", "cache")
@@ -209,6 +210,7 @@ def test_exclude_drops_exactly_the_named_stream_backbone_pairs():
     assert {c.backbone for c in only_vit} == {"vit_micro"} and len(only_vit) == 2
 
 
+@pytest.mark.slow
 def test_deterministic_and_loader_workers_reach_the_runs_as_flags_or_suite_keys(tmp_path):
     """Recorded in the run's config (and so its id) when set; at their defaults left out, so
     the committed runs keep their ids."""
@@ -239,6 +241,7 @@ def test_deterministic_and_loader_workers_reach_the_runs_as_flags_or_suite_keys(
     (["--epochs", "1"], (1, None), "budget: 1 epoch per task (--epochs)"),
     (["--steps-per-task", "40"], (10, 40), "budget: 40 steps per task (--steps-per-task)"),
 ])
+@pytest.mark.slow
 def test_a_budget_flag_replaces_the_suites_and_the_sweep_says_which(monkeypatch, tmp_path,
                                                                      flags, budget, line):
     """The default suite trains 150 steps per task; --epochs replaces them (steps cleared, so
@@ -261,6 +264,7 @@ def test_a_budget_flag_replaces_the_suites_and_the_sweep_says_which(monkeypatch,
     assert {c.to_dict()["steps_per_task"] for c in started} == {budget[1]}
 
 
+@pytest.mark.slow
 def test_output_into_a_closed_pipe_ends_quietly():
     """`... | head -1`: the reader leaves early; no BrokenPipeError traceback."""
     cmd = (f"{sys.executable} {ROOT / 'run_benchmark.py'} storage --backbone vit_micro "
@@ -295,6 +299,7 @@ def test_structured_hyperparameters_pass_as_given():
     ["storage", "--backbone", "vit_micro", "--classes", "10,10,10,10,10"],
     ["report", "results/data/runs", "--out", "{tmp}/report"],
 ])
+@pytest.mark.slow
 def test_console_tables_fit_100_columns(args, tmp_path):
     r = run_main(*[a.format(tmp=tmp_path) for a in args])
     assert r.returncode == 0, r.stderr

@@ -12,6 +12,7 @@ from benchmarks.executors import ExecutorError, ExecutorOptions, check_available
 from results.records import load_record
 
 
+@pytest.mark.slow
 def test_two_sweeps_into_one_folder_do_not_corrupt_it(tmp_path, cache_dir):
     args = cli("--suite", "smoke", "--strategies", "classifier", "--seeds", "0,1",
                cache=cache_dir, out=tmp_path)
@@ -44,6 +45,7 @@ def test_cli_rejects_an_executor_it_cannot_use():
     ["--executor", "ray"],
     ["--executor", "slurm", "--slurm-cluster", "local", "--slurm-array"],
 ], ids=["workers", "ray", "slurm"])
+@pytest.mark.slow
 def test_executors_run_the_same_runs(executor, tmp_path, cache_dir):
     r = subprocess.run(cli("--suite", "smoke", "--strategies", "classifier", "--seeds", "0,1",
                            *executor, cache=cache_dir, out=tmp_path),

@@ -73,6 +73,7 @@ def test_every_accuracy_figure_draws_its_chance_level(figures):
         assert _chance(ax) == [round(100 / 6, 4), 37.5, 50.0]  # without, with, task inference
 
 
+@pytest.mark.slow
 def test_every_label_drawn_in_an_axes_lies_inside_it(figures):
     for name, fig in figures.items():
         fig.canvas.draw()

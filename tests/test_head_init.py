@@ -66,6 +66,7 @@ def _train_first_task(bench, backbone, strategy, head_init, epochs=1):
     return probe, first, counter, s
 
 
+@pytest.mark.slow
 def test_probe_init_head_predicts_like_the_probe_at_the_first_step(bench, pretrained):
     probe, first, _, _ = _train_first_task(bench, pretrained, "finetune", "probe")
     pred, f, y, _ = first.snapshot
@@ -100,6 +101,7 @@ class StepLosses(SupervisedPlugin):
 
 
 @pytest.mark.parametrize("strategy", ["adapter", "hat"])
+@pytest.mark.slow
 def test_a_probe_started_head_trains_stably_while_the_features_move(bench, pretrained, strategy):
     """Adapters and HAT's gates move the features under a probe head: the training loss never
     exceeds 2 x max(starting loss, ln K), the loss of chance on K classes. (A head with the

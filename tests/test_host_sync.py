@@ -103,6 +103,7 @@ def _train_two_tasks(name: str, device: str, window) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
+@pytest.mark.slow
 def test_training_step_has_no_host_sync(name):
     mode = HostSyncs()
     _train_two_tasks(name, "cpu", mode)

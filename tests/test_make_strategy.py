@@ -37,6 +37,7 @@ def runner_and_users_loop(tmp_path, cache_dir, **make_kwargs):
     return record, benchmark, strategy
 
 
+@pytest.mark.slow
 def test_a_users_loop_with_make_strategy_reproduces_the_runners_meat_numbers(tmp_path,
                                                                              cache_dir):
     record, benchmark, strategy = runner_and_users_loop(
@@ -51,6 +52,7 @@ def test_a_users_loop_with_make_strategy_reproduces_the_runners_meat_numbers(tmp
         assert strategy.probe.probe_acc[i] == pytest.approx(record["probe_acc"][i], abs=1e-12)
 
 
+@pytest.mark.slow
 def test_a_users_loop_gets_the_runners_class_incremental_predictions(tmp_path, cache_dir):
     record, benchmark, strategy = runner_and_users_loop(tmp_path, cache_dir, task_agnostic=True)
     for i, experience in enumerate(benchmark.train_stream):
@@ -66,6 +68,7 @@ def test_make_strategy_names_a_wrong_head_init():
         make_strategy("meat", None, None, head_init="zeros")
 
 
+@pytest.mark.slow
 def test_the_readmes_own_loop_runs_as_written_in_a_fresh_interpreter():
     """The README's example, unchanged, in a new Python process (nothing imported before it: the
     suite's backbones must be registered by importing ``strategies``), prints each task's

@@ -20,6 +20,8 @@ from benchmarks.synthetic import write_paper_layouts, write_random_checkpoint
 from results.records import find_records
 from strategies import STRATEGIES
 
+pytestmark = pytest.mark.slow  # every test shares one end-to-end sweep
+
 
 @pytest.fixture(scope="module")
 def paper_mini(tmp_path_factory):

@@ -63,6 +63,7 @@ def test_schedule_factors():
 
 
 @pytest.mark.parametrize("steps", [3, 7])
+@pytest.mark.slow
 def test_a_budget_in_steps_takes_exactly_that_many_steps(steps):
     """mnist5k-split5's first task has 12 batches of 64: 3 steps cut the first epoch, 7 too; the
     scheduler is built over the budget, so the last step uses the last factor."""

@@ -14,6 +14,9 @@ from strategies import STRATEGIES
 STEPS = "4"  # optimizer steps per task
 
 
+pytestmark = pytest.mark.slow  # every test shares one end-to-end sweep
+
+
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory, cache_dir):
     out = tmp_path_factory.mktemp("smoke")

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from benchmarks.streams import build_stream, patch_shuffle
@@ -7,6 +8,7 @@ def _all_images(ds):
     return torch.stack([ds[i][0] for i in range(len(ds))])
 
 
+@pytest.mark.slow
 def test_stream_is_a_pure_function_of_name_and_seed():
     a = build_stream("mnist5k-split5", seed=3)
     b = build_stream("mnist5k-split5", seed=3)
@@ -77,6 +79,7 @@ def test_patch_shuffle_is_a_permutation_of_patches():
     assert px == py
 
 
+@pytest.mark.slow
 def test_nuisance_stream_is_deterministic_ten_class_and_keeps_base_out_of_tests():
     a = build_stream("mnist5k-nuisance5", seed=0)
     b = build_stream("mnist5k-nuisance5", seed=0)

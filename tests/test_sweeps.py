@@ -45,6 +45,7 @@ def matrix_and_rows(folder: Path):
     return rec["acc_matrix"], (folder / "rows.csv").read_text()
 
 
+@pytest.mark.slow
 def test_sigkill_mid_sequence_then_resume_gives_the_uninterrupted_result(tmp_path, cache_dir,
                                                                          capsys):
     config = smoke_config("lwf")
@@ -91,6 +92,7 @@ class Interrupt:
 
 
 @pytest.mark.parametrize("strategy", ["meat", "hat"])
+@pytest.mark.slow
 def test_ctrl_c_then_resume_is_exact_for_stateful_strategies(strategy, tmp_path, cache_dir,
                                                              monkeypatch):
     config = smoke_config(strategy)
@@ -109,6 +111,7 @@ def test_ctrl_c_then_resume_is_exact_for_stateful_strategies(strategy, tmp_path,
     assert matrix_and_rows(folder) == matrix_and_rows(tmp_path / "ref" / config.run_id)
 
 
+@pytest.mark.slow
 def test_ctrl_c_then_resume_keeps_the_class_incremental_evaluation(tmp_path, cache_dir,
                                                                    monkeypatch):
     """Fine-tuning moves the backbone, so its task statistics read heads and features as they
@@ -189,6 +192,7 @@ def test_deterministic_is_set_before_the_runs_work_and_recorded(tmp_path, cache_
     assert det == {**plain, "deterministic": True}
 
 
+@pytest.mark.slow
 def test_same_config_same_matrix_and_seeds_are_independent(tmp_path, cache_dir):
     config = smoke_config("finetune", backbone="vit_nano")
     a = run_one(config, tmp_path / "a", cache_dir, progress=False)
@@ -201,6 +205,7 @@ def test_same_config_same_matrix_and_seeds_are_independent(tmp_path, cache_dir):
     assert c["base"]["seed"] == 1  # its own base pre-training, not seed 0's
 
 
+@pytest.mark.slow
 def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, cache_dir):
     suite = tmp_path / "exploding.yaml"
     suite.write_text("stream: mnist5k-split5\nbackbone: vit_micro\n"
@@ -220,6 +225,7 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, cache_dir):
     assert (out / "report" / "summary.md").read_text().count("| classifier |") == 1
 
 
+@pytest.mark.slow
 def test_a_corrupted_record_is_refused_and_redone(tmp_path, cache_dir):
     config = smoke_config("classifier")
     first = run_one(config, tmp_path, cache_dir, progress=False)

@@ -135,6 +135,7 @@ def test_class_incremental_metrics_on_a_hand_made_matrix():
 
 
 @pytest.mark.parametrize("strategy", ["classifier", "adapter"])
+@pytest.mark.slow
 def test_a_task_agnostic_run_records_both_settings(tmp_path, strategy):
     suite = {**load_suite("smoke"), "strategies": [strategy], "task_agnostic": True,
              "steps_per_task": 2}

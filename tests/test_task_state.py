@@ -47,6 +47,7 @@ def export_bits(export: dict[str, TaskTensor]) -> int:
                for t in export.values())
 
 
+@pytest.mark.slow
 def test_the_optimizer_is_built_once_per_task(trained):
     _, _, strategy, _ = trained
     assert strategy.optimizer_builds == TASKS

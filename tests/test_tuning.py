@@ -23,6 +23,7 @@ def image_keys(ds) -> set[bytes]:
     return {ds[i][0].numpy().tobytes() for i in range(len(ds))}
 
 
+@pytest.mark.slow
 def test_validation_split_is_disjoint_from_train_and_test_and_deterministic():
     a, b = build_stream("mnist5k-split5", 3), build_stream("mnist5k-split5", 3)
     for ta, tb in zip(a.tasks, b.tasks, strict=True):
@@ -59,6 +60,7 @@ class Untouchable(Dataset):
         raise AssertionError("test data was read during tuning")
 
 
+@pytest.mark.slow
 def test_tune_never_reads_test_data_and_its_file_reaches_the_runs(tmp_path, cache_dir,
                                                                    monkeypatch):
     import benchmarks.runner
@@ -125,6 +127,7 @@ def test_cli_without_a_tuned_file_says_how_to_make_it(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_suite_that_runs_on_tuned_values_can_be_tuned_before_its_file_exists(
         tmp_path, cache_dir, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT))
