@@ -44,18 +44,18 @@ results: $(STAMP)
 	$(PY) -m results.publish runs/standard
 
 perf: $(STAMP)
-	$(PY) -m benchmarks.perf
-	$(PY) -m benchmarks.perf --data
+	$(PY) -m benchmarks.measure.perf
+	$(PY) -m benchmarks.measure.perf --data
 
 # The paper pipeline end to end on generated data (six layouts, random DeiT-Ti checkpoint).
 paper-mini: $(STAMP)
-	$(PY) -m benchmarks.synthetic runs/paper-mini-data
+	$(PY) -m benchmarks.data.synthetic runs/paper-mini-data
 	$(PY) run_benchmark.py --suite paper-mini --data-root runs/paper-mini-data \
 		--pretrained runs/paper-mini-data/deit_tiny_patch16_224.pth --out runs/paper-mini
 
 # On a GPU machine: bf16 vs fp32, throughput, memory, kill-and-resume -> results/gpu.md.
 gpu-check: $(STAMP)
-	$(PY) -m benchmarks.gpucheck --out results
+	$(PY) -m benchmarks.measure.gpucheck --out results
 
 clean:
 	rm -rf runs .cache

@@ -27,7 +27,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from local files only
 
 ROOT = Path(__file__).resolve().parent
-DEFAULT_CACHE = Path(os.environ.get("VITCL_CACHE", ROOT / ".cache" / "pretrained"))
+
+from benchmarks.config import DEFAULT_CACHE  # noqa: E402  (torch-free)
 
 
 class UsageError(Exception):
@@ -159,7 +160,7 @@ def run_parser(tune: bool = False) -> Parser:
                         "per CPU of the run, at most 8, on CUDA); 0 reads batches in the run's "
                         "own process, without shared memory (docs/running.md)")
     p.add_argument("--preprocess", choices=["none", "deit"],
-                   help="input preset (benchmarks/inputs.py): none = resized images in [0, 1] "
+                   help="input preset (benchmarks/data/inputs.py): none = resized images in [0, 1] "
                         "(default); deit = DeiT crops, flips and the backbone's normalization")
     p.add_argument("--out", help="output folder (default runs/<suite>)")
     p.add_argument("--cache", default=str(DEFAULT_CACHE),
@@ -280,8 +281,8 @@ def build_configs(args) -> tuple[dict, list[dict]]:
         suite = load_suite(args.suite)
     except SuiteError as e:
         raise UsageError(str(e)) from e
-    from benchmarks.datasets import DataError
-    from benchmarks.streams import PAPER_STREAM, build_stream, is_bundled
+    from benchmarks.data.datasets import DataError
+    from benchmarks.data.streams import PAPER_STREAM, build_stream, is_bundled
     from benchmarks.suites import expand, stream_list
     from models.factory import BackboneError, resolve
 
@@ -398,8 +399,8 @@ def cmd_run(argv: list[str]) -> int:
 
 def check_lockable(**folders: Path) -> None:
     """Refuse, before any work, a folder (``--out``, ``--cache``) where runs could not create
-    files or take their locks (``models.filelock``: Lustre without ``-o flock``)."""
-    from models.filelock import LocksUnsupported, check_locks
+    files or take their locks (``atomicio``: Lustre without ``-o flock``)."""
+    from atomicio import LocksUnsupported, check_locks
 
     for flag, folder in folders.items():
         try:
@@ -593,9 +594,9 @@ def cmd_cache(argv: list[str]) -> int:
     p.add_argument("--preprocess", choices=["none", "deit"], help="input preset")
     p.add_argument("--cache", default=str(DEFAULT_CACHE), help="cache folder (env VITCL_CACHE)")
     args = p.parse_args(argv)
-    from benchmarks.datasets import DataError
-    from benchmarks.imagecache import thorough
-    from benchmarks.streams import build_stream
+    from benchmarks.data.datasets import DataError
+    from benchmarks.data.imagecache import thorough
+    from benchmarks.data.streams import build_stream
     from benchmarks.suitefile import SuiteError, load_suite
     from benchmarks.suites import resolved_preprocess, stream_list
 

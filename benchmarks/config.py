@@ -10,9 +10,15 @@ before the config was typed, so existing run folders and the committed records k
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from results.records import run_id
+
+# base checkpoints, probes, features and decoded images (env VITCL_CACHE)
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CACHE = Path(os.environ.get("VITCL_CACHE", ROOT / ".cache" / "pretrained"))
 
 # settings added after runs were recorded: left out of a config at their default
 OPTIONAL = ("tuning", "img_size", "task_agnostic", "deterministic", "loader_workers")
@@ -21,7 +27,7 @@ OPTIONAL = ("tuning", "img_size", "task_agnostic", "deterministic", "loader_work
 @dataclass(frozen=True)
 class RunConfig:
     suite: str  # the suite it came from (a name, or a YAML file's stem)
-    stream: str  # benchmarks.streams name
+    stream: str  # benchmarks.data.streams name
     backbone: str  # models.factory name or timm name
     strategy: str  # registered strategy name
     seed: int
@@ -39,7 +45,7 @@ class RunConfig:
     pretrained: str | None  # local checkpoint file
     hparams: dict  # the strategy's resolved hyperparameters
     hparams_source: str  # registered label, tuned, user or tuned+user
-    preprocess: dict  # benchmarks.inputs preset, resolved
+    preprocess: dict  # benchmarks.data.inputs preset, resolved
     precision: str  # "fp32" | "bf16"
     tf32: bool
     tuning: dict | None = field(default=None)  # a tuning trial: {tasks, trial, searched}

@@ -1,10 +1,10 @@
 """What makes a run survive interruption: a lock per run folder and a checkpoint per task.
 
-- :func:`run_lock`: an exclusive, non-blocking lock (:func:`models.filelock.file_lock`) on
+- :func:`run_lock`: an exclusive, non-blocking lock (:func:`atomicio.file_lock`) on
   ``<run folder>/.lock`` held for the whole run, so two sweeps writing into the same output
   folder never run (and write) the same run at once; the kernel releases it when the process
   dies, even by SIGKILL. A filesystem without ``flock`` (Lustre without ``-o flock``) is
-  :class:`models.filelock.LocksUnsupported`, which the CLI checks for before any work.
+  :class:`atomicio.LocksUnsupported`, which the CLI checks for before any work.
 - :func:`save_resume` / :func:`load_resume`: ``<run folder>/resume.pt``, rewritten atomically
   after every finished task, holds what continuing the run needs: the whole multi-task model
   (every head, mask, gate, adapter and per-task backbone), the state of the strategy's own
@@ -28,8 +28,7 @@ import torch
 from avalanche.training.plugins import EvaluationPlugin
 from torch import nn
 
-from models.atomic import atomic_write
-from models.filelock import LockHeld, file_lock
+from atomicio import LockHeld, atomic_write, file_lock
 
 RESUME_FILE = "resume.pt"
 LOCK_FILE = ".lock"

@@ -29,18 +29,18 @@ import torch.nn.functional as F
 from avalanche.core import SupervisedPlugin
 from tqdm import tqdm
 
+from atomicio import atomic_write_text, file_lock
 from benchmarks.config import RunConfig
-from benchmarks.inputs import InputPipeline
+from benchmarks.data.inputs import InputPipeline
+from benchmarks.data.streams import Stream, build_stream
 from benchmarks.pretrain import pretrained_checkpoint
 from benchmarks.resume import clear_resume, load_resume, restore, run_lock, save_resume
-from benchmarks.streams import Stream, build_stream
 from models.attention import set_dropkey
 from models.factory import create_backbone, resolve
-from models.filelock import file_lock
 from models.masks import mask_movement
-from models.tasks import TaskTensor, save_task_file
+from models.tasks import TaskTensor, save_task_file, token_masks
 from results.metrics import accuracy_from_counts, all_metrics, task_agnostic_metrics
-from results.records import RecordError, atomic_write_text, load_record, write_run
+from results.records import RecordError, load_record, read_token_masks, write_run, write_token_masks
 from strategies import get_strategy
 from strategies.class_incremental import ClassIncrementalEval
 from strategies.features import FeatureCache, PassMeter, weights_key
@@ -89,7 +89,7 @@ class StepTimer(SupervisedPlugin):
     runner's and Avalanche's own overhead (data loading, callbacks, probes, checkpoints,
     records). ``train_times`` keeps each training iteration's seconds. CPU timings: on a GPU
     they are launch times, unless ``sync`` is a CUDA device, synchronized around every iteration
-    (``benchmarks/perf.py``'s per-step times; the runner never synchronizes)."""
+    (``benchmarks/measure/perf.py``'s per-step times; the runner never synchronizes)."""
 
     def __init__(self, sync: torch.device | None = None):
         super().__init__()
@@ -605,6 +605,9 @@ class Run:
         task_file = self.folder / "tasks" / f"task_{i}.pt"
         save_task_file(state, task_file)
         self.file_bytes.append(task_file.stat().st_size)
+        if masks := token_masks(state):
+            write_token_masks(self.folder, [*read_token_masks(self.folder)[:i],
+                                            {k: m.tolist() for k, m in masks.items()}])
         for name in REFERENCES:
             setattr(record, name, [getattr(self.probe, name).get(k) for k in range(self.T)])
         record.storage = storage_summary(self.backbone_params, self.base_head,

@@ -24,10 +24,11 @@ from pathlib import Path
 
 import yaml
 
+from atomicio import atomic_write_text
 from benchmarks.config import RunConfig
 from benchmarks.executors import ExecutorOptions, run_all
 from benchmarks.suites import expand, stream_list, tuned_path
-from results.records import atomic_write_text, find_records
+from results.records import find_records
 from strategies import get_strategy
 from strategies.registry import resolve_hparams
 

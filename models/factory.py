@@ -17,8 +17,8 @@ from timm.models import cait, deit, vision_transformer
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from atomicio import atomic_write
 from models import anatomy, t2t
-from models.atomic import atomic_write
 from models.attention import (
     AttentionHooks,
     MaskableAttention,
@@ -174,7 +174,8 @@ def create_pretrained_classifier(name: str, pretrained: str | Path, *,
                                  img_size: int | None = None, in_chans: int | None = None
                                  ) -> nn.Module:
     """Backbone ``name`` with the classifier head its checkpoint was trained with (e.g. the
-    1000 ImageNet classes), to check a checkpoint on its own task (``benchmarks.validate``)."""
+    1000 ImageNet classes), to check a checkpoint on its own task
+    (``benchmarks.measure.validate``)."""
     arch, kwargs = resolve(name, img_size, in_chans)
     probe = create_backbone(name, img_size=img_size, in_chans=in_chans)
     head = read_checkpoint(probe, pretrained).get("head.weight")

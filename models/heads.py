@@ -61,8 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.atomic import atomic_write
-from models.filelock import file_lock
+from atomicio import atomic_write, file_lock
 
 C_GRID: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)
 MAX_ITER = 2000

@@ -255,8 +255,8 @@ def compute_query(backbone: nn.Module, args: tuple) -> None:
     """Forward pre-hook of the backbone: :func:`query_features` of its input, under the run's
     autocast (in a bf16 run a bf16 forward: an fp32 one would cost a full fp32 forward per
     batch). Only the similarities that choose from it are fp32 (``models.prompt_pools.cosine``):
-    the bf16 query changes the choice of well under 1% of the samples (``benchmarks.querycheck``;
-    ``docs/paper.md``, "bf16 prompt queries")."""
+    the bf16 query changes the choice of well under 1% of the samples
+    (``benchmarks.measure.querycheck``; ``docs/paper.md``, "bf16 prompt queries")."""
     query = backbone.prompt_query
     if not any(listener.wants_query() for listener in query.listeners):
         query.value = None

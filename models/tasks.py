@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.atomic import atomic_write
+from atomicio import atomic_write
 
 BITS = "bits"  # a bit-packed boolean tensor (uint8 bytes; its logical shape is in ``shape``)
 
@@ -158,6 +158,13 @@ def save_task_file(state: dict[str, TaskTensor], path: Path) -> None:
                                  "shape": list(t.logical_shape)} for k, t in state.items()}},
     }
     atomic_write(Path(path), lambda f: torch.save(payload, f))
+
+
+def token_masks(state: dict[str, TaskTensor]) -> dict[str, torch.Tensor]:
+    """The token masks of a task's export: {path of the attention's block (e.g. "blocks.0"):
+    boolean keep mask, one entry per key token}; empty for a strategy without token masks."""
+    return {key.split(".token_mask.")[0].removeprefix("backbone.").replace(".attn", ""):
+            tensor.decoded() for key, tensor in state.items() if tensor.kind == "token"}
 
 
 def load_task_file(path: Path) -> dict[str, TaskTensor]:

@@ -25,13 +25,13 @@ import matplotlib.transforms  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from models.tasks import load_task_file  # noqa: E402
 from results.metrics import (  # noqa: E402
     class_incremental_chance,
     final_average_accuracy,
     final_chance,
     task_incremental_chance,
 )
+from results.records import read_token_masks  # noqa: E402
 from results.tables import (  # noqa: E402
     by_arm,
     collapse_label,
@@ -424,8 +424,10 @@ def train_time(records: list[dict], out: Path, title: str, name: str) -> list[Pa
 def token_mask_figure(run_dir: Path, record: dict, out: Path, name: str) -> list[Path]:
     """For a run with token masks (MEAT): for its last task, the kept patch tokens of every
     masked layer drawn over the task's example image (dropped patches greyed out), and the kept
-    fraction per layer for every task."""
-    masks = token_masks(run_dir, len(record["acc_matrix"]))
+    fraction per layer for every task (from the run's ``token_masks.json``,
+    :func:`results.records.read_token_masks`)."""
+    masks = [{layer_label(path): torch.tensor(keep) for path, keep in task.items()}
+             for task in read_token_masks(run_dir)[:len(record["acc_matrix"])]]
     if not masks or not masks[-1]:
         return []
     examples = torch.load(run_dir / "examples.pt", map_location="cpu",
@@ -467,23 +469,6 @@ def token_mask_figure(run_dir: Path, record: dict, out: Path, name: str) -> list
                     else "no token dropped in any layer"),
                  fontsize=8)
     return save(fig, out, name)
-
-
-def token_masks(run_dir: Path, n_tasks: int) -> list[dict[str, torch.Tensor]]:
-    """Per task, {layer (:func:`layer_label`): boolean token mask} read from the run's per-task
-    files (``models.tasks.save_task_file``: tensors of kind "token" are token masks)."""
-    out = []
-    for t in range(n_tasks):
-        path = run_dir / "tasks" / f"task_{t}.pt"
-        if not path.exists():
-            break
-        layers = {}
-        for key, tensor in load_task_file(path).items():
-            if tensor.kind == "token":
-                path = key.split(".token_mask.")[0].removeprefix("backbone.")
-                layers[layer_label(path.replace(".attn", ""))] = tensor.decoded()
-        out.append(layers)
-    return out
 
 
 def layer_label(path: str) -> str:

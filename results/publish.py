@@ -3,12 +3,13 @@
     python -m results.publish runs/standard [--dest results/data]     (what `make results` runs)
 
 Copies the light files of every finished run into ``<dest>/runs/<run_id>/`` (config.yaml,
-record.json, rows.csv, train_log.csv; for runs with token masks also the per-task files and the
-example images, which the token-mask figure reads; other per-task files are left out: an
-Individual run keeps a whole backbone per task) and writes the report of exactly those records into
-``<dest>/report/``. ``tests/test_committed_results.py`` rebuilds the tables from the committed
-records and compares them with the committed tables, so committed numbers come from committed
-code.
+record.json, rows.csv, train_log.csv; for runs with token masks also ``token_masks.json`` and
+the example images, which the token-mask figure reads, and the per-task files, which
+``tests/test_committed_results.py`` loads into today's models; other per-task files are left
+out: an Individual run keeps a whole backbone per task) and writes the report of exactly those
+records into ``<dest>/report/``. ``tests/test_committed_results.py`` rebuilds the tables from
+the committed records and compares them with the committed tables, so committed numbers come
+from committed code.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from pathlib import Path
 
 import torch
 
-from results.plots import token_masks
-from results.records import find_records
+from results.records import TOKEN_MASKS, find_records, read_token_masks
 from results.report import write_report
 
 RUN_FILES = ("config.yaml", "record.json", "rows.csv", "train_log.csv")
@@ -41,7 +41,8 @@ def publish(run_dirs: list[Path], dest: Path) -> list[Path]:
         for name in RUN_FILES:
             if (src / name).exists():
                 shutil.copy2(src / name, dst / name)
-        if any(token_masks(src, len(rec["tasks"]))) and (src / "examples.pt").exists():
+        if any(read_token_masks(src)) and (src / "examples.pt").exists():
+            shutil.copy2(src / TOKEN_MASKS, dst / TOKEN_MASKS)
             shutil.copytree(src / "tasks", dst / "tasks")
             images = torch.load(src / "examples.pt", map_location="cpu",
                                 weights_only=True)["images"]

@@ -9,7 +9,7 @@ i, null where not evaluated; see :mod:`results.metrics`), ``metrics``, ``storage
 training accuracy and steps, mask movement, ...). ``rows.csv`` has the raw evaluation counts in
 long format, one row per (train_task, eval_task) with the columns of :data:`ROW_FIELDS`. Every
 write goes to a uniquely named temporary file in the same folder and is renamed over the target
-(:mod:`models.atomic`), so a reader never sees half a file.
+(:mod:`atomicio`), so a reader never sees half a file.
 
 Integrity: ``record.json`` carries ``checksum`` = sha256 of its own canonical JSON (sorted keys,
 without the checksum) and ``rows_sha256`` = sha256 of ``rows.csv``. :func:`load_record` checks
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from models.atomic import atomic_write_text  # (stdlib only; imported from here by callers)
+from atomicio import atomic_write_text
 
 ROW_FIELDS = ("seed", "strategy", "backbone", "stream", "train_task", "eval_task", "n", "correct",
               "loss")
@@ -43,13 +43,16 @@ UNFINISHED = {  # why a report leaves a run out, and how to finish it
 # Config keys added after runs were recorded, with the value that reproduces those runs: at that
 # value a key is left out of the run id, so existing run folders keep their ids (sweeps resume,
 # committed results stay valid) across upgrades of the suite.
-# (The preprocess value is benchmarks.inputs' ``none`` preset, spelled out: results/ reads records
-# only; tests/test_inputs.py checks that the two agree.)
+# (The preprocess value is benchmarks.data.inputs' ``none`` preset, spelled out: results/ reads
+# records only; tests/test_inputs.py checks that the two agree.)
 NONE_PREPROCESS = {"name": "none", "resize": "squash", "crop_pct": 1.0, "interpolation": "bilinear",
                    "train_crop": "none", "scale": [0.08, 1.0], "ratio": [0.75, 4 / 3],
                    "hflip": 0.0, "mean": None, "std": None}
 ID_NEUTRAL = {"preprocess": NONE_PREPROCESS, "precision": "fp32", "tf32": True,
               "steps_per_task": None}
+
+
+TOKEN_MASKS = "token_masks.json"
 
 
 def run_id(config: dict) -> str:
@@ -73,6 +76,24 @@ def write_run(folder: Path, record: dict, rows: list[dict]) -> None:
     stamped["rows_sha256"] = sha256(buf.getvalue().encode())
     stamped["checksum"] = record_checksum(stamped)
     atomic_write_text(folder / "record.json", json.dumps(stamped, indent=1, allow_nan=False))
+
+
+def write_token_masks(folder: Path, masks: list[dict[str, list[bool]]]) -> None:
+    """``token_masks.json``, the token-mask figure's data: per finished task, {attention block
+    path ("blocks.0"): its keep mask over the key tokens, a string of 0 (dropped) and 1 (kept)}.
+    Runs with token masks (MEAT) write it after every task; others never do."""
+    text = json.dumps([{layer: "".join("1" if k else "0" for k in keep)
+                        for layer, keep in task.items()} for task in masks], indent=1)
+    atomic_write_text(Path(folder) / TOKEN_MASKS, text)
+
+
+def read_token_masks(folder: Path) -> list[dict[str, list[bool]]]:
+    """What :func:`write_token_masks` wrote ([] for a run without token masks)."""
+    path = Path(folder) / TOKEN_MASKS
+    if not path.exists():
+        return []
+    return [{layer: [c == "1" for c in keep] for layer, keep in task.items()}
+            for task in json.loads(path.read_text())]
 
 
 def sha256(data: bytes) -> str:

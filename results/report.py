@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from results.records import atomic_write_text
+from atomicio import atomic_write_text
 from results.tables import (
     acc_matrix_frame,
     budget_note,

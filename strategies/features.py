@@ -31,8 +31,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from models.atomic import atomic_write
-from models.filelock import file_lock
+from atomicio import atomic_write, file_lock
 from models.tasks import task_modules
 
 Features = tuple[torch.Tensor, torch.Tensor]  # (features, labels) on the run's device

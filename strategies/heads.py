@@ -50,7 +50,7 @@ class ProbeHeadPlugin(SupervisedPlugin):
     too with ``head_init="probe"``; a plain head is left as created: module docstring).
 
     ``benchmark`` must have a ``test_stream`` aligned with ``train_stream`` (experience i of each
-    is task i, as ``benchmarks.streams.Stream.to_benchmark`` builds them); a ``valid_stream``
+    is task i, as ``benchmarks.data.streams.Stream.to_benchmark`` builds them); a ``valid_stream``
     aligned the same way chooses the probe's C (without one, C = 1). ``probe_acc[i]`` holds the
     reference test accuracy of experience ``i``.
     """

@@ -15,8 +15,8 @@ one, your Avalanche evaluator::
 num_classes=0)``); ``benchmark`` is an Avalanche benchmark with task labels whose ``train_stream``
 and ``test_stream`` are aligned (experience i of each is task i). A ``valid_stream`` aligned the
 same way, if present, chooses the probe's regularization (C = 1 without one). With the suite's
-own streams (``benchmarks.streams.build_stream(...).to_benchmark()``), the same seed and the same
-budget, the accuracies equal the runner's (tests/test_make_strategy.py).
+own streams (``benchmarks.data.streams.build_stream(...).to_benchmark()``), the same seed and the
+same budget, the accuracies equal the runner's (tests/test_make_strategy.py).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import models.registered  # noqa: F401  (the suite's backbones, for timm.create_model in your loop)
-from benchmarks.inputs import to_float
+from models.inputs import to_float
 from strategies.class_incremental import ClassIncrementalEval
 from strategies.common import ContinualTemplate
 from strategies.heads import ProbeHeadPlugin
@@ -40,7 +40,7 @@ from strategies.registry import (
 
 
 def as_float_images(x, train: bool):
-    """Model inputs from image batches (``benchmarks.inputs.to_float``: uint8 -> [0, 1], floats
+    """Model inputs from image batches (``models.inputs.to_float``: uint8 -> [0, 1], floats
     pass), as the runner's ``preprocess: none`` gives them."""
     return to_float(x)
 

@@ -204,7 +204,7 @@ def test_meat_token_masks_act_in_less_attention_layers():
 # -- every strategy on every backbone family ------------------------------------------------
 @pytest.fixture(scope="module")
 def split_bench():
-    from benchmarks.streams import build_stream
+    from benchmarks.data.streams import build_stream
 
     return build_stream("mnist5k-split5", seed=0).to_benchmark()
 

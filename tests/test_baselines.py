@@ -102,7 +102,7 @@ def test_hat_gates_multiply_unit_outputs_and_are_binary_at_evaluation():
 
 def _strategy(name: str, overrides: dict | None = None):
     """A registered strategy on vit_nano (random heads, 1 epoch) and the bundled split stream."""
-    from benchmarks.streams import build_stream
+    from benchmarks.data.streams import build_stream
 
     torch.manual_seed(0)
     bench = build_stream("mnist5k-split5", seed=0).to_benchmark()

@@ -12,7 +12,7 @@ from strategies.registry import TrainSettings, resolve_hparams
 
 
 def _data(n=10):
-    from benchmarks.datasets import TensorImages
+    from benchmarks.data.datasets import TensorImages
 
     return TensorImages(torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(0)),
                         torch.arange(n) % 3)

@@ -160,14 +160,12 @@ def test_the_training_time_figure_warns_when_conditions_differ(tmp_path, monkeyp
 def test_the_token_figure_numbers_tasks_and_layers_from_one(tmp_path, monkeypatch):
     import torch
 
-    from models.tasks import BITS, TaskTensor, save_task_file
     from results.plots import layer_label, token_mask_figure
+    from results.records import write_token_masks
 
     assert layer_label("blocks.0") == "block 1" and layer_label("stages.1.0") == "stage 2.1"
-    bits = torch.tensor([0b10110000], dtype=torch.uint8)  # kept, dropped, kept, kept
-    save_task_file({f"backbone.blocks.{i}.attn.token_mask.packed_0":
-                    TaskTensor(bits, "token", BITS, (4,)) for i in (0, 1)},
-                   tmp_path / "tasks" / "task_0.pt")
+    keep = [True, False, True, True]
+    write_token_masks(tmp_path, [{"blocks.0": keep, "blocks.1": keep}])
     torch.save({"images": [torch.rand(1, 8, 8)]}, tmp_path / "examples.pt")
     record = {"acc_matrix": [[1.0]], "tasks": [{"name": "mnist5k 2/8", "classes": ["2", "8"]}],
               "config": {"strategy": "meat", "backbone": "b", "stream": "s", "seed": 0}}

@@ -1,4 +1,4 @@
-"""File locks (``models.filelock``): one mechanism for run folders, pre-training, the image cache
+"""File locks (``atomicio``): one mechanism for run folders, pre-training, the image cache
 and probes; a filesystem without ``flock`` is one line naming the fix, from the CLI before any
 work (exit 2)."""
 
@@ -9,8 +9,8 @@ import os
 import pytest
 from test_cli import run_main
 
-from models import filelock
-from models.filelock import LockHeld, LocksUnsupported, check_locks, file_lock
+import atomicio as filelock
+from atomicio import LockHeld, LocksUnsupported, check_locks, file_lock
 
 
 def refuse_flock(monkeypatch, code: int) -> None:

@@ -14,8 +14,8 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks import gpucheck
-from benchmarks.dataperf import PAPER_SPLITS
+from benchmarks.measure import gpucheck
+from benchmarks.measure.dataperf import PAPER_SPLITS
 from models.factory import create_backbone
 
 
@@ -65,7 +65,7 @@ def test_paper_backbones_flops():
 
 
 def test_validation_count_is_the_streams_split():
-    from benchmarks.datasets import stratified_split
+    from benchmarks.data.datasets import stratified_split
 
     labels = [i % 200 for i in range(PAPER_SPLITS["cub"][0])]
     held = len(stratified_split(labels, 0.1, seed=0)[1])

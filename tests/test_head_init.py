@@ -7,8 +7,8 @@ import pytest
 import torch
 from avalanche.core import SupervisedPlugin
 
+from benchmarks.data.streams import build_stream
 from benchmarks.runner import EvalCounter, prepare_backbone
-from benchmarks.streams import build_stream
 from strategies import get_strategy
 from strategies.features import task_features
 from strategies.heads import ProbeHeadPlugin

@@ -19,8 +19,8 @@ import torch
 from avalanche.core import SupervisedPlugin
 from torch.overrides import TorchFunctionMode
 
-from benchmarks.inputs import InputPipeline
-from benchmarks.streams import build_stream
+from benchmarks.data.inputs import InputPipeline
+from benchmarks.data.streams import build_stream
 from models.factory import create_backbone
 from strategies import STRATEGIES, get_strategy
 from strategies.registry import TrainSettings, resolve_hparams

@@ -1,5 +1,5 @@
-"""The image cache's opens (``benchmarks.imagecache``): the whole sha256 once, after a build and
-under ``run_benchmark.py cache``, a stamp afterwards; the source index instead of a stat per
+"""The image cache's opens (``benchmarks.data.imagecache``): the whole sha256 once, after a build
+and under ``run_benchmark.py cache``, a stamp afterwards; the source index instead of a stat per
 file; a lock shared by readers."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 
-from benchmarks import imagecache
-from benchmarks.synthetic import smooth_image
-from models.filelock import LockHeld, file_lock
+from atomicio import LockHeld, file_lock
+from benchmarks.data import imagecache
+from benchmarks.data.synthetic import smooth_image
 
 RESIZE = T.Resize((16, 16))
 
@@ -103,7 +103,7 @@ def test_a_changed_size_or_mtime_is_checked_in_full(root, tmp_path, monkeypatch,
 
 def test_the_cache_command_restats_every_file_and_hashes_in_full(root, tmp_path, monkeypatch):
     """A file rewritten in place keeps its folder's times: an open keeps the recorded key (the
-    module's rule), :func:`~benchmarks.imagecache.thorough` finds the new one."""
+    module's rule), :func:`~benchmarks.data.imagecache.thorough` finds the new one."""
     first = open_cache(root, tmp_path / "cache").folder
     path = raw_of(root).samples[0][0]
     with open(path, "r+b") as f:  # in place: same name, same inode

@@ -10,17 +10,17 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
-from benchmarks import imagecache
-from benchmarks.datasets import folder_source, local_source
-from benchmarks.inputs import (
+from benchmarks.data import imagecache
+from benchmarks.data.datasets import folder_source, local_source
+from benchmarks.data.inputs import (
     NONE,
     InputPipeline,
     PreprocessError,
     resolve_preprocess,
     storage_transform,
 )
-from benchmarks.streams import _select, _subset, compose, invert, patch_shuffle, rotate
-from benchmarks.synthetic import smooth_image
+from benchmarks.data.streams import _select, _subset, compose, invert, patch_shuffle, rotate
+from benchmarks.data.synthetic import smooth_image
 from results.records import NONE_PREPROCESS, run_id
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))

@@ -2,8 +2,8 @@
 
 Each fixture writes a few images per class into ``tmp_path`` in the on-disk layout torchvision
 expects (CIFAR pickles, FashionMNIST idx files, SVHN .mat files, an ImageFolder tree of PNGs);
-the tests then load them through :func:`benchmarks.datasets.local_source` and
-:func:`benchmarks.streams.build_stream`, without mocking the loaders themselves.
+the tests then load them through :func:`benchmarks.data.datasets.local_source` and
+:func:`benchmarks.data.streams.build_stream`, without mocking the loaders themselves.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from PIL import Image
 from test_cli import run_main
 from torchvision.datasets.utils import check_integrity
 
-from benchmarks.datasets import (
+from benchmarks.data.datasets import (
     DataError,
     ImageSource,
     RelabeledSubset,
     local_source,
-    targets_of,
 )
-from benchmarks.streams import build_stream
+from benchmarks.data.imagecache import targets_of
+from benchmarks.data.streams import build_stream
 from results.records import find_records
 
 # Every class gets TRAIN_PER_CLASS training images: with val_fraction=0.2, sklearn's stratified
@@ -337,10 +337,10 @@ def test_imagefolder_split2_stream(imagefolder_root):
 
 
 def test_generated_digit_folder_holds_the_bundled_digits(tmp_path):
-    """``python -m benchmarks.synthetic DIR --digits``: the README's own-data check reads the
+    """``python -m benchmarks.data.synthetic DIR --digits``: the README's own-data check reads the
     bundled digits back, pixel for pixel, as an image folder."""
-    from benchmarks.datasets import mnist5k
-    from benchmarks.synthetic import DIGIT_NAMES, write_digit_folder
+    from benchmarks.data.datasets import mnist5k
+    from benchmarks.data.synthetic import DIGIT_NAMES, write_digit_folder
 
     write_digit_folder(tmp_path, classes=3, train=4, test=2)
     src = local_source("imagefolder", tmp_path)

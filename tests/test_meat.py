@@ -178,8 +178,8 @@ def test_meat_plugin_in_a_users_own_template():
     suite's template (a plain Avalanche template is refused with a clear error)."""
     from avalanche.training import Naive
 
+    from benchmarks.data.streams import build_stream
     from benchmarks.runner import EvalCounter
-    from benchmarks.streams import build_stream
     from strategies.common import ContinualTemplate
     from strategies.registry import TrainSettings
 

@@ -76,8 +76,8 @@ def test_multitask_mixed_batch_pads_with_minus_inf():
 
 
 def test_base_pretraining_is_cached_per_config(tmp_path):
+    from benchmarks.data.streams import build_stream
     from benchmarks.pretrain import pretrained_checkpoint
-    from benchmarks.streams import build_stream
 
     base = build_stream("mnist5k-split5", seed=0).base
     kw = {"img_size": 28, "in_chans": 1}

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from test_local_datasets import _labels, _pickle, _pixels, skip_md5  # noqa: F401
 
-from benchmarks.datasets import DataError, local_source
-from benchmarks.streams import PAPER_TASKS, build_stream
+from benchmarks.data.datasets import DataError, local_source
+from benchmarks.data.streams import PAPER_TASKS, build_stream
 from benchmarks.suitefile import load_suite
 from benchmarks.suites import expand
 from strategies import get_strategy

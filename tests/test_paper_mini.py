@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import run_benchmark
-from benchmarks.streams import PAPER_TASKS
-from benchmarks.synthetic import write_paper_layouts, write_random_checkpoint
+from benchmarks.data.streams import PAPER_TASKS
+from benchmarks.data.synthetic import write_paper_layouts, write_random_checkpoint
 from results.records import find_records
 from strategies import STRATEGIES
 

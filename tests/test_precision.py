@@ -18,7 +18,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 from conftest import fitting_hparams
 
-from benchmarks.perf import synthetic_stream
+from benchmarks.measure.perf import synthetic_stream
 from models import anatomy
 from models.anatomy import block_linears
 from models.factory import create_backbone

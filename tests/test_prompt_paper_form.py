@@ -24,7 +24,7 @@ BATCH, STEPS = 32, 4
 
 @pytest.fixture(scope="module")
 def bench():
-    from benchmarks.streams import build_stream
+    from benchmarks.data.streams import build_stream
 
     return build_stream("mnist5k-split5", seed=0).to_benchmark()
 

@@ -198,7 +198,7 @@ def test_the_query_runs_under_the_callers_autocast_and_its_similarities_in_fp32(
 
 
 def test_querycheck_compares_what_each_pool_takes_from_the_query():
-    from benchmarks.querycheck import choices
+    from benchmarks.measure.querycheck import choices
 
     q = torch.randn(3, 96)
     bb, _ = build("l2p")

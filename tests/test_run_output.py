@@ -5,8 +5,8 @@ import dataclasses
 
 from test_sweeps import smoke_config
 
+from benchmarks.data.streams import build_stream
 from benchmarks.runner import prepare_backbone, run_one
-from benchmarks.streams import build_stream
 
 
 def test_random_weights_are_named_and_recorded(tmp_path, capsys):

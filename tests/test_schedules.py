@@ -67,7 +67,7 @@ def test_schedule_factors():
 def test_a_budget_in_steps_takes_exactly_that_many_steps(steps):
     """mnist5k-split5's first task has 12 batches of 64: 3 steps cut the first epoch, 7 too; the
     scheduler is built over the budget, so the last step uses the last factor."""
-    from benchmarks.streams import build_stream
+    from benchmarks.data.streams import build_stream
 
     bench = build_stream("mnist5k-split5", seed=0).to_benchmark()
     settings = TrainSettings(epochs=50, steps_per_task=steps, batch_size=64, head_init="random")

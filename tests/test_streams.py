@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from benchmarks.streams import build_stream, patch_shuffle
+from benchmarks.data.streams import build_stream, patch_shuffle
 
 
 def _all_images(ds):

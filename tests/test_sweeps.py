@@ -82,7 +82,7 @@ class Interrupt:
         self.after, self.seen = after, 0
 
     def __call__(self, path, text):
-        from results.records import atomic_write_text
+        from atomicio import atomic_write_text
 
         atomic_write_text(path, text)
         if Path(path).name == "train_log.csv":

@@ -13,8 +13,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import datasets
 
-from benchmarks import validate
-from benchmarks.perf import synthetic_stream
+from benchmarks.measure import validate
+from benchmarks.measure.perf import synthetic_stream
 from models import anatomy
 from models.attention import set_dropkey
 from models.factory import create_backbone, load_checkpoint, save_checkpoint
@@ -179,7 +179,7 @@ def test_the_prompt_query_is_computed_in_evaluation_mode():
 
 
 def test_validate_prints_the_top1_of_an_official_checkpoint(tmp_path, capsys):
-    """``benchmarks.validate`` on a generated ImageNet-style folder and official-format
+    """``benchmarks.measure.validate`` on a generated ImageNet-style folder and official-format
     checkpoint: its top-1 is the source model's (with its own head) on the same images."""
     torch.manual_seed(0)
     source = timm.create_model("t2t_micro", num_classes=3).eval()

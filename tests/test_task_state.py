@@ -17,7 +17,7 @@ TASKS = 2
 
 @pytest.fixture(scope="module")
 def bench():
-    from benchmarks.streams import build_stream
+    from benchmarks.data.streams import build_stream
 
     return build_stream("mnist5k-split5", seed=0).to_benchmark()
 

@@ -10,7 +10,7 @@ import torch
 from test_cli import run_main
 from torch.utils.data import Dataset
 
-from benchmarks.streams import build_stream
+from benchmarks.data.streams import build_stream
 from benchmarks.suitefile import SuiteError, load_suite
 from benchmarks.suites import expand
 from benchmarks.tuning import choose, trial_hparams, tune

@@ -1,10 +1,12 @@
 """Speed and memory of every strategy next to the plain backbone, measured side by side.
 
-    python -m benchmarks.perf [--backbones vit_micro,cait_micro,lavit_micro] [--strategies all]
-                              [--batch 64] [--eval-batch 512] [--repeats 20] [--device cpu]
+    python -m benchmarks.measure.perf [--backbones vit_micro,cait_micro,lavit_micro]
+                              [--strategies all] [--batch 64] [--eval-batch 512] [--repeats 20]
+                              [--device cpu]
                               [--keep-tokens 0.9] [--keep-weights 0.97] [--precision fp32]
                               [--out results]        (writes <out>/perf.md and <out>/perf.json)
-    python -m benchmarks.perf --data [--data-images 48]   (the data path: benchmarks.dataperf)
+    python -m benchmarks.measure.perf --data [--data-images 48]
+                              (the data path: benchmarks.measure.dataperf)
 
 ``results/perf.md`` has one section per mode; each run rewrites its own section.
 
@@ -126,8 +128,8 @@ def image_shape(backbone: str) -> tuple[int, int, int]:
 
 def synthetic_stream(shape, n_train: tuple[int, int], n_eval: int, n_classes: int = 10):
     """Two tasks of random images (task 0 short, task 1 = the measured one)."""
-    from benchmarks.datasets import TensorImages
-    from benchmarks.streams import Stream, Task
+    from benchmarks.data.datasets import TensorImages
+    from benchmarks.data.streams import Stream, Task
 
     g = torch.Generator().manual_seed(0)
 
@@ -399,7 +401,7 @@ def mask_strategies() -> list[str]:
 def markdown(rows: list[dict], overhead: dict | None, args: dict) -> str:
     """perf.md: one table per backbone with ratios to plain, the targets, the overhead split."""
     lines = ["# Performance: strategies next to the plain backbone", "",
-             f"`python -m benchmarks.perf` on {args['device_name']}, torch threads "
+             f"`python -m benchmarks.measure.perf` on {args['device_name']}, torch threads "
              f"{args['threads'] or torch.get_num_threads()}; train batch {args['batch']}, eval "
              f"batch {args['eval_batch']}; medians of {args['repeats']} training steps and "
              f"{args['eval_repeats']} evaluation forwards after {args['warmup']} warm-up steps. "
@@ -514,13 +516,14 @@ def main(argv=None) -> int:
     p.add_argument("--no-overhead", action="store_true", help="skip the runner-overhead run")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--data", action="store_true",
-                   help="measure the data path instead (benchmarks/dataperf.py): decoding on "
-                        "every access vs the image cache; writes its section of perf.md")
+                   help="measure the data path instead (benchmarks/measure/dataperf.py): "
+                        "decoding on every access vs the image cache; writes its section of "
+                        "perf.md")
     p.add_argument("--data-images", type=int, default=48,
                    help="--data: generated images per dataset")
     args = p.parse_args(argv)
     if args.data:
-        from benchmarks import dataperf
+        from benchmarks.measure import dataperf
 
         rows = dataperf.measure(args.data_images)
         text = dataperf.markdown(rows, dataperf.projection(rows))

@@ -1,6 +1,6 @@
 """Check a pretrained checkpoint on its own classes: top-1 on an ImageNet-val-style folder.
 
-    python -m benchmarks.validate --backbone t2t_vit_12 \\
+    python -m benchmarks.measure.validate --backbone t2t_vit_12 \\
         --pretrained ~/weights/76.5_T2T_ViT_12.pth.tar --data ~/imagenet/val
 
 prints the top-1 accuracy of the checkpoint's own classifier (official T2T-ViT-12: 76.5%), so a
@@ -65,7 +65,7 @@ def top1(model: torch.nn.Module, loader, device: str) -> tuple[int, int]:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.validate", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.measure.validate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backbone", required=True, help="suite or timm backbone name")
     ap.add_argument("--pretrained", required=True, type=Path, help="local checkpoint file")

@@ -3,9 +3,9 @@
 ``cached(raw, name, split, transform, cache_dir)`` returns a :class:`CachedImages` dataset whose
 items are uint8 tensors (C, S, S) read from ``<cache_dir>/<name>-<split>-<key>/images.u8`` (a
 memory map), where ``raw[i]`` is ``(PIL image, label)`` and ``transform`` is the PIL part of the
-preprocessing (:func:`benchmarks.inputs.storage_transform`). Training, evaluation and probe
+preprocessing (:func:`benchmarks.data.inputs.storage_transform`). Training, evaluation and probe
 features read the same array; conversion to float, augmentation and normalization happen on the
-run's device (:class:`benchmarks.inputs.InputPipeline`).
+run's device (:class:`benchmarks.data.inputs.InputPipeline`).
 
 - **Key**: sha256 of the dataset name, split, every file's path, size and mtime (or the bytes of
   an in-memory array), the labels and the transform's ``repr`` (size, interpolation, crop) — a
@@ -52,15 +52,31 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from benchmarks.datasets import as_items, targets_of
-from models.atomic import atomic_write
-from models.filelock import file_lock
+from atomicio import atomic_write, file_lock
 
 FORMAT = 1
 MIN_PER_WORKER = 512  # smaller datasets decode in-process (starting workers costs more)
 IMAGES, META, STAMP = "images.u8", "meta.json", "stamp.json"
 SAMPLES, SAMPLE_BYTES = 32, 1 << 16  # the stamp's sampled hash reads 2 MiB whatever the size
 _THOROUGH: ContextVar[bool] = ContextVar("thorough", default=False)
+
+
+def targets_of(ds: Dataset) -> list[int]:
+    """Integer labels of a dataset (``targets``, or ``labels`` as in torchvision's SVHN)."""
+    targets = getattr(ds, "targets", None)
+    if targets is None:
+        targets = getattr(ds, "labels", None)  # torchvision SVHN
+    if targets is None:
+        raise TypeError(f"{type(ds).__name__} exposes no targets/labels")
+    return [int(t) for t in targets]
+
+
+def as_items(images: torch.Tensor, labels: list[int]) -> list[tuple[torch.Tensor, int]]:
+    """A batch as the list of (image, label) samples that ``__getitems__`` returns: PyTorch's
+    DataLoader fetches a batch with ``dataset.__getitems__(indices)`` when the dataset has it and
+    collates that list as it would the items (``torch/utils/data/_utils/fetch.py``). The images
+    are views of one batch tensor, which the collation stacks again."""
+    return list(zip(images.unbind(0), labels, strict=True))
 
 
 class CachedImages(Dataset):

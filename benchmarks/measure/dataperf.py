@@ -1,6 +1,6 @@
 """The data path measured: images per CPU-second of decoding on every access (the suite's path
 before the image cache) vs reading the decode-once cache, on generated images at the paper
-datasets' real sizes. ``python -m benchmarks.perf --data`` runs it and writes its section of
+datasets' real sizes. ``python -m benchmarks.measure.perf --data`` runs it and writes its section of
 ``results/perf.md``.
 
 - **decode**: ``ImageList`` items with ``Resize((224, 224))`` + ``ToTensor`` (what every epoch of
@@ -9,7 +9,7 @@ datasets' real sizes. ``python -m benchmarks.perf --data`` runs it and writes it
   centre square), in this process.
 - **cached read**: batches of uint8 images from the cache through a ``DataLoader`` (what a GPU
   run's host does per epoch; conversion, crops and normalization then run on the GPU), and the
-  same plus :class:`benchmarks.inputs.InputPipeline` on the CPU (a CPU run).
+  same plus :class:`benchmarks.data.inputs.InputPipeline` on the CPU (a CPU run).
 
 CPU-seconds are ``time.process_time()`` of this process (every thread), so a busy machine
 changes them less than wall time. The run also checks that with preprocessing ``none`` every
@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from benchmarks.datasets import ImageList, to_rgb
-from benchmarks.imagecache import cached
-from benchmarks.inputs import NONE, InputPipeline, resolve_preprocess, storage_transform
-from benchmarks.synthetic import REAL_SIZES, Writer
+from benchmarks.data.datasets import ImageList, to_rgb
+from benchmarks.data.imagecache import cached
+from benchmarks.data.inputs import NONE, InputPipeline, resolve_preprocess, storage_transform
+from benchmarks.data.synthetic import REAL_SIZES, Writer
 
 # images per split of the paper's datasets (train, test): CUB-200-2011, Stanford Cars,
 # FGVC-Aircraft (trainval/test), CIFAR-100, Sketches (TU-Berlin, 80/20 of 20,000), WikiArt (the
@@ -129,11 +129,11 @@ def projection(rows: dict, epochs: int = 30) -> dict:
 def markdown(rows: dict, proj: dict) -> str:
     lines = ["## Data path: decode on every access vs the decode-once cache", "",
              "Generated images at the paper datasets' typical sizes; images per CPU-second of "
-             "this process (`python -m benchmarks.perf --data`). Decode: `Resize((224, 224))` + "
-             "`ToTensor` per access (the path before the cache). Build: decoding once into the "
-             "cache (DeiT storage: resize 256, centre square). Read: uint8 batches of 64 from "
-             "the cache (a GPU run's host per epoch); + CPU pipeline: with crops, flips and "
-             "normalization on the CPU (a CPU run).", "",
+             "this process (`python -m benchmarks.measure.perf --data`). Decode: "
+             "`Resize((224, 224))` + `ToTensor` per access (the path before the cache). "
+             "Build: decoding once into the cache (DeiT storage: resize 256, centre square). "
+             "Read: uint8 batches of 64 from the cache (a GPU run's host per epoch); "
+             "+ CPU pipeline: with crops, flips and normalization on the CPU (a CPU run).", "",
              "| dataset | image size | decode img/CPU-s | build img/CPU-s | read img/CPU-s | "
              "read + CPU pipeline img/CPU-s | read / decode | `none` cache bit-identical |",
              "|---|---|---|---|---|---|---|---|"]

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from benchmarks.datasets import (
+from benchmarks.data.datasets import (
     LOCAL_DATASETS,
     DataError,
     ImageSource,
@@ -42,8 +42,8 @@ from benchmarks.datasets import (
     mnist5k,
     sklearn_digits,
     stratified_split,
-    targets_of,
 )
+from benchmarks.data.imagecache import targets_of
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -354,9 +354,9 @@ def paper_stream(seed: int, val_fraction: float, data_root: str | None,
                  cache_dir: str | Path | None = None) -> Stream:
     """The MEAT paper's new tasks in its order — CUB-200-2011, Stanford Cars, FGVC-Aircraft,
     CIFAR-100, Sketches, WikiArt — each a task over all its classes, read from
-    ``data_root/<name>`` (layouts in ``benchmarks.datasets``), RGB at ``img_size``. The base is
+    ``data_root/<name>`` (layouts in ``benchmarks.data.datasets``), RGB at ``img_size``. The base is
     ImageNet: give its pre-trained checkpoint (``--pretrained``). ``preprocess`` and
-    ``cache_dir``: see :func:`benchmarks.datasets.local_source`."""
+    ``cache_dir``: see :func:`benchmarks.data.datasets.local_source`."""
     if data_root is None:
         raise DataError(f"stream {PAPER_STREAM!r} reads {', '.join(PAPER_TASKS)} from "
                         "DATA_ROOT/<name>: give --data-root PATH")
@@ -398,7 +398,7 @@ def build_stream(
     """Build a stream by name; raises :class:`DataError` with the valid names if unknown.
 
     Local datasets go through the storage part of ``preprocess`` and, with ``cache_dir`` and an
-    image size, the decode-once image cache (:func:`benchmarks.datasets.local_source`); the
+    image size, the decode-once image cache (:func:`benchmarks.data.datasets.local_source`); the
     bundled streams keep their in-memory tensors."""
     if is_bundled(name) and img_size is not None:
         raise DataError(f"stream {name!r} is bundled 28 x 28 data: an image size applies to "

@@ -27,6 +27,9 @@ import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 
+from benchmarks.data.imagecache import as_items, cached, targets_of
+from benchmarks.data.inputs import NONE, storage_transform
+
 
 class DataError(ValueError):
     """A dataset cannot be built from what the user gave (missing folder, bad layout)."""
@@ -78,7 +81,7 @@ class RelabeledSubset(Dataset):
         transformed once. The transform is a deterministic function of (..., C, H, W) tensors,
         the same on one image as on a batch (``streams._select`` applies it to whole in-memory
         tensors); random augmentation happens on the run's device, per batch, never here
-        (:class:`benchmarks.inputs.InputPipeline`)."""
+        (:class:`benchmarks.data.inputs.InputPipeline`)."""
         x, _ = read_batch(self.source, [self.indices[i] for i in indices])
         if self.transform is not None:
             x = self.transform(x)
@@ -97,14 +100,6 @@ def read_batch(ds: Dataset, indices: Sequence[int]) -> tuple[torch.Tensor, list[
     return torch.stack([x for x, _ in items]), [y for _, y in items]
 
 
-def as_items(images: torch.Tensor, labels: list[int]) -> list[tuple[torch.Tensor, int]]:
-    """A batch as the list of (image, label) samples that ``__getitems__`` returns: PyTorch's
-    DataLoader fetches a batch with ``dataset.__getitems__(indices)`` when the dataset has it and
-    collates that list as it would the items (``torch/utils/data/_utils/fetch.py``). The images
-    are views of one batch tensor, which the collation stacks again."""
-    return list(zip(images.unbind(0), labels, strict=True))
-
-
 @dataclass(frozen=True)
 class ImageSource:
     """A labelled image dataset with a train and a test part and its class names."""
@@ -114,16 +109,6 @@ class ImageSource:
     test: Dataset
     class_names: tuple[str, ...]
     image_shape: tuple[int, int, int]  # (C, H, W)
-
-
-def targets_of(ds: Dataset) -> list[int]:
-    """Integer labels of a dataset (``targets``, or ``labels`` as in torchvision's SVHN)."""
-    targets = getattr(ds, "targets", None)
-    if targets is None:
-        targets = getattr(ds, "labels", None)  # torchvision SVHN
-    if targets is None:
-        raise TypeError(f"{type(ds).__name__} exposes no targets/labels")
-    return [int(t) for t in targets]
 
 
 def stratified_split(
@@ -356,11 +341,11 @@ def local_source(name: str, root: str | Path | None, img_size: int | None = None
                  ) -> ImageSource:
     """A dataset read from ``root`` (never downloads).
 
-    Images go through the storage part of ``preprocess`` (:func:`benchmarks.inputs.
+    Images go through the storage part of ``preprocess`` (:func:`benchmarks.data.inputs.
     storage_transform`; default: squash-resize to ``img_size``, nothing without one). With
     ``cache_dir`` and an ``img_size``, every image is decoded once into a uint8 cache there
-    (:mod:`benchmarks.imagecache`) and items are uint8 tensors; otherwise items are float tensors
-    in [0, 1] decoded on every access, as ``ToTensor`` gives them.
+    (:mod:`benchmarks.data.imagecache`) and items are uint8 tensors; otherwise items are float
+    tensors in [0, 1] decoded on every access, as ``ToTensor`` gives them.
     """
     path = _require_root(root, name)
     try:
@@ -378,14 +363,12 @@ def _decoded(raw: ImageSource, img_size, preprocess, cache_dir) -> ImageSource:
     float tensors decoded on access."""
     from torchvision import transforms as T
 
-    from benchmarks.inputs import NONE, storage_transform
 
     storage = storage_transform(preprocess or NONE, img_size) if img_size else None
     parts = {}
     for split in ("train", "test"):
         ds = getattr(raw, split)
         if cache_dir is not None and storage is not None:
-            from benchmarks.imagecache import cached
 
             parts[split] = cached(ds, raw.name, split, storage, Path(cache_dir))
         else:

@@ -2,7 +2,7 @@
 autocast instead of in fp32 (``models.prompts.compute_query`` runs it under the run's autocast;
 the similarities are fp32 either way), over the test set of every task of a trained run.
 
-    python -m benchmarks.querycheck [--strategies l2p,dualprompt,coda-prompt] [--seed 0]
+    python -m benchmarks.measure.querycheck [--strategies l2p,dualprompt,coda-prompt] [--seed 0]
                                     [--steps-per-task N] [--out DIR] [--cache DIR]
 
 Each strategy is first trained as ``--suite standard`` trains it on ``mnist5k-nuisance5`` with
@@ -111,7 +111,7 @@ def summary(rows: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from run_benchmark import DEFAULT_CACHE
+    from benchmarks.config import DEFAULT_CACHE
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--strategies", default=",".join(PROMPT_POOLS),

@@ -1,7 +1,9 @@
 """The GPU check: what the paper suite costs on this machine's GPU, and whether it is correct there.
 
-    python -m benchmarks.gpucheck [--out results] [--budget-s 540]      (what `make gpu-check` runs)
-    python -m benchmarks.gpucheck --projection-only --device cpu       (no GPU: the projection only)
+    python -m benchmarks.measure.gpucheck [--out results] [--budget-s 540]
+                                          (what `make gpu-check` runs)
+    python -m benchmarks.measure.gpucheck --projection-only --device cpu
+                                          (no GPU: the projection only)
 
 Writes ``<out>/gpu.md`` (and ``gpu.json``) with:
 
@@ -18,7 +20,7 @@ Writes ``<out>/gpu.md`` (and ``gpu.json``) with:
 3. **FLOPs counted** per training image and per evaluation image of every strategy on every
    backbone (:func:`counted_flops`), next to the backbone's forward FLOPs (:func:`forward_macs`).
 4. **Training throughput** (images/s of training steps, median after warm-up, bf16, drawn masks
-   at the paper's keep rates as in ``benchmarks.perf``) and **peak memory** per strategy for
+   at the paper's keep rates as in ``benchmarks.measure.perf``) and **peak memory** per strategy for
    DeiT-Ti, DeiT-S and T2T-ViT-12 next to plain fine-tuning, each measured after garbage
    collection and a reset of the CUDA allocator's peak (:func:`release_memory`).
 5. **Projection** of the whole ``--suite paper`` (:func:`projection`): every run's training
@@ -54,8 +56,8 @@ from avalanche.core import SupervisedPlugin
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks import perf
-from benchmarks.dataperf import PAPER_SPLITS
+from benchmarks.measure import perf
+from benchmarks.measure.dataperf import PAPER_SPLITS
 
 ROOT = Path(__file__).resolve().parent.parent
 # the paper's three backbones (configs/paper.yaml: its own, then the two given by --backbone)
@@ -178,7 +180,7 @@ def counted_flops(backbone: str, name: str, device: str = "cpu", batch: int = 2,
 # ----------------------------------------------------------------------------- images
 def validation_count(n: int, fraction: float) -> int:
     """Images a task's training split holds out for validation: ceil(fraction x n), sklearn's
-    rounding of a float ``test_size`` (``benchmarks.datasets.stratified_split``)."""
+    rounding of a float ``test_size`` (``benchmarks.data.datasets.stratified_split``)."""
     return math.ceil(fraction * n)
 
 
@@ -397,7 +399,7 @@ def release_memory(device: str) -> None:
 
 def kill_and_resume(device: str, work: Path) -> dict:
     """MEAT on the paper-mini pipeline: killed after task 2, resumed; vs uninterrupted."""
-    from benchmarks.synthetic import write_paper_layouts, write_random_checkpoint
+    from benchmarks.data.synthetic import write_paper_layouts, write_random_checkpoint
     from results.records import find_records
 
     data = write_paper_layouts(work / "data", classes=2, train=4, test=2)
@@ -443,7 +445,8 @@ def projection_lines(proj: dict, costs: dict, plain_eval: dict) -> list[str]:
     trains, fixed = proj["images"]["trains"], proj["images"]["no_steps"]
     lines = ["## Projection of `--suite paper` (computed, not measured)", "",
              f"{proj['runs']} runs: every (backbone, strategy) of the table below x its seeds. "
-             "Per run, on the six paper datasets' splits (`benchmarks.dataperf.PAPER_SPLITS`): "
+             "Per run, on the six paper datasets' splits "
+             "(`benchmarks.measure.dataperf.PAPER_SPLITS`): "
              f"training images = epochs x (training split - validation), {trains['train']:,} "
              "for a strategy that trains (the validation images are never trained on); fixed "
              "forward passes of the strategy's model: the probe's features of training, "
@@ -516,7 +519,7 @@ def markdown(env: dict, agree: list, throughput: list, resume: dict | None, proj
                   "Next to plain fine-tuning measured in the same process: the training step's "
                   "ratio, and the passes outside training (the probe's features on the "
                   "strategy's backbone and a random reference, the end-of-task pass; "
-                  "`benchmarks.perf`) in ms per image and over the plain step's time per "
+                  "`benchmarks.measure.perf`) in ms per image and over the plain step's time per "
                   "image (a forward-only pass at the device's speed is about 1/3).", "",
                   "| backbone | strategy | train img/s | x plain step | eval img/s | "
                   "outside training ms/img | x plain step/img | peak GiB |",

@@ -1,6 +1,6 @@
 """What an image goes through between its file and the backbone: preprocessing presets.
 
-A preprocessing is split in two at the image cache (:mod:`benchmarks.imagecache`):
+A preprocessing is split in two at the image cache (:mod:`benchmarks.data.imagecache`):
 
 - **storage** (:func:`storage_transform`, PIL, once per image when the cache is built): either
   ``squash`` — ``Resize((s, s))``, what the suite always did — or ``crop`` — shorter side to
@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
+
+from models.inputs import to_float
 
 RESIZES = ("squash", "crop")
 TRAIN_CROPS = ("none", "random_resized")
@@ -125,11 +127,6 @@ def storage_transform(preprocess: dict, img_size: int):
     size = p.storage_size(img_size)
     mode = T.InterpolationMode(p.interpolation)
     return T.Compose([T.Resize(size, interpolation=mode), T.CenterCrop(size)])
-
-
-def to_float(x: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [0, 1] exactly as torchvision's ``ToTensor``; floats pass."""
-    return x.float().div(255) if x.dtype == torch.uint8 else x
 
 
 class InputPipeline:

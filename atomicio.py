@@ -1,4 +1,13 @@
-"""File locks between processes (and threads): ``flock`` on a lock file, exclusive or shared.
+"""Files that stay whole under concurrent runs: atomic writes and file locks.
+
+The one leaf module below every package (benchmarks, strategies, models and results all write
+through it; it imports the standard library only).
+
+**Atomic writes.** The content is written to a uniquely named temporary file in the target's
+folder (so concurrent writers never share one) and moved over the target with ``os.replace``; on
+an error the temporary file is removed and the target is untouched.
+
+**Locks.** ``flock`` on a lock file, exclusive or shared.
 
 One mechanism for every lock of the suite: a run folder's, a base pre-training's, an image
 cache build's (its readers share one), a probe fit's. ``flock`` is advisory and released by the
@@ -21,9 +30,31 @@ import errno
 import fcntl
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Create or replace ``path`` with what ``write(binary file)`` writes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make the file unreadable to others
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Create or replace ``path`` with ``text`` (UTF-8)."""
+    atomic_write(path, lambda f: f.write(text.encode()))
+
 
 # flock's errors where the filesystem has no locks (ENOTSUP is EOPNOTSUPP on Linux)
 UNSUPPORTED = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS)

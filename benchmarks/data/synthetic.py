@@ -1,19 +1,20 @@
 """Generated stand-ins for the paper's data: the six datasets' on-disk layouts and a random
 ImageNet-style checkpoint, for the ``paper-mini`` suite and the data-path measurements.
 
-    python -m benchmarks.synthetic DIR [--classes 2] [--train 4] [--test 2] [--real-sizes]
+    python -m benchmarks.data.synthetic DIR [--classes 2] [--train 4] [--test 2] [--real-sizes]
 
 writes ``DIR/{cub,cars,aircraft,cifar100,sketches,wikiart}`` in the layouts
-:mod:`benchmarks.datasets` reads (CUB-200-2011's text files, Stanford Cars' ``.mat`` annotations,
-FGVC-Aircraft's variant lists, CIFAR-100's pickles, Sketches as grey PNG class folders without a
-split, WikiArt as JPEG ``train/``/``test/`` class folders) and ``DIR/deit_tiny_patch16_224.pth``,
-a randomly initialised DeiT-Ti saved as a timm checkpoint (the stand-in for ImageNet weights).
+:mod:`benchmarks.data.datasets` reads (CUB-200-2011's text files, Stanford Cars' ``.mat``
+annotations, FGVC-Aircraft's variant lists, CIFAR-100's pickles, Sketches as grey PNG class
+folders without a split, WikiArt as JPEG ``train/``/``test/`` class folders) and
+``DIR/deit_tiny_patch16_224.pth``, a randomly initialised DeiT-Ti saved as a timm checkpoint
+(the stand-in for ImageNet weights).
 Images are smooth random colour fields (upsampled noise: they compress and decode like photos,
 unlike white noise); ``--real-sizes`` gives them the real datasets' typical sizes
 (:data:`REAL_SIZES`), otherwise they are 64x48. CIFAR-100's pickles hold the first ``classes``
 of its 100 classes (the task keeps its 100-way head).
 
-    python -m benchmarks.synthetic DIR --digits [--classes 6] [--train 120] [--test 60]
+    python -m benchmarks.data.synthetic DIR --digits [--classes 6] [--train 120] [--test 60]
 
 writes instead an image folder of the bundled MNIST-5k digits (``DIR/{train,test}/<digit
 name>/*.png``, RGB 28 x 28): a learnable stand-in for a user's own ``imagefolder`` data, as the
@@ -165,7 +166,7 @@ def write_digit_folder(root: Path, classes: int = 6, train: int = 120, test: int
     (seed 0 split) as RGB PNGs in ``root/{train,test}/<digit name>/``; returns ``root``."""
     from PIL import Image
 
-    from benchmarks.datasets import mnist5k
+    from benchmarks.data.datasets import mnist5k
 
     if not 2 <= classes <= len(DIGIT_NAMES):
         raise ValueError(f"--classes {classes}: the digits have 2 to {len(DIGIT_NAMES)} classes")

@@ -1,0 +1,85 @@
+"""The package graph, read from the source (AST; function-local imports count): the CLI ->
+benchmarks -> strategies -> models, results reads records and artifacts only, ``atomicio`` is
+the leaf below every package, and no module imports itself around a circle."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("run_benchmark", "benchmarks", "strategies", "models", "results", "atomicio")
+# What each part may import besides itself (the standard library and third parties always).
+ALLOWED = {
+    "run_benchmark": {"benchmarks", "benchmarks.measure", "strategies", "models", "results",
+                      "atomicio"},
+    "benchmarks.measure": {"benchmarks", "strategies", "models", "results", "atomicio"},
+    "benchmarks": {"strategies", "models", "results", "atomicio"},
+    "strategies": {"models", "atomicio"},
+    "models": {"atomicio"},
+    "results": {"atomicio"},
+    "atomicio": set(),
+}
+
+
+def part(module: str) -> str:
+    return "benchmarks.measure" if module.startswith("benchmarks.measure") \
+        else module.split(".")[0]
+
+
+def modules() -> dict[str, Path]:
+    found = {p.stem: p for p in (ROOT / "run_benchmark.py", ROOT / "atomicio.py")}
+    for package in PACKAGES[1:5]:
+        for path in (ROOT / package).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            found[name.removesuffix(".__init__")] = path
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the suite's modules it imports (``from a import b`` counts ``a.b`` when that is
+    a module, else ``a``)."""
+    mods = modules()
+    graph = {}
+    for name, path in mods.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                targets |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods
+                            else node.module for a in node.names}
+        graph[name] = {t for t in targets if t in mods and t != name}
+    return graph
+
+
+def test_imports_follow_the_layers():
+    wrong = sorted(f"{m} -> {t}" for m, targets in import_graph().items() for t in targets
+                   if part(t) != part(m) and part(t) not in ALLOWED[part(m)])
+    assert not wrong, f"imports against the layers: {wrong}"
+
+
+def test_no_import_circles():
+    graph, state, circles = import_graph(), {}, []
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = "open"
+        for t in sorted(graph[m]):
+            if state.get(t) == "open":
+                circles.append(path[path.index(t):] + [t])
+            elif t not in state:
+                visit(t, [*path, t])
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not circles, f"import circles: {circles}"
+
+
+def test_the_graph_sees_what_it_checks():
+    """The checks above would pass on an empty graph: the reader finds the known arrows."""
+    graph = import_graph()
+    assert "models.tasks" in graph["benchmarks.runner"]
+    assert "atomicio" in graph["results.records"]
+    assert {part(m) for m in graph} == set(ALLOWED)
