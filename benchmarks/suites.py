@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks.config import RunConfig
-from benchmarks.data.inputs import PreprocessError, resolve_preprocess
+from benchmarks.data.preprocess import PreprocessError, resolve_preprocess
 from benchmarks.suitefile import CONFIG_DIR, SuiteError
 from models.attention import dropkey_rates
 from models.factory import family, pretrained_normalization

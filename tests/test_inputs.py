@@ -12,13 +12,8 @@ from torchvision import transforms as T
 
 from benchmarks.data import imagecache
 from benchmarks.data.datasets import folder_source, local_source
-from benchmarks.data.inputs import (
-    NONE,
-    InputPipeline,
-    PreprocessError,
-    resolve_preprocess,
-    storage_transform,
-)
+from benchmarks.data.inputs import InputPipeline, storage_transform
+from benchmarks.data.preprocess import NONE, PreprocessError, resolve_preprocess
 from benchmarks.data.streams import _select, _subset, compose, invert, patch_shuffle, rotate
 from benchmarks.data.synthetic import smooth_image
 from results.records import NONE_PREPROCESS, run_id

@@ -28,7 +28,8 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 
 from benchmarks.data.imagecache import as_items, cached, targets_of
-from benchmarks.data.inputs import NONE, storage_transform
+from benchmarks.data.inputs import storage_transform
+from benchmarks.data.preprocess import NONE
 
 
 class DataError(ValueError):

@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader
 
 from benchmarks.data.datasets import ImageList, to_rgb
 from benchmarks.data.imagecache import cached
-from benchmarks.data.inputs import NONE, InputPipeline, resolve_preprocess, storage_transform
+from benchmarks.data.inputs import InputPipeline, storage_transform
+from benchmarks.data.preprocess import NONE, resolve_preprocess
 from benchmarks.data.synthetic import REAL_SIZES, Writer
 
 # images per split of the paper's datasets (train, test): CUB-200-2011, Stanford Cars,
