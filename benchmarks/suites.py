@@ -19,10 +19,10 @@ from benchmarks.suitefile import CONFIG_DIR, SuiteError
 from models.attention import dropkey_rates
 from models.factory import family, pretrained_normalization
 from strategies import STRATEGIES
-from strategies.registry import HEAD_INIT_CHOICES, budget_hparams, refusal, resolve_hparams
+from strategies.registry import budget_hparams, refusal, resolve_hparams
+from vocab import HEAD_INIT_CHOICES, HPARAMS_FROM, PRECISIONS
 
 TUNED_DIR = CONFIG_DIR.parent / "tuned"
-HPARAMS_FROM = ("registered", "tuned")
 
 def strategy_list(value) -> list[str]:
     names = list(STRATEGIES) if value in ("all", ["all"]) else list(value)
@@ -100,7 +100,6 @@ def steps_budget(value) -> int | None:
     return value
 
 
-PRECISIONS = ("fp32", "bf16")
 
 
 def resolved_preprocess(suite: dict) -> dict:

@@ -64,8 +64,7 @@ from torch import nn
 
 from models import anatomy
 from models.transient import TransientState
-
-DROPKEY_SCHEDULES = ("linear", "constant")
+from vocab import DROPKEY_SCHEDULES
 
 
 def full_key_mask(token_mask: torch.Tensor, num_prefix: int) -> torch.Tensor:

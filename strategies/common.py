@@ -40,11 +40,11 @@ from models.multitask import MultiTaskViT
 from strategies.features import task_features
 from strategies.registry import TrainSettings
 from strategies.schedules import SCHEDULES, lr_factor
+from vocab import PRECISIONS
 
 ParamGroups = Callable[[nn.Module, int], list[dict]]  # (model, task) -> torch param groups
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
-PRECISIONS = ("fp32", "bf16")
 
 
 class BackbonePlugin(SupervisedPlugin):

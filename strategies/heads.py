@@ -42,7 +42,7 @@ from avalanche.core import SupervisedPlugin
 
 from models.heads import C_GRID, LinearProbe, StandardizedHead, fit_linear_probe
 from strategies.features import FeatureCache, PassMeter, task_features, weights_key
-from strategies.registry import HEAD_INITS
+from vocab import HEAD_INITS
 
 
 class ProbeHeadPlugin(SupervisedPlugin):

@@ -31,12 +31,12 @@ from strategies.class_incremental import ClassIncrementalEval
 from strategies.common import ContinualTemplate
 from strategies.heads import ProbeHeadPlugin
 from strategies.registry import (
-    HEAD_INIT_CHOICES,
     TrainSettings,
     budget_hparams,
     get_strategy,
     resolve_hparams,
 )
+from vocab import HEAD_INIT_CHOICES
 
 
 def as_float_images(x, train: bool):

@@ -18,6 +18,7 @@ from models.task_inference import RULES
 from strategies.features import PassMeter
 from strategies.schedules import PaperBudget, budget_factor
 from strategies.storage import StorageItem
+from vocab import HEAD_INITS
 
 
 @dataclass
@@ -43,8 +44,6 @@ Builder = Callable[[nn.Module, dict, TrainSettings], object]
 StorageFn = Callable[[nn.Module, int, dict], list[StorageItem]]
 SharedStorageFn = Callable[[nn.Module, dict], list[StorageItem]]
 
-HEAD_INITS = ("probe", "random")  # how a new task's head starts (strategies.heads)
-HEAD_INIT_CHOICES = ("auto", *HEAD_INITS)  # what a run may ask for: auto = the registered one
 
 # Labels of registered hyperparameter values: "paper" only where every value is the paper's
 # (through its own rate rule and schedule); "paper+code" adds values from the official code;

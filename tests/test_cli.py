@@ -165,7 +165,7 @@ def test_bad_preprocess_in_a_suite_file_is_one_line(tmp_path):
 
 def test_head_init_choices_are_the_registrys():
     """The CLI spells them out (arguments are parsed before torch loads); one vocabulary."""
-    from strategies.registry import HEAD_INIT_CHOICES
+    from vocab import HEAD_INIT_CHOICES
 
     action = next(a for a in run_benchmark.run_parser()._actions if a.dest == "head_init")
     assert tuple(action.choices) == HEAD_INIT_CHOICES

@@ -1,6 +1,7 @@
 """The package graph, read from the source (AST; function-local imports count): the CLI ->
-benchmarks -> strategies -> models, results reads records and artifacts only, ``atomicio`` is
-the leaf below every package, and no module imports itself around a circle."""
+benchmarks -> strategies -> models, results reads records and artifacts only, ``atomicio`` (atomic
+writes, locks) and ``vocab`` (the settings' words) are leaves below every package, and no module
+imports itself around a circle."""
 
 from __future__ import annotations
 
@@ -8,17 +9,19 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("run_benchmark", "benchmarks", "strategies", "models", "results", "atomicio")
+PACKAGES = ("benchmarks", "strategies", "models", "results")
+LEAVES = {"atomicio", "vocab"}
 # What each part may import besides itself (the standard library and third parties always).
 ALLOWED = {
     "run_benchmark": {"benchmarks", "benchmarks.measure", "strategies", "models", "results",
-                      "atomicio"},
-    "benchmarks.measure": {"benchmarks", "strategies", "models", "results", "atomicio"},
-    "benchmarks": {"strategies", "models", "results", "atomicio"},
-    "strategies": {"models", "atomicio"},
-    "models": {"atomicio"},
+                      *LEAVES},
+    "benchmarks.measure": {"benchmarks", "strategies", "models", "results", *LEAVES},
+    "benchmarks": {"strategies", "models", "results", *LEAVES},
+    "strategies": {"models", *LEAVES},
+    "models": LEAVES,
     "results": {"atomicio"},
     "atomicio": set(),
+    "vocab": set(),
 }
 
 
@@ -28,8 +31,8 @@ def part(module: str) -> str:
 
 
 def modules() -> dict[str, Path]:
-    found = {p.stem: p for p in (ROOT / "run_benchmark.py", ROOT / "atomicio.py")}
-    for package in PACKAGES[1:5]:
+    found = {name: ROOT / f"{name}.py" for name in ("run_benchmark", *LEAVES)}
+    for package in PACKAGES:
         for path in (ROOT / package).rglob("*.py"):
             name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
             found[name.removesuffix(".__init__")] = path
