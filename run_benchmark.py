@@ -85,7 +85,6 @@ def at_least(kind: type, low: float, what: str):
 
 
 positive_int = at_least(int, 1, "an integer >= 1")
-non_negative_int = at_least(int, 0, "an integer >= 0")
 non_negative_float = at_least(float, 0, "a number >= 0")
 
 
@@ -117,51 +116,8 @@ def run_parser(tune: bool = False) -> Parser:
                    help="backbone name(s), comma-separated (`run_benchmark.py backbones`)")
     p.add_argument("--stream", type=csv_list,
                    help="stream name(s) (default: the suite's), e.g. mnist5k-split5")
-    p.add_argument("--data-root", help="folder of a local dataset (cifar10, svhn, imagefolder...)")
-    p.add_argument("--img-size", type=positive_int,
-                   help="resize a local dataset's images to N x N pixels on load (decoded once "
-                        "into the image cache); default: their own size (the paper stream: 224)")
-    p.add_argument("--pretrained", help="local checkpoint file to start from instead of base "
-                                        "pre-training")
-    p.add_argument("--task-agnostic", action="store_true", default=None,
-                   help="also evaluate without task ids: class-incremental accuracy and "
-                        "task-inference accuracy beside the task-incremental ones")
     p.add_argument("--seeds", type=seed_list, help="comma list of integer seeds, e.g. 0,1,2")
-    budget = p.add_mutually_exclusive_group()  # a task has one budget
-    budget.add_argument("--epochs", type=positive_int,
-                        help="epochs per task (>= 1); replaces the suite's budget, steps too")
-    budget.add_argument("--steps-per-task", type=positive_int,
-                        help="a task's budget in optimizer steps (>= 1) instead of epochs; "
-                             "replaces the suite's budget")
-    p.add_argument("--base-epochs", type=positive_int, help="epochs of base pre-training")
-    p.add_argument("--batch-size", type=positive_int, help="training mini-batch size")
-    p.add_argument("--head-init", choices=["auto", "probe", "random"],  # HEAD_INIT_CHOICES
-                   help="new heads start from the converged linear probe or at random; auto "
-                        "(default) = each strategy's registered choice (the probe for all of "
-                        "the suite's)")
-    p.add_argument("--dropkey", type=dropkey_ratio,
-                   help="DropKey ratio p in [0, 1) for every attention layer while strategies "
-                        "train (0 = off)")
-    p.add_argument("--dropkey-schedule", choices=["linear", "constant"],
-                   help="per-layer DropKey ratio: linear from p at the first layer to 0 at the "
-                        "last (default), or constant p")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="auto = cuda when available")
-    p.add_argument("--precision", choices=["fp32", "bf16"],
-                   help="fp32 (default; TF32 matmuls on CUDA) or bf16 autocast (CUDA and CPU; "
-                        "masks, gates and optimizer state stay fp32)")
-    p.add_argument("--deterministic", action="store_true", default=None,
-                   help="torch.use_deterministic_algorithms(True) and CUBLAS_WORKSPACE_CONFIG="
-                        ":4096:8 in every run, for CUDA runs that must repeat bit for bit "
-                        "(slower; a run stops at an operation without a deterministic CUDA "
-                        "kernel; CPU runs repeat without it; docs/sweeps.md)")
-    p.add_argument("--loader-workers", type=non_negative_int,
-                   help="DataLoader worker processes per run (default: none on the CPU, one "
-                        "per CPU of the run, at most 8, on CUDA); 0 reads batches in the run's "
-                        "own process, without shared memory (docs/running.md)")
-    p.add_argument("--preprocess", choices=["none", "deit"],
-                   help="input preset (benchmarks/data/inputs.py): none = resized images in [0, 1] "
-                        "(default); deit = DeiT crops, flips and the backbone's normalization")
+    add_setting_flags(p)
     p.add_argument("--out", help="output folder (default runs/<suite>)")
     p.add_argument("--cache", default=str(DEFAULT_CACHE),
                    help="folder of cached base checkpoints, probes and decoded images (env "
@@ -191,6 +147,32 @@ def run_parser(tune: bool = False) -> Parser:
     return p
 
 
+def add_setting_flags(p: argparse.ArgumentParser, config_class=None) -> None:
+    """A flag ``--<name-with-dashes>`` per run setting (``benchmarks.config``), typed, checked
+    and documented by its declaration; not given, it leaves the suite's value (None)."""
+    from benchmarks.config import RunConfig, settings
+
+    groups: dict[str, argparse._MutuallyExclusiveGroup] = {}
+    for name, s in settings(config_class or RunConfig).items():
+        if s.exclusive is not None and s.exclusive not in groups:
+            groups[s.exclusive] = p.add_mutually_exclusive_group()
+        where = p if s.exclusive is None else groups[s.exclusive]
+        how = {"action": argparse.BooleanOptionalAction} if s.check.parse is None else {
+            "type": checked(s.check.parse, s.check.wanted), "choices": s.check.choices}
+        where.add_argument("--" + name.replace("_", "-"), default=s.flag_default, help=s.help,
+                           **how)
+
+
+def checked(parse, wanted: str):
+    """An argparse ``type`` that says what a value must be."""
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+    return convert
+
+
 def report_parser() -> Parser:
     p = Parser(prog="run_benchmark.py report",
                description="Tables (Markdown, LaTeX, CSV) and figures (PNG, PDF) from finished "
@@ -213,16 +195,6 @@ def strategy_pair(value: str) -> tuple[str, str]:
     if len(names) != 2 or names[0] == names[1]:
         raise argparse.ArgumentTypeError(f"give two different strategies as A,B, got {value!r}")
     return names[0], names[1]
-
-
-def dropkey_ratio(value: str) -> float:
-    try:
-        p = float(value)
-    except ValueError:
-        p = -1.0
-    if not 0.0 <= p < 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {value!r}")
-    return p
 
 
 def class_counts(value: str) -> list[int]:
@@ -281,16 +253,14 @@ def build_configs(args) -> tuple[dict, list[dict]]:
         suite = load_suite(args.suite)
     except SuiteError as e:
         raise UsageError(str(e)) from e
+    from benchmarks.config import settings
     from benchmarks.data.datasets import DataError
     from benchmarks.data.streams import PAPER_STREAM, build_stream, is_bundled
     from benchmarks.suites import expand, stream_list
     from models.factory import BackboneError, resolve
 
     try:
-        for key in ("strategies", "backbone", "stream", "seeds", "epochs", "steps_per_task",
-                    "base_epochs", "batch_size", "head_init", "dropkey", "dropkey_schedule",
-                    "data_root", "img_size", "pretrained", "hparams", "precision",
-                    "preprocess", "task_agnostic", "deterministic", "loader_workers"):
+        for key in ("strategies", "backbone", "stream", "seeds", "hparams", *settings()):
             value = getattr(args, key, None)
             if value is not None:
                 suite["hparams_from" if key == "hparams" else key] = value
@@ -299,7 +269,7 @@ def build_configs(args) -> tuple[dict, list[dict]]:
         if args.dropkey_schedule is not None and not suite["dropkey"]:
             raise UsageError(f"--dropkey-schedule {args.dropkey_schedule}: DropKey is off in "
                              "this suite (dropkey 0); give --dropkey P (0 < P < 1) too")
-        suite["device"] = resolve_device(args.device, args)
+        suite["device"] = resolve_device(suite["device"], args)
         if suite["pretrained"] and not Path(suite["pretrained"]).is_file():
             raise UsageError(f"--pretrained: checkpoint file not found: {suite['pretrained']}")
         streams = stream_list(suite["stream"])
@@ -426,16 +396,12 @@ def check_report_folder(out: Path) -> None:
 def print_report(records: list[dict], out: Path) -> None:
     """Summary table, then the paper-style table (final accuracy per task) for every (stream,
     backbone); writes every table and figure into ``out`` and lists the files."""
+    from results.arms import group_records
+    from results.formats import as_text
+    from results.per_task import per_task_table
     from results.report import ReportError, run_order, write_report
-    from results.tables import (
-        as_text,
-        budget_note,
-        format_summary,
-        group_records,
-        per_task_table,
-        summary,
-        task_agnostic_table,
-    )
+    from results.summary import budget_note, format_summary, summary
+    from results.task_agnostic import task_agnostic_table
 
     records = run_order(records)
     try:
@@ -483,7 +449,9 @@ def cmd_report(argv: list[str]) -> int:
 
 
 def print_comparison(records: list[dict], a: str, b: str) -> int:
-    from results.tables import as_text, by_arm, compare
+    from results.arms import by_arm
+    from results.comparisons import compare
+    from results.formats import as_text
 
     table = compare(records, a, b)
     if table.empty:
@@ -498,7 +466,7 @@ def print_comparison(records: list[dict], a: str, b: str) -> int:
 def cmd_storage(argv: list[str]) -> int:
     args = storage_parser().parse_args(argv)
     from models.factory import BackboneError, create_backbone, family
-    from results.tables import format_storage
+    from results.storage import format_storage
     from strategies import STRATEGIES
     from strategies.registry import refusal
     from strategies.storage import strategy_bill
@@ -532,7 +500,7 @@ def cmd_backbones(argv: list[str]) -> int:
     import pandas as pd
 
     from models.factory import backbone_card, backbone_names, timm_family_count
-    from results.tables import WIDTH, as_text
+    from results.formats import WIDTH, as_text
 
     cards = [backbone_card(n) for n in backbone_names()]
     if args.format == "json":

@@ -1,6 +1,7 @@
-"""Suite files: reading a suite YAML and checking its keys and their types, with the standard
-library and PyYAML only, so a mistyped suite is reported before torch and Avalanche load
-(:mod:`benchmarks.suites` expands a suite into run configs)."""
+"""Suite files: reading a suite YAML and checking its keys and their types before torch and
+Avalanche load, so a mistyped suite is reported at once (:mod:`benchmarks.suites` expands a suite
+into run configs). A suite's keys are the sweep's (:data:`SWEEP_KEYS`) and the run settings
+(``benchmarks.config``: their defaults and checks come from there)."""
 
 from __future__ import annotations
 
@@ -8,36 +9,10 @@ from pathlib import Path
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+from benchmarks.config import setting_defaults, settings
+from vocab import HPARAMS_FROM
 
-DEFAULTS = {
-    "stream": "mnist5k-domains",
-    "backbone": "vit_micro",
-    "strategies": "all",
-    "seeds": [0],
-    "epochs": 10,
-    "steps_per_task": None,
-    "batch_size": 64,
-    "eval_batch_size": 512,
-    "base_epochs": 10,
-    "head_init": "auto",
-    "dropkey": 0.0,
-    "dropkey_schedule": "linear",
-    "val_fraction": 0.1,
-    "device": "cpu",
-    "data_root": None,
-    "img_size": None,
-    "pretrained": None,
-    "hparams": {},
-    "hparams_from": "registered",
-    "preprocess": "none",
-    "precision": "fp32",
-    "tf32": True,
-    "task_agnostic": False,
-    "deterministic": False,
-    "loader_workers": None,
-    "exclude": [],
-}
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 class SuiteError(ValueError):
@@ -57,10 +32,6 @@ def _names(v) -> bool:
                                   and all(isinstance(x, str) for x in v))
 
 
-def _str_or_null(v) -> bool:
-    return v is None or isinstance(v, str)
-
-
 EXCLUDE_KEYS = ("stream", "backbone")
 
 
@@ -70,41 +41,34 @@ def _exclusions(v) -> bool:
         and all(isinstance(y, str) for y in x.values()) for x in v)
 
 
-# key -> (test of a YAML value, what the test wants)
-KEY_TYPES = {
-    "description": (lambda v: isinstance(v, str), "a string"),
-    "stream": (_names, "a name or a list of names"),
-    "backbone": (_names, "a name or a list of names"),
-    "strategies": (_names, "all or a list of strategy names"),
-    "seeds": (lambda v: isinstance(v, list) and bool(v) and all(_int(x) for x in v)
+# The sweep's keys (what varies across the runs of a suite, and where hyperparameters come from):
+# key -> (default, test of a YAML value, what the test wants). The run settings' come from
+# benchmarks.config.
+SWEEP_KEYS = {
+    "stream": ("mnist5k-domains", _names, "a name or a list of names"),
+    "backbone": ("vit_micro", _names, "a name or a list of names"),
+    "strategies": ("all", _names, "all or a list of strategy names"),
+    "seeds": ([0], lambda v: isinstance(v, list) and bool(v) and all(_int(x) for x in v)
               and len(set(v)) == len(v), "a list of distinct integers, like [0, 1, 2]"),
-    "epochs": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "steps_per_task": (lambda v: v is None or (_int(v) and v >= 1), "an integer >= 1 or null"),
-    "batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "eval_batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "base_epochs": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "head_init": (lambda v: isinstance(v, str), "a string"),
-    "dropkey": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
-    "dropkey_schedule": (lambda v: isinstance(v, str), "a string"),
-    "val_fraction": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-                     and 0 <= v < 1, "a number in [0, 1)"),
-    "device": (lambda v: isinstance(v, str), "a string"),
-    "data_root": (_str_or_null, "a folder path or null"),
-    "img_size": (lambda v: v is None or (_int(v) and v >= 1), "an integer >= 1 or null"),
-    "pretrained": (_str_or_null, "a file path or null"),
-    "hparams": (lambda v: isinstance(v, dict) and all(isinstance(x, dict) for x in v.values()),
+    "hparams": ({}, lambda v: isinstance(v, dict) and all(isinstance(x, dict)
+                                                          for x in v.values()),
                 "a mapping {strategy: {hyperparameter: value}}"),
-    "hparams_from": (lambda v: isinstance(v, str), "a string"),
-    "preprocess": (lambda v: isinstance(v, (str, dict)), "a preset name or a mapping"),
-    "precision": (lambda v: isinstance(v, str), "a string"),
-    "tf32": (lambda v: isinstance(v, bool), "true or false"),
-    "task_agnostic": (lambda v: isinstance(v, bool), "true or false"),
-    "deterministic": (lambda v: isinstance(v, bool), "true or false"),
-    "loader_workers": (lambda v: v is None or (_int(v) and v >= 0),
-                       "an integer >= 0 or null (the device decides)"),
-    "exclude": (_exclusions, "a list of {stream: NAME, backbone: NAME} pairs (either key may be "
-                "left out: it then matches every name)"),
+    "hparams_from": ("registered", lambda v: v in HPARAMS_FROM,
+                     f"one of {', '.join(HPARAMS_FROM)}"),
+    "exclude": ([], _exclusions, "a list of {stream: NAME, backbone: NAME} pairs (either key "
+                "may be left out: it then matches every name)"),
 }
+DEFAULTS = {**{k: default for k, (default, _, _) in SWEEP_KEYS.items()}, **setting_defaults()}
+KEY_TYPES = {"description": (lambda v: isinstance(v, str), "a string"),
+             **{k: (test, wanted) for k, (_, test, wanted) in SWEEP_KEYS.items()},
+             **{k: (s.check.test, s.check.wanted) for k, s in settings().items()}}
+
+
+def check_values(suite: dict, where: str = "") -> None:
+    """Raise :class:`SuiteError` naming the first key whose value fails its check."""
+    for key, value in suite.items():
+        if key in KEY_TYPES and not KEY_TYPES[key][0](value):
+            raise SuiteError(f"{where}{key} must be {KEY_TYPES[key][1]}, got {value!r}")
 
 
 def load_suite(name: str) -> dict:
@@ -126,10 +90,7 @@ def load_suite(name: str) -> dict:
     unknown = set(suite) - set(DEFAULTS) - {"description"}
     if unknown:
         raise SuiteError(f"{path}: unknown keys {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
-    for key, value in suite.items():
-        test, wanted = KEY_TYPES[key]
-        if not test(value):
-            raise SuiteError(f"{path}: {key} must be {wanted}, got {value!r}")
+    check_values(suite, f"{path}: ")
     if "epochs" in suite and suite.get("steps_per_task") is not None:  # one would be ignored
         raise SuiteError(f"{path}: sets both epochs and steps_per_task; a task has one budget: "
                          "keep one")

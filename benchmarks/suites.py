@@ -13,16 +13,16 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.config import RunConfig
+from benchmarks.config import RunConfig, settings
 from benchmarks.data.preprocess import PreprocessError, resolve_preprocess
-from benchmarks.suitefile import CONFIG_DIR, SuiteError
+from benchmarks.suitefile import CONFIG_DIR, SuiteError, check_values
 from models.attention import dropkey_rates
 from models.factory import family, pretrained_normalization
 from strategies import STRATEGIES
 from strategies.registry import budget_hparams, refusal, resolve_hparams
-from vocab import HEAD_INIT_CHOICES, HPARAMS_FROM, PRECISIONS
 
 TUNED_DIR = CONFIG_DIR.parent / "tuned"
+
 
 def strategy_list(value) -> list[str]:
     names = list(STRATEGIES) if value in ("all", ["all"]) else list(value)
@@ -34,8 +34,6 @@ def strategy_list(value) -> list[str]:
 
 def resolve_head_init(strategy: str, choice: str) -> str:
     """``auto`` -> the strategy's registered default (probe unless it trains the backbone)."""
-    if choice not in HEAD_INIT_CHOICES:
-        raise SuiteError(f"head_init {choice!r} is not one of {', '.join(HEAD_INIT_CHOICES)}")
     return STRATEGIES[strategy].head_init if choice == "auto" else choice
 
 
@@ -91,17 +89,6 @@ def hparams_source(strategy: str, tuned: dict, user: dict) -> str:
             (False, True): "user", (True, True): "tuned+user"}[(bool(tuned), bool(user))]
 
 
-def steps_budget(value) -> int | None:
-    """``steps_per_task``: None (the budget is ``epochs``) or a positive number of steps."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SuiteError(f"steps_per_task must be a positive integer (or absent), got {value!r}")
-    return value
-
-
-
-
 def resolved_preprocess(suite: dict) -> dict:
     """The suite's preprocessing with ``auto`` normalization resolved for its backbone: the
     timm ``pretrained_cfg`` mean/std when the run starts from a checkpoint file."""
@@ -113,13 +100,10 @@ def resolved_preprocess(suite: dict) -> dict:
 
 
 def _expand_stream(suite: dict, say: Callable[[str], None] | None) -> list[RunConfig]:
+    check_values(suite)
     check_dropkey(suite)
-    if suite["precision"] not in PRECISIONS:
-        raise SuiteError(f"precision {suite['precision']!r} is not one of {', '.join(PRECISIONS)}")
-    preprocess = resolved_preprocess(suite)
-    if suite["hparams_from"] not in HPARAMS_FROM:
-        raise SuiteError(f"hparams {suite['hparams_from']!r} is not one of "
-                         f"{', '.join(HPARAMS_FROM)}")
+    run_settings = {name: s.check.cast(suite[name]) for name, s in settings().items()}
+    run_settings["preprocess"] = resolved_preprocess(suite)
     tuned_all = tuned_hparams(suite["suite"]) if suite["hparams_from"] == "tuned" else None
     configs = []
     for strategy in strategy_list(suite["strategies"]):
@@ -140,26 +124,14 @@ def _expand_stream(suite: dict, say: Callable[[str], None] | None) -> list[RunCo
             hp = resolve_hparams(strategy, {**tuned, **user})
         except KeyError as e:
             raise SuiteError(e.args[0]) from e
-        hp, factor = budget_hparams(strategy, hp, {*tuned, *user}, epochs=int(suite["epochs"]),
-                                    steps_per_task=steps_budget(suite["steps_per_task"]),
-                                    batch_size=int(suite["batch_size"]))
+        hp, factor = budget_hparams(strategy, hp, {*tuned, *user}, epochs=suite["epochs"],
+                                    steps_per_task=suite["steps_per_task"],
+                                    batch_size=suite["batch_size"])
         source = hparams_source(strategy, tuned, user) + ("+budget" if factor != 1.0 else "")
         for seed in suite["seeds"]:
             configs.append(RunConfig(
                 suite=suite["suite"], stream=suite["stream"], backbone=suite["backbone"],
-                strategy=strategy, seed=int(seed), epochs=int(suite["epochs"]),
-                steps_per_task=steps_budget(suite["steps_per_task"]),
-                batch_size=int(suite["batch_size"]),
-                eval_batch_size=int(suite["eval_batch_size"]),
-                base_epochs=int(suite["base_epochs"]),
-                head_init=resolve_head_init(strategy, suite["head_init"]),
-                dropkey=float(suite["dropkey"]), dropkey_schedule=suite["dropkey_schedule"],
-                val_fraction=float(suite["val_fraction"]), device=suite["device"],
-                data_root=suite["data_root"], img_size=suite["img_size"],
-                pretrained=suite["pretrained"],
-                hparams=hp, hparams_source=source,
-                preprocess=preprocess, precision=suite["precision"], tf32=bool(suite["tf32"]),
-                task_agnostic=bool(suite["task_agnostic"]),
-                deterministic=bool(suite["deterministic"]),
-                loader_workers=suite["loader_workers"]))
+                strategy=strategy, seed=int(seed), hparams=hp, hparams_source=source,
+                **{**run_settings,
+                   "head_init": resolve_head_init(strategy, suite["head_init"])}))
     return configs

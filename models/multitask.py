@@ -11,11 +11,20 @@ optimizer). The model drives the lifecycle of its backbone's per-task state
 every task module (before the template builds the task's optimizer), ``features`` selects the
 task before the backbone runs, ``finish_task`` ends a trained task, and ``export_task`` gives
 everything predicting a task needs — its head and every task module's state — by parameter name.
+
+The prompt methods' query is the model's too (``models.prompts``): before a backbone's forward,
+after ``set_task``, every module of it that takes the query gets ``set_query(q)``, q the
+backbone's pre-logits features of the same input with every prompt source off, computed once,
+without gradients, in evaluation mode and under the caller's autocast
+(``models.prompts.query_features``), and only when one of them needs it. What a head reads is
+the model's choice as well (``head_input``): the backbone's pooled features, or the mean of its
+shallow prompts' outputs after the final norm (L2P's ``head_type: prompt``).
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from avalanche.models import MultiTaskModule
@@ -24,17 +33,40 @@ from torch import nn
 
 from models.heads import StandardizedHead
 from models.precision import fp32_region
+from models.prompts import QueryTaker, query_features
 from models.tasks import TaskModule, TaskTensor, task_modules
+from models.transient import TransientState
 
 REGULARIZERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, DropPath)  # active in training only
+# what a head reads: the backbone's pooled features, or the mean of its shallow prompts' outputs
+HEAD_INPUTS = ("features", "prompts")
 
 
-class MultiTaskViT(MultiTaskModule):
+@dataclass(frozen=True)
+class BackboneParts:
+    """What the model sets in a backbone before its forward: the task modules (``set_task``)
+    and the modules that take the prompt query (``set_query``)."""
+
+    task_modules: tuple[TaskModule, ...]
+    query_takers: tuple[QueryTaker, ...]
+
+    @classmethod
+    def of(cls, backbone: nn.Module) -> BackboneParts:
+        return cls(tuple(m for _, m in task_modules(backbone)),
+                   tuple(m for m in backbone.modules() if isinstance(m, QueryTaker)))
+
+
+class MultiTaskViT(TransientState, MultiTaskModule):
     """``heads[str(t)](backbone(x))`` with the backbone's task-conditioned modules set to ``t``;
     a new task's head is ``head_type(num_features, n_classes)`` (``models.heads.PlainHead`` for
-    the prompt methods' paper form)."""
+    the prompt methods' paper form) and reads ``head_input`` (``HEAD_INPUTS``; module
+    docstring)."""
 
-    def __init__(self, backbone: nn.Module, head_type: type[nn.Linear] = StandardizedHead):
+    transient = ("_parts",)
+    _parts: dict[nn.Module, BackboneParts] | None = None  # per backbone, found on first use
+
+    def __init__(self, backbone: nn.Module, head_type: type[nn.Linear] = StandardizedHead,
+                 head_input: str = "features"):
         super().__init__()
         head = backbone.get_classifier() if hasattr(backbone, "get_classifier") else None
         if isinstance(head, nn.Module) and not isinstance(head, nn.Identity):
@@ -46,6 +78,9 @@ class MultiTaskViT(MultiTaskModule):
         self.num_features = backbone.num_features
         self.heads = nn.ModuleDict()
         self.head_type = head_type
+        if head_input not in HEAD_INPUTS:
+            raise ValueError(f"head_input must be one of {HEAD_INPUTS}, got {head_input!r}")
+        self.head_input = head_input
 
     # -- task selection --------------------------------------------------------------------
     def backbone_for(self, task: int) -> nn.Module:
@@ -54,24 +89,46 @@ class MultiTaskViT(MultiTaskModule):
 
     @staticmethod
     def task_modules(backbone: nn.Module) -> list[TaskModule]:
-        """The task modules of ``backbone``, found once and cached on it (a deep copy carries a
-        cache that points into the copy). A strategy that installs new ones calls
-        :meth:`refresh_task_modules`."""
-        mods = backbone.__dict__.get("_task_modules")
-        if mods is None:
-            mods = [m for _, m in task_modules(backbone)]
-            backbone.__dict__["_task_modules"] = mods
-        return mods
+        """The task modules of any ``backbone`` (looked up afresh; the model's own backbones'
+        are kept by :meth:`parts`)."""
+        return [m for _, m in task_modules(backbone)]
+
+    def parts(self, backbone: nn.Module) -> BackboneParts:
+        """What the model sets in ``backbone``, one of its own, found on first use and kept
+        (``transient``: a copy or a resumed model finds its own). A strategy that installs new
+        task modules or query takers calls :meth:`refresh_task_modules`."""
+        if self._parts is None:
+            self._parts = {}
+        if backbone not in self._parts:
+            self._parts[backbone] = BackboneParts.of(backbone)
+        return self._parts[backbone]
 
     def refresh_task_modules(self) -> None:
-        for m in self.modules():
-            m.__dict__.pop("_task_modules", None)
+        """Forget what :meth:`parts` found (a strategy installed new modules)."""
+        self._parts = None
 
     def features(self, x: torch.Tensor, task: int) -> torch.Tensor:
-        """Pooled backbone features of ``x`` as seen by ``task``."""
+        """What ``task``'s head reads for ``x``: :meth:`head_features` with the task set."""
         backbone = self.backbone_for(task)
-        for m in self.task_modules(backbone):
+        parts = self.parts(backbone)
+        for m in parts.task_modules:
             m.set_task(task)
+        return self.head_features(backbone, parts, x)
+
+    def head_features(self, backbone: nn.Module, parts: BackboneParts,
+                      x: torch.Tensor) -> torch.Tensor:
+        """``backbone``'s ``head_input`` for ``x``, its task modules as they are set: the query
+        handed to the modules that take one (module docstring), then the backbone's pooled
+        features, or the mean of its shallow prompts' outputs after the final norm
+        (``models.prompts.attach_shallow_prompts``)."""
+        if parts.query_takers:
+            needed = any(m.needs_query() for m in parts.query_takers)
+            q = query_features(backbone, x) if needed else None
+            for m in parts.query_takers:
+                m.set_query(q)
+        if self.head_input == "prompts":
+            backbone.forward_features(x)
+            return backbone.shallow_prompts.outputs.mean(dim=1)
         return backbone(x)
 
     def forward_all_tasks(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -79,11 +136,12 @@ class MultiTaskViT(MultiTaskModule):
         ``models.task_inference``, scores with it). Features are computed once for all heads
         when no task module conditions them on the task, or when every one that does infers
         the task by itself (set to task None); otherwise once per task."""
-        conditioning = [m for m in self.task_modules(self.backbone) if m.conditions_features]
+        parts = self.parts(self.backbone)
+        conditioning = [m for m in parts.task_modules if m.conditions_features]
         if all(m.infers_task for m in conditioning):
             for m in conditioning:
                 m.set_task(None)
-            feats = self.backbone(x)
+            feats = self.head_features(self.backbone, parts, x)
             return {int(t): self.logits(int(t), feats) for t in self.heads}
         return {int(t): self.forward_single_task(x, int(t)) for t in self.heads}
 
@@ -150,7 +208,7 @@ class MultiTaskViT(MultiTaskModule):
             device = next(self.backbone.parameters()).device
             self.heads[str(t)] = self.head_type(self.num_features, n_classes).to(device)
             self.on_new_task(t)
-            for m in self.task_modules(self.backbone_for(t)):
+            for m in self.parts(self.backbone_for(t)).task_modules:
                 if not m.has_task(t):
                     m.add_task(t, device)
 
@@ -160,7 +218,7 @@ class MultiTaskViT(MultiTaskModule):
         head = self.heads[str(task)]
         if isinstance(head, StandardizedHead):
             self.heads[str(task)] = head.fold()
-        for m in self.task_modules(self.backbone_for(task)):
+        for m in self.parts(self.backbone_for(task)).task_modules:
             m.finish_task(task)
 
     def on_new_task(self, task: int) -> None:

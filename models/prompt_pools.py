@@ -1,5 +1,6 @@
 """The prompts of the prompt-pool methods, chosen or composed per sample from the query
-(``models.prompts``: the frozen backbone's pre-logits features of the input, q).
+(``models.prompts``: the frozen backbone's pre-logits features of the input, q, which the model
+hands to each of them by ``set_query(q)`` before the forward).
 
 - :class:`L2PPool` (Wang et al., CVPR 2022): M prompts of L tokens, each with a key k_m. The N
   keys most cosine-similar to q choose the prompts, concatenated (N L tokens) and inserted once
@@ -24,7 +25,8 @@ DualPrompt code's ``batchwise_prompt``) the whole batch takes the prompts chosen
 (:func:`majority`): that uses that a batch comes from one task, and a prediction then depends on
 the other samples of its batch.
 
-A module that owns prompts for several layers hands each layer a :class:`LayerPrefix` view.
+A module that owns prefixes for several layers gives layer i's as ``layer_prefix(i)``, which
+each prefix layer's ``models.prompts.LayerPrefix`` asks for.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.precision import fp32_region
-from models.prompts import PromptQuery
+from models.prompts import PromptSource, QueryTaker
 from models.tasks import PerTaskModules
 from models.transient import TransientState
 
@@ -57,45 +59,29 @@ def majority(chosen: torch.Tensor, n_choices: int) -> torch.Tensor:
 def cosine(q: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """cos(q_b, k_m) (B, M) of queries q (B, d) and keys (M, d), in fp32 even under autocast:
     both are cast to fp32 before they are normalized, so a choice by the largest similarity adds
-    no bf16 rounding to that of the query (``models.prompts.compute_query``)."""
+    no bf16 rounding to that of the query (``models.prompts.query_features``)."""
     with fp32_region(q.device):
         return F.normalize(q.float(), dim=-1) @ F.normalize(keys.float(), dim=-1).T
 
 
-class LayerPrefix(nn.Module):
-    """Layer ``layer``'s prefix (keys, values) from an owner that computes every layer's for the
-    batch (``owner.layer_prefix(layer)``); holds no parameters (the owner is a plain reference)."""
-
-    def __init__(self, owner: nn.Module, layer: int):
-        super().__init__()
-        self.__dict__["owner"] = owner
-        self.layer = layer
-
-    def prefix(self, batch: int):
-        return self.__dict__["owner"].layer_prefix(self.layer)
-
-
-class L2PPool(TransientState, nn.Module):
+class L2PPool(TransientState, PromptSource, QueryTaker, nn.Module):
     """L2P's prompt pool: ``size`` prompts of ``length`` tokens with keys; ``top_n`` chosen per
     sample, or by the batch's vote with ``batchwise`` (module docstring). A prompt source for
     ``models.prompts.attach_shallow_prompts``."""
 
-    transient = ("outputs", "_chosen", "_pull")
+    transient = ("outputs", "chosen", "_pull")
     outputs: torch.Tensor | None = None  # the prompts' outputs after the final norm (B, L, d)
-    _chosen: torch.Tensor | None = None  # this batch's prompt indices (B, top_n)
+    chosen: torch.Tensor | None = None  # this batch's prompt indices (B, top_n)
     _pull: torch.Tensor | None = None  # this batch's surrogate loss
 
     def __init__(self, size: int, length: int, top_n: int, dim: int, pull_weight: float,
-                 query: PromptQuery, batchwise: bool = False):
+                 batchwise: bool = False):
         super().__init__()
         if not 1 <= top_n <= size:
             raise ValueError(f"l2p: top_n must be in 1..{size} (the pool size), got {top_n}")
         self.pool = uniform(size, length, dim)
         self.keys = uniform(size, dim)
         self.top_n, self.pull_weight, self.batchwise = top_n, pull_weight, batchwise
-        self.__dict__["query"] = query
-        query.listeners.append(self)
-        self.inserted = 0
 
     def choose(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(indices of the top_n keys per sample (B, N), or of the batch's vote, and their
@@ -106,19 +92,16 @@ class L2PPool(TransientState, nn.Module):
             top = majority(top, len(self.keys))
         return top, sim.gather(1, top)
 
-    def wants_query(self) -> bool:
-        return True
-
-    def on_query(self, q: torch.Tensor) -> None:
-        chosen, sim = self.choose(q)
-        self._chosen = chosen
+    def set_query(self, q: torch.Tensor) -> None:
+        """Choose the batch's prompts; in training, keep the surrogate loss."""
+        self.chosen, sim = self.choose(q)
         if self.training:
             self._pull = sim.sum(dim=1).mean()
 
     def prompts(self, x: torch.Tensor) -> torch.Tensor | None:
-        if self.__dict__["query"].computing or self._chosen is None:
+        if self.chosen is None:
             return None
-        return self.pool[self._chosen].flatten(1, 2)  # (B, N L, d)
+        return self.pool[self.chosen].flatten(1, 2)  # (B, N L, d)
 
     def pop_auxiliary_loss(self) -> torch.Tensor | None:
         """-lambda (1/B) sum of the chosen keys' similarities (``models.losses``)."""
@@ -130,14 +113,11 @@ class GeneralPrefix(nn.Module):
     """DualPrompt's general prefix: ``length`` key and value entries for each of ``n_layers``
     layers, shared by all tasks."""
 
-    def __init__(self, n_layers: int, length: int, dim: int, query: PromptQuery):
+    def __init__(self, n_layers: int, length: int, dim: int):
         super().__init__()
         self.prompts = uniform(n_layers, 2, length, dim)
-        self.__dict__["query"] = query
 
-    def layer_prefix(self, layer: int):
-        if self.__dict__["query"].computing:
-            return None
+    def layer_prefix(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.prompts[layer, 0], self.prompts[layer, 1]
 
 
@@ -150,23 +130,21 @@ class Expert(nn.Module):
         self.key = uniform(shape[-1])
 
 
-class ExpertPrefixes(TransientState, PerTaskModules):
+class ExpertPrefixes(TransientState, QueryTaker, PerTaskModules):
     """DualPrompt's expert prefixes: one :class:`Expert` per task (``length`` key and value
     entries for each of ``n_layers`` layers, and a key; module docstring). The task set by
     ``set_task`` serves; set to None (no task id), each sample gets the expert its query
     chooses (with ``batchwise``, every sample the expert most of its batch chooses)."""
 
     infers_task = True
-    transient = ("_chosen", "_match")
-    _chosen: torch.Tensor | None = None  # this batch's prefixes, (n_layers, 2, L, d) or per sample
+    transient = ("picked", "_match")
+    picked: torch.Tensor | None = None  # the experts' prefixes chosen per sample (no task id)
     _match: torch.Tensor | None = None  # this batch's matching loss
 
     def __init__(self, n_layers: int, length: int, dim: int, match_weight: float,
-                 query: PromptQuery, batchwise: bool = False):
+                 batchwise: bool = False):
         super().__init__(partial(Expert, (n_layers, 2, length, dim)), kind="prompt")
         self.match_weight, self.batchwise = match_weight, batchwise
-        self.__dict__["query"] = query
-        query.listeners.append(self)
 
     @torch.no_grad()
     def add_task(self, task: int, device="cpu") -> None:
@@ -190,27 +168,38 @@ class ExpertPrefixes(TransientState, PerTaskModules):
         """Per sample, the task whose key is the most cosine-similar to the query."""
         return torch.tensor(self.tasks(), device=q.device)[self.closest(q)]
 
-    def wants_query(self) -> bool:
+    def needs_query(self) -> bool:
         """The query chooses the expert (no task id) or trains its key; a given task's expert
         in evaluation needs none."""
         return self.task is None or self.training
 
-    def on_query(self, q: torch.Tensor | None) -> None:
-        # a plain attribute: a Parameter assigned to a module attribute would be registered
-        if self.task is None and len(self.per_task):
-            every = torch.stack([e.prompts for e in self.per_task.values()])
-            self.__dict__["_chosen"] = every[self.closest(q)]  # (B, n_layers, 2, L, d)
+    def set_query(self, q: torch.Tensor | None) -> None:
+        """Without a task id, each sample's expert (:meth:`closest`); given a task in training,
+        the matching loss of its key."""
+        self.picked = None
+        if self.task is None:
+            if len(self.per_task):
+                every = torch.stack([e.prompts for e in self.per_task.values()])
+                self.picked = every[self.closest(q)]  # (B, n_layers, 2, L, d)
             return
         expert = self.current()
-        self.__dict__["_chosen"] = None if expert is None else expert.prompts
         if expert is not None and self.training:
             cos = cosine(q, expert.key[None])[:, 0]
             self._match = self.match_weight * (1 - cos).mean()
 
-    def layer_prefix(self, layer: int):
-        if self.__dict__["query"].computing or self._chosen is None:
+    def prefixes(self) -> torch.Tensor | None:
+        """This forward's prefixes: the task's expert's (n_layers, 2, L, d), or per sample
+        (B, n_layers, 2, L, d) without a task id; None when there is no expert."""
+        if self.task is None:
+            return self.picked
+        expert = self.current()
+        return None if expert is None else expert.prompts
+
+    def layer_prefix(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        chosen = self.prefixes()
+        if chosen is None:
             return None
-        return self._chosen[..., layer, 0, :, :], self._chosen[..., layer, 1, :, :]
+        return chosen[..., layer, 0, :, :], chosen[..., layer, 1, :, :]
 
     def pop_auxiliary_loss(self) -> torch.Tensor | None:
         """lambda (1 - cos(q, k_t)) of the last training forward (``models.losses``)."""
@@ -240,26 +229,23 @@ class Components(nn.Module):
         self.attention = nn.Parameter(torch.zeros(n_layers, count, dim))
 
 
-class CodaPrefixes(TransientState, PerTaskModules):
+class CodaPrefixes(TransientState, QueryTaker, PerTaskModules):
     """CODA-Prompt's components for ``n_layers`` prefix layers: per task ``per_task``
     :class:`Components`, each a prompt of ``length`` entries (half keys, half values), a key
     and an attention vector per layer (module docstring). Features do not depend on the task:
     every forward composes all components added so far; ``set_task`` is ignored."""
 
     conditions_features = False
-    transient = ("_prompts",)
-    _prompts: torch.Tensor | None = None  # (n_layers, B, length, d) of this batch
+    transient = ("composed",)
+    composed: torch.Tensor | None = None  # (n_layers, B, length, d) of this batch
 
-    def __init__(self, n_layers: int, per_task: int, length: int, dim: int,
-                 query: PromptQuery):
+    def __init__(self, n_layers: int, per_task: int, length: int, dim: int):
         if length % 2:
             raise ValueError(f"coda-prompt: the prompt length must be even (half keys, half "
                              f"values), got {length}")
         super().__init__(partial(Components, n_layers, per_task, length, dim), kind="prompt")
         self.n_layers, self.per_task_count = n_layers, per_task
         self.length = length
-        self.__dict__["query"] = query
-        query.listeners.append(self)
 
     def stacked(self, name: str) -> torch.Tensor:
         """Every task's ``name`` tensor, concatenated over components: (n_layers, M, ...)."""
@@ -286,18 +272,16 @@ class CodaPrefixes(TransientState, PerTaskModules):
                              dim=-1)  # (L, B, M, d)
             return (qa * F.normalize(self.stacked("key"), dim=-1)[:, None]).sum(-1)
 
-    def wants_query(self) -> bool:
-        return True
-
-    def on_query(self, q: torch.Tensor) -> None:
+    def set_query(self, q: torch.Tensor) -> None:
+        """Compose the batch's prompts: sum_m alpha_m P_m per layer (none before a task)."""
         if not len(self.per_task):
-            self._prompts = None
+            self.composed = None
             return
-        self._prompts = torch.einsum("lbm,lmnd->lbnd", self.weights(q), self.stacked("prompt"))
+        self.composed = torch.einsum("lbm,lmnd->lbnd", self.weights(q), self.stacked("prompt"))
 
-    def layer_prefix(self, layer: int):
-        if self.__dict__["query"].computing or self._prompts is None:
+    def layer_prefix(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.composed is None:
             return None
         half = self.length // 2
-        p = self._prompts[layer]
+        p = self.composed[layer]
         return p[:, :half], p[:, half:]

@@ -14,35 +14,39 @@ sequence it always sees. A prompt source returns (L, d) — one set for the whol
 
 **Shallow prompt tokens** (prompt tuning, as L2P uses it): inserted once before the first block,
 they pass through every block (in CaiT's class-attention stage as keys) and are dropped after
-the final norm, where their outputs are kept for pooling (L2P's head reads their mean).
+the final norm, where their outputs are kept for pooling (L2P's head reads their mean:
+``MultiTaskViT(head_input="prompts")``).
 
 Inserted prompts are prefix tokens for the attention hooks (``AttentionHooks.prompt_tokens``): a
 token mask (MEAT) covers the patches only and every prompt is always kept. They carry no
 position embedding (the pre-trained table has none for them).
 
 **Prefixes** (prefix-tuning, Li & Liang 2021, as DualPrompt and CODA-Prompt use it): a layer's
-prefix source gives L key and L value entries put in front of the attention's own
-(``AttentionHooks.with_prefix``); the sequence itself is unchanged.
+prefix (:class:`LayerPrefix`) gives L key and L value entries put in front of the attention's
+own (``AttentionHooks.with_prefix``); the sequence itself is unchanged.
 
-**The query** (:class:`PromptQuery`): L2P, DualPrompt and CODA-Prompt choose or weight their
-prompts by the frozen backbone's pre-logits features of the input without any prompt. A forward
-pre-hook on the backbone computes them (one extra forward without gradients, as the methods'
-code does, under the run's autocast; the similarities are fp32) before every forward, so every
-caller — the model's heads, the probe, the template's calibration — gets the prompts of its own
-inputs.
+**The query** (:func:`query_features`): L2P, DualPrompt and CODA-Prompt choose or weight their
+prompts by q, the frozen backbone's pre-logits features of the input without any prompt. The
+model (``models.multitask.MultiTaskViT``) computes it before each forward that needs it — one
+extra forward with every prompt source off (:func:`prompts_off`), without gradients, in
+evaluation mode, as the methods' code does, under the caller's autocast (the similarities are
+fp32) — and hands it to every :class:`QueryTaker` (``set_query(q)``, after ``set_task(t)``), so
+every caller of the model (its heads, the probe, the template's calibration) gets the prompts of
+its own inputs.
 
-Everything is applied by forward hooks (as adapters and LoRA are), so parameter names and
-checkpoints are unchanged. Where prompts go: blocks with token self-attention over the flat
-sequence (ViT/DeiT, T2T-ViT's blocks, CaiT's self-attention stage; CaiT's class-attention blocks
-get no deep prompts or prefixes: their only query is the class token). LaViT is refused: its
-less-attention layers map the N x N scores through learned N x N transforms tied to the token
-grid, so neither the sequence nor the keys can grow.
+Tokens enter and leave through forward hooks on the blocks (as adapters and LoRA do), each given
+its source as an argument; they only move tokens, so parameter names and checkpoints are
+unchanged. Where prompts go: blocks with token self-attention over the flat sequence (ViT/DeiT,
+T2T-ViT's blocks, CaiT's self-attention stage; CaiT's class-attention blocks get no deep prompts
+or prefixes: their only query is the class token). LaViT is refused: its less-attention layers
+map the N x N scores through learned N x N transforms tied to the token grid, so neither the
+sequence nor the keys can grow.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 
@@ -59,6 +63,28 @@ UNPROMPTABLE = {"lavit": "LaViT's less-attention layers map N x N scores through
                          "transforms tied to the token grid: prompt tokens cannot be inserted"}
 
 
+class PromptSource:
+    """Mixin of the modules prompts enter a backbone from: a token source (``prompts(x)`` ->
+    (L, d), (B, L, d) or None) or an attention layer's :class:`LayerPrefix`. ``enabled`` is the
+    model's switch: off (:func:`prompts_off`) for the forward that computes the query, where the
+    insertion code takes nothing from the source, so the backbone computes its own function."""
+
+    enabled: bool = True
+
+
+class QueryTaker:
+    """Mixin of the modules whose prompts are chosen or weighted by the query. Before every
+    forward, after ``set_task``, the model calls ``set_query(q)``: q (B, d) is the query of the
+    forward's input (:func:`query_features`), or None when no query taker of the backbone
+    ``needs_query()`` for this forward (then none is computed)."""
+
+    def needs_query(self) -> bool:
+        return True
+
+    def set_query(self, q: torch.Tensor | None) -> None:
+        raise NotImplementedError
+
+
 class PromptTokens(nn.Module):
     """L learned tokens of width d, initialized as VPT's code: uniform in +-sqrt(6 / (3 p^2 + d))
     for p x p patches (Xavier-uniform over the patch embedding's fan-in and the width)."""
@@ -71,7 +97,7 @@ class PromptTokens(nn.Module):
         return self.tokens
 
 
-class TaskPrompts(PerTaskModules):
+class TaskPrompts(PromptSource, PerTaskModules):
     """One :class:`PromptTokens` per task for one block; ``prompts(x)`` is the current task's
     (None for a task it has none for)."""
 
@@ -110,31 +136,24 @@ def token_width(backbone: nn.Module) -> int:
     return promptable_blocks(backbone, "prompts")[0].attn.proj.in_features
 
 
-def attach_prompts(block: nn.Module, source: nn.Module, span: list | None = None,
-                   drop: bool = True, owned: bool = True) -> None:
-    """Make ``source`` (a module with ``prompts(x) -> (L, d) | (B, L, d) | None``) the prompt
-    source of ``block``: its tokens are inserted before the block, counted as always-kept keys
-    by the attention layers of ``span`` (default: the block's own) and, with ``drop``, dropped
-    after the block. ``source.inserted`` is the number of tokens in the sequence. ``owned``:
-    the block holds the source as its submodule ``prompts`` (else a plain reference: the source
-    belongs elsewhere in the model)."""
-    if owned:
-        block.prompts = source
-    else:
-        block.__dict__["prompts"] = source
-    block.prompt_span = span or [block.attn]  # a plain list: the layers stay the blocks' own
-    block.register_forward_pre_hook(insert_prompts)
-    if drop:
-        block.register_forward_hook(drop_prompts)
+def attach_prompts(block: nn.Module, source: nn.Module) -> None:
+    """VPT-deep: ``source`` (a :class:`PromptSource` with ``prompts(x)``) becomes the block's
+    submodule ``prompts``; its tokens are inserted before the block and dropped after it."""
+    block.prompts = source
+    block.register_forward_pre_hook(partial(insert_prompts, source=source, span=(block.attn,)))
+    block.register_forward_hook(partial(drop_prompts, source=source))
 
 
-def insert_prompts(block: nn.Module, args: tuple) -> tuple:
-    """Forward pre-hook: insert the block's prompts after the prefix tokens of its input."""
+def insert_prompts(block: nn.Module, args: tuple, *, source: nn.Module,
+                   span: tuple[nn.Module, ...]) -> tuple:
+    """Forward pre-hook: insert ``source``'s prompts (none while it is off) after the prefix
+    tokens of the block's input; the attention layers of ``span`` (those the prompts pass) count
+    them as always-kept keys, and ``source.inserted`` is their number."""
     x, *rest = args
-    prompts = block.prompts.prompts(x)
+    prompts = source.prompts(x) if source.enabled else None
     n = 0 if prompts is None else prompts.shape[-2]
-    block.prompts.inserted = n
-    for attn in block.prompt_span:
+    source.inserted = n
+    for attn in span:
         attn.prompt_tokens = n
     if prompts is None:
         return args
@@ -144,9 +163,10 @@ def insert_prompts(block: nn.Module, args: tuple) -> tuple:
     return (torch.cat([x[:, :p], prompts.to(x.dtype), x[:, p:]], dim=1), *rest)
 
 
-def drop_prompts(block: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+def drop_prompts(block: nn.Module, args: tuple, output: torch.Tensor, *,
+                 source: nn.Module) -> torch.Tensor:
     """Forward hook: drop the prompt outputs, so the sequence leaves the block as it came."""
-    n = block.prompts.inserted
+    n = source.inserted
     if not n:
         return output
     p = block.attn.num_prefix_tokens
@@ -154,33 +174,47 @@ def drop_prompts(block: nn.Module, args: tuple, output: torch.Tensor) -> torch.T
 
 
 def attach_shallow_prompts(backbone: nn.Module, source: nn.Module, method: str) -> None:
-    """Prompt tuning: ``source`` (the backbone's submodule ``shallow_prompts``) gives tokens that
-    enter before the first promptable block, pass every block and leave after the backbone's
-    final norm (``backbone.norm``), behind the model's prefix tokens; their normalized outputs
-    are kept as ``source.outputs`` (B, L, d)."""
+    """Prompt tuning: ``source`` (a :class:`PromptSource`, the backbone's submodule
+    ``shallow_prompts``) gives tokens that enter before the first promptable block, pass every
+    block and leave after the backbone's final norm (``backbone.norm``), behind the model's
+    prefix tokens; their normalized outputs are kept as ``source.outputs`` (B, L, d)."""
     first = promptable_blocks(backbone, method)[0]
     backbone.shallow_prompts = source
-    attach_prompts(first, source, span=[b.attn for b in anatomy.blocks(backbone)], drop=False,
-                   owned=False)
-    backbone.norm.__dict__["prompt_source"] = source  # a plain reference, not a submodule
-    backbone.norm.__dict__["prompt_position"] = anatomy.prefix_tokens(backbone)
-    backbone.norm.register_forward_hook(drop_prompts_after_norm)
+    span = tuple(b.attn for b in anatomy.blocks(backbone))
+    first.register_forward_pre_hook(partial(insert_prompts, source=source, span=span))
+    backbone.norm.register_forward_hook(partial(
+        drop_prompts_after_norm, source=source, position=anatomy.prefix_tokens(backbone)))
 
 
-def drop_prompts_after_norm(norm: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-    """Forward hook of the final norm: keep the prompt outputs for pooling and drop them."""
-    source, p = norm.__dict__["prompt_source"], norm.__dict__["prompt_position"]
+def drop_prompts_after_norm(norm: nn.Module, args: tuple, output: torch.Tensor, *,
+                            source: nn.Module, position: int) -> torch.Tensor:
+    """Forward hook of the final norm: keep the outputs of ``source``'s prompts (at
+    ``position``) for pooling and drop them."""
     n = source.inserted
     if not n:
         return output
-    source.outputs = output[:, p:p + n]
-    return torch.cat([output[:, :p], output[:, p + n:]], dim=1)
+    source.outputs = output[:, position:position + n]
+    return torch.cat([output[:, :position], output[:, position + n:]], dim=1)
 
 
-def attach_prefix(block: nn.Module, source: nn.Module) -> None:
-    """Make ``source`` (a module with ``prefix(batch) -> (keys, values) | None``, each (L, d) or
-    (B, L, d)) the prefix of ``block``'s attention (``AttentionHooks.with_prefix``)."""
-    block.attn.prefix = source
+class LayerPrefix(PromptSource, nn.Module):
+    """An attention layer's ``prefix`` (``AttentionHooks.with_prefix``): ``give()`` -> the
+    layer's (keys, values), each (L, d) or (B, L, d), or None; nothing while it is off. It holds
+    no parameters: ``give`` is a bound method of the module that owns every layer's prefixes
+    (``models.prompt_pools``), which is a submodule elsewhere in the backbone."""
+
+    def __init__(self, give: Callable[[], tuple[torch.Tensor, torch.Tensor] | None]):
+        super().__init__()
+        self.give = give
+
+    def prefix(self, batch: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return self.give() if self.enabled else None
+
+
+def attach_prefixes(blocks: list[nn.Module], owner: nn.Module) -> None:
+    """Block i's attention gets layer i of ``owner``'s prefixes (``owner.layer_prefix(i)``)."""
+    for i, block in enumerate(blocks):
+        block.attn.prefix = LayerPrefix(partial(owner.layer_prefix, i))
 
 
 def prefix_blocks(backbone: nn.Module, layers: list[int], method: str) -> list[nn.Module]:
@@ -195,31 +229,18 @@ def prefix_blocks(backbone: nn.Module, layers: list[int], method: str) -> list[n
     return chosen
 
 
-class PromptQuery:
-    """The frozen backbone's pre-logits features of the current input without any prompt
-    (``value``, (B, d)); ``computing`` is true during that forward, when every prompt source
-    gives none. Each of ``listeners`` (prompt pools) gets ``on_query(value)`` once the query is
-    known, before the prompted forward: it chooses its prompts for the batch there, once. The
-    query's forward is skipped (``on_query(None)``) when no listener ``wants_query()`` (a
-    DualPrompt expert given by the task id, in evaluation)."""
-
-    def __init__(self):
-        self.value: torch.Tensor | None = None
-        self.computing = False
-        self.listeners: list[nn.Module] = []
-
-    def __getstate__(self) -> dict:
-        """Pickled without the last batch's query (``models.transient``)."""
-        return {**self.__dict__, "value": None}
-
-
-def install_query(backbone: nn.Module) -> PromptQuery:
-    """The backbone's :class:`PromptQuery` (``backbone.prompt_query``), computed by a forward
-    pre-hook before every forward (installed once)."""
-    if "prompt_query" not in backbone.__dict__:
-        backbone.prompt_query = PromptQuery()
-        backbone.register_forward_pre_hook(compute_query)
-    return backbone.prompt_query
+@contextmanager
+def prompts_off(backbone: nn.Module) -> Iterator[None]:
+    """Every :class:`PromptSource` in ``backbone`` off for the block (the backbone computes its
+    own function), each one's switch restored afterwards."""
+    switches = [(m, m.enabled) for m in backbone.modules() if isinstance(m, PromptSource)]
+    for m, _ in switches:
+        m.enabled = False
+    try:
+        yield
+    finally:
+        for m, enabled in switches:
+            m.enabled = enabled
 
 
 @contextmanager
@@ -238,34 +259,16 @@ def evaluation_mode(module: nn.Module) -> Iterator[None]:
 
 
 def query_features(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The backbone's pre-logits features of ``x`` without prompts (every prompt source gives
-    none while ``prompt_query.computing``), no gradient, in evaluation mode (the pre-trained
-    model's own [CLS] features, as the prompt-pool methods' query: their official query model is
-    a frozen copy in evaluation mode), under whatever autocast the caller has on."""
-    query = backbone.prompt_query
-    query.computing = True
-    try:
-        with torch.no_grad(), evaluation_mode(backbone):
-            return backbone.forward_head(backbone.forward_features(x), pre_logits=True)
-    finally:
-        query.computing = False
-
-
-def compute_query(backbone: nn.Module, args: tuple) -> None:
-    """Forward pre-hook of the backbone: :func:`query_features` of its input, under the run's
-    autocast (in a bf16 run a bf16 forward: an fp32 one would cost a full fp32 forward per
-    batch). Only the similarities that choose from it are fp32 (``models.prompt_pools.cosine``):
-    the bf16 query changes the choice of well under 1% of the samples
-    (``benchmarks.measure.querycheck``; ``docs/paper.md``, "bf16 prompt queries")."""
-    query = backbone.prompt_query
-    if not any(listener.wants_query() for listener in query.listeners):
-        query.value = None
-        for listener in query.listeners:
-            listener.on_query(None)
-        return
-    query.value = query_features(backbone, args[0])
-    for listener in query.listeners:
-        listener.on_query(query.value)
+    """The query of ``x`` (B, d): the backbone's pre-logits features with every prompt source off
+    (:func:`prompts_off`), without gradient, in evaluation mode (the pre-trained model's own [CLS]
+    features, as the prompt-pool methods' query: their official query model is a frozen copy in
+    evaluation mode), under whatever autocast the caller has on (in a bf16 run a bf16 forward:
+    an fp32 one would cost a full fp32 forward per batch). Only the similarities that choose
+    from it are fp32 (``models.prompt_pools.cosine``): the bf16 query changes the choice of well
+    under 1% of the samples (``benchmarks.measure.querycheck``; ``docs/paper.md``, "bf16 prompt
+    queries")."""
+    with prompts_off(backbone), torch.no_grad(), evaluation_mode(backbone):
+        return backbone.forward_head(backbone.forward_features(x), pre_logits=True)
 
 
 def add_task_prompts(backbone: nn.Module, length: int) -> list[TaskPrompts]:

@@ -21,9 +21,12 @@ results.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -40,25 +43,12 @@ UNFINISHED = {  # why a report leaves a run out, and how to finish it
               "it"}
 
 
-# Config keys added after runs were recorded, with the value that reproduces those runs: at that
-# value a key is left out of the run id, so existing run folders keep their ids (sweeps resume,
-# committed results stay valid) across upgrades of the suite.
-# (The preprocess value is benchmarks.data.inputs' ``none`` preset, spelled out: results/ reads
-# records only; tests/test_inputs.py checks that the two agree.)
-NONE_PREPROCESS = {"name": "none", "resize": "squash", "crop_pct": 1.0, "interpolation": "bilinear",
-                   "train_crop": "none", "scale": [0.08, 1.0], "ratio": [0.75, 4 / 3],
-                   "hflip": 0.0, "mean": None, "std": None}
-ID_NEUTRAL = {"preprocess": NONE_PREPROCESS, "precision": "fp32", "tf32": True,
-              "steps_per_task": None}
-
-
 TOKEN_MASKS = "token_masks.json"
 
 
 def run_id(config: dict) -> str:
-    """Short stable hash of a resolved config (key order does not matter; :data:`ID_NEUTRAL`
-    keys at their neutral value are left out)."""
-    config = {k: v for k, v in config.items() if k not in ID_NEUTRAL or v != ID_NEUTRAL[k]}
+    """Short stable hash of a config dict (key order does not matter); a run's id is that of
+    its config without the settings at their neutral value (``benchmarks.config``)."""
     blob = json.dumps(config, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -216,3 +206,90 @@ def find_records(paths, strict: bool = True, warn=None) -> list[dict]:
             rec["_folder"] = str(folder)
             out.append(rec)
     return out
+
+
+@dataclass
+class Timing:
+    """Seconds of one run: training and evaluation phases, base pre-training, inside training
+    and evaluation iterations (``StepTimer``), probe fitting, the passes outside training
+    (probe and reference features, the end-of-task pass, task statistics; with the images they
+    read), wall time; peak memory; and the
+    conditions they were measured under: torch's threads, the machine's CPUs and its 1-minute
+    load average at the run's start and end (a resumed run keeps the highest of its parts), so
+    a report can tell runs timed under other load (:func:`results.timing.timing_conditions`)."""
+
+    train_s: float = 0.0
+    eval_s: float = 0.0
+    pretrain_s: float = 0.0
+    train_step_s: float = 0.0
+    eval_step_s: float = 0.0
+    probe_s: float = 0.0
+    fixed_images: int = 0  # images read outside training (strategies.features.PassMeter)
+    fixed_s: float = 0.0  # their passes' seconds
+    wall_s: float = 0.0
+    peak_rss_mib: float | None = None  # set once a task is done
+    threads: int | None = None
+    cpus: int | None = None
+    load_start: float | None = None
+    load_end: float | None = None  # set once a task is done
+
+    def started(self, threads: int) -> None:
+        """Note the conditions at the start of (a part of) the run (``threads``: torch's)."""
+        self.threads, self.cpus = threads, os.cpu_count()
+        self.load_start = max(self.load_start or 0.0, os.getloadavg()[0])
+
+    def ended(self) -> None:
+        self.load_end = max(self.load_end or 0.0, os.getloadavg()[0])
+
+
+CLASS_INCREMENTAL_FIELDS = ("task_inference", "cil_acc_matrix", "task_inference_matrix",
+                            "task_inference_rules", "simplecil_acc_matrix", "joint_acc_matrix")
+
+
+@dataclass
+class RunRecord:
+    """``record.json`` (``results.records`` documents the schema): per task i, the accuracy
+    matrix row, the probe references, the trained model's training accuracy, its steps and how
+    far its masks moved; storage, timing, metrics when finished."""
+
+    config: dict
+    run_id: str
+    forgets: bool
+    status: str = "running"
+    tasks: list = field(default_factory=list)
+    acc_matrix: list = field(default_factory=list)
+    probe_acc: list = field(default_factory=list)
+    probe_train_acc: list = field(default_factory=list)
+    random_probe_acc: list = field(default_factory=list)
+    train_acc: list = field(default_factory=list)
+    train_steps: list = field(default_factory=list)
+    mask_movement: list = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    storage: dict = field(default_factory=dict)
+    timing: Timing = field(default_factory=Timing)
+    base: dict | None = None
+    error: str | None = None
+    # a run evaluated without task ids too (config task_agnostic): its task-inference rule and
+    # R[i][j] in the class-incremental setting, and the share of task j's samples whose task
+    # was inferred right after training task i
+    # (the rule chosen on validation data, strategies.class_incremental); every rule's matrices
+    # and validation accuracy; and the references on the frozen starting backbone
+    task_inference: str | None = None
+    cil_acc_matrix: list | None = None
+    task_inference_matrix: list | None = None
+    task_inference_rules: dict | None = None
+    simplecil_acc_matrix: list | None = None
+    joint_acc_matrix: list | None = None
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        if out["timing"]["peak_rss_mib"] is None:
+            del out["timing"]["peak_rss_mib"]
+        for key in CLASS_INCREMENTAL_FIELDS:
+            if out[key] is None:  # a task-incremental run's record keeps its form
+                del out[key]
+        return out
+
+    @classmethod
+    def from_dict(cls, record: dict) -> RunRecord:
+        return cls(**{**record, "timing": Timing(**record["timing"])})

@@ -8,23 +8,23 @@
   numeric means and stds);
 - ``time.{md,tex,csv}``: per (stream, backbone, strategy) where the runs' seconds went: training
   and its steps, evaluation, probes, the passes outside training and the images they read
-  (``results.tables.time_table``);
+  (``results.timing.time_table``);
 - ``hparams.{md,tex,csv}``: every strategy's hyperparameter values and their source (paper,
   tuned, user);
 - ``masks.{md,tex,csv}``: per mask strategy, task and mask kind, the % of entries changed from
   their initial state and the % kept (means over seeds), and on how many seeds nothing changed;
 - ``per_task_<stream>_<backbone>.{md,tex,csv}``: the paper-style table — final accuracy per
   task (rows: tasks, then average, then total storage in MiB; columns: strategies) beside the
-  probe reference (``results.tables.per_task_table``);
+  probe reference (``results.per_task.per_task_table``);
 - ``task_agnostic.{md,tex,csv}`` (runs evaluated without task ids): final accuracy in the
   task- and class-incremental settings, class-incremental forgetting, task-inference accuracy,
   the class-incremental difference to the classifier and the task that task inference collapsed
   onto, under the chance levels;
 - ``acc_matrices.md`` and ``acc_matrix/<run_id>.csv``: every run's accuracy matrix with task ids
   (and its class-incremental one, without);
-- figures from ``results.plots``.
+- figures from ``results.figures``.
 
-CSV floats are rounded (``results.tables.to_csv``); task numbers a person reads start at 1.
+CSV floats are rounded (``results.formats.to_csv``); task numbers a person reads start at 1.
 """
 
 from __future__ import annotations
@@ -34,49 +34,18 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import pandas as pd
-
 from atomicio import atomic_write_text
-from results.tables import (
-    acc_matrix_frame,
-    budget_note,
-    chance_note,
-    group_records,
-    hparams_table,
-    movement_table,
-    per_task_table,
-    probe_note,
-    readable_summary,
-    rules_table,
-    safe_name,
-    summary,
-    task_agnostic_table,
-    time_table,
-    timing_note,
-    to_csv,
-    to_markdown,
-)
+from results.arms import group_records
+from results.formats import safe_name, to_csv, to_markdown, write_frame
+from results.masks import movement_table
+from results.per_task import acc_matrix_frame, per_task_table, probe_note
+from results.summary import budget_note, hparams_table, readable_summary, summary
+from results.task_agnostic import chance_note, rules_table, task_agnostic_table
+from results.timing import time_table, timing_note
 
 RULES_NOTE = ("Every task-inference rule on every run (strategies.md, \"Without task ids\"): last "
               "accuracy % over every seen class (task inferred right %); * the rule chosen on "
               "validation.")
-
-
-def write_frame(df: pd.DataFrame, out: Path, name: str, index: bool = True,
-                csv_df: pd.DataFrame | None = None, note: str | None = None) -> list[Path]:
-    """``df`` as ``name.md``, ``name.tex`` and ``name.csv`` (``csv_df`` if given), atomically;
-    each line of ``note`` as a paragraph above the Markdown table and a comment above the LaTeX
-    one. LaTeX special characters in headers and cells (``%``, ``_``, ``&``, ...) are
-    escaped."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{name}.md", out / f"{name}.tex", out / f"{name}.csv"]
-    lines = note.splitlines() if note else []
-    atomic_write_text(paths[0], "".join(f"{line}\n\n" for line in lines)
-                      + to_markdown(df, index=index) + "\n")
-    atomic_write_text(paths[1], "".join(f"% {line}\n" for line in lines)
-                      + df.to_latex(index=index, float_format="%.1f", na_rep="--", escape=True))
-    atomic_write_text(paths[2], to_csv(df if csv_df is None else csv_df, index=index))
-    return paths
 
 
 def run_order(records: list[dict]) -> list[dict]:
@@ -159,7 +128,7 @@ def write_report(records: list[dict], out: Path) -> list[Path]:
     then takes ``out``'s place, so no file of an earlier report stays beside the new ones, and an
     interrupted report leaves the earlier one as it was. ``out`` must not hold other files
     (:class:`ReportError`)."""
-    from results.plots import all_figures
+    from results.figures import all_figures
 
     out = Path(out)
     check_report_folder(out)

@@ -3,7 +3,7 @@ components weighted by the query, end to end (``models.prompt_pools.CodaPrefixes
 
 At each prefix layer (blocks 1-5, ``layers: [0, 1, 2, 3, 4]``; a shallower backbone gets the
 ones it has) the prompt is sum_m alpha_m P_m, alpha_m = cos(q * A_m, K_m) with the frozen
-backbone's [CLS] query q (evaluation mode, no prompts: ``models.prompts.compute_query``); its
+backbone's [CLS] query q (evaluation mode, no prompts: ``models.prompts.query_features``); its
 first half is the key prefix, its second the value prefix (length 8: 4 + 4, the paper's). Each
 task adds ``per_task`` = 10 components (the paper: a pool of 100 over 10 tasks) started
 orthogonal to the earlier ones, trains them with its head, and freezes them. Old components keep
@@ -23,14 +23,8 @@ count exceeds the dimension start random (no orthogonal complement is left).
 
 from __future__ import annotations
 
-from models.prompt_pools import CodaPrefixes, LayerPrefix
-from models.prompts import (
-    UNPROMPTABLE,
-    attach_prefix,
-    install_query,
-    prefix_blocks,
-    token_width,
-)
+from models.prompt_pools import CodaPrefixes
+from models.prompts import UNPROMPTABLE, attach_prefixes, prefix_blocks, token_width
 from strategies.prompting import PromptPlugin
 from strategies.registry import register_strategy
 from strategies.storage import FP32, StorageItem, head_items
@@ -45,11 +39,9 @@ class CodaPromptPlugin(PromptPlugin):
 
     def create(self, backbone):
         blocks = prefix_blocks(backbone, self.layers, "coda-prompt")
-        coda = CodaPrefixes(len(blocks), self.per_task, self.length, token_width(backbone),
-                            install_query(backbone))
+        coda = CodaPrefixes(len(blocks), self.per_task, self.length, token_width(backbone))
         backbone.coda_prompt = coda
-        for i, block in enumerate(blocks):
-            attach_prefix(block, LayerPrefix(coda, i))
+        attach_prefixes(blocks, coda)
         return [coda]
 
 

@@ -11,7 +11,8 @@ k_t)), the official code's coefficient) and its head; earlier heads and experts 
 task's E-prefix starts as a copy of the previous task's (the official ``shared_prompt_pool``; its
 key starts U(-1, 1): ``shared_prompt_key`` is off there). The G-prefix keeps training on every
 task, so the strategy can forget. Features: the class token. The query is the frozen backbone's
-[CLS] features in evaluation mode without prompts (``models.prompts.compute_query``).
+[CLS] features in evaluation mode without prompts, computed by the model
+(``models.prompts.query_features``); given a task id in evaluation none is needed.
 
 Paper form (``strategies.prompting``, registered): one plain classifier over the classes seen,
 trunc-normal 0.02, bias 0, other tasks' logits masked in training (a plain head per task, the
@@ -33,14 +34,8 @@ standardized head, which is not the paper's form).
 
 from __future__ import annotations
 
-from models.prompt_pools import ExpertPrefixes, GeneralPrefix, LayerPrefix
-from models.prompts import (
-    UNPROMPTABLE,
-    attach_prefix,
-    install_query,
-    prefix_blocks,
-    token_width,
-)
+from models.prompt_pools import ExpertPrefixes, GeneralPrefix
+from models.prompts import UNPROMPTABLE, attach_prefixes, prefix_blocks, token_width
 from strategies.prompting import PromptPlugin
 from strategies.registry import register_strategy
 from strategies.storage import FP32, StorageItem, head_items
@@ -63,15 +58,14 @@ class DualPromptPlugin(PromptPlugin):
         self.hp = hp
 
     def create(self, backbone):
-        hp, query, d = self.hp, install_query(backbone), token_width(backbone)
+        hp, d = self.hp, token_width(backbone)
         g_blocks, e_blocks = layer_blocks(backbone, hp)
-        general = GeneralPrefix(len(g_blocks), hp["g_length"], d, query)
-        experts = ExpertPrefixes(len(e_blocks), hp["e_length"], d, hp["match_weight"], query,
+        general = GeneralPrefix(len(g_blocks), hp["g_length"], d)
+        experts = ExpertPrefixes(len(e_blocks), hp["e_length"], d, hp["match_weight"],
                                  hp["batchwise_prompt"])
         backbone.dualprompt_general, backbone.dualprompt_experts = general, experts
-        for owner, blocks in ((general, g_blocks), (experts, e_blocks)):
-            for i, block in enumerate(blocks):
-                attach_prefix(block, LayerPrefix(owner, i))
+        attach_prefixes(g_blocks, general)
+        attach_prefixes(e_blocks, experts)
         return [general, experts]
 
 

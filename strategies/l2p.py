@@ -1,12 +1,13 @@
 """L2P — Learning to Prompt (Wang et al., CVPR 2022): a shared pool of prompts chosen per sample
 by query-key matching, on a frozen backbone (``models.prompt_pools.L2PPool``).
 
-The query is the frozen backbone's pre-logits ([CLS]) features of the input, computed in
-evaluation mode without prompts (``models.prompts.compute_query``); the ``top_n`` = 5 keys (of
-``size`` = 10) most cosine-similar to it choose 5 prompts of ``length`` = 5 tokens, inserted after
-the class token before the first block (shallow prompt tuning; CaiT: before its self-attention
-stage). The head reads the mean of the prompts' outputs after the final norm (``pooling:
-prompts``, L2P's ``head_type: prompt``; ``token`` uses the class token). Loss: the task's
+The query is the frozen backbone's pre-logits ([CLS]) features of the input, computed by the
+model in evaluation mode without prompts (``models.prompts.query_features``); the ``top_n`` = 5
+keys (of ``size`` = 10) most cosine-similar to it choose 5 prompts of ``length`` = 5 tokens,
+inserted after the class token before the first block (shallow prompt tuning; CaiT: before its
+self-attention stage). The head reads the mean of the prompts' outputs after the final norm
+(``pooling: prompts``, L2P's ``head_type: prompt``: the model's ``head_input: prompts``;
+``token`` uses the class token). Loss: the task's
 cross-entropy minus 0.1 x the chosen keys' summed similarity (L2P's surrogate loss). The pool is
 shared and keeps training, so the strategy can forget.
 
@@ -33,7 +34,7 @@ Choices, each a hyperparameter:
 from __future__ import annotations
 
 from models.prompt_pools import L2PPool
-from models.prompts import UNPROMPTABLE, attach_shallow_prompts, install_query, token_width
+from models.prompts import UNPROMPTABLE, attach_shallow_prompts, token_width
 from strategies.prompting import PromptPlugin
 from strategies.registry import register_strategy
 from strategies.storage import FP32, StorageItem, head_only_storage
@@ -53,18 +54,17 @@ class L2PPlugin(PromptPlugin):
         self.pull_weight, self.pooling, self.batchwise = pull_weight, pooling, batchwise
 
     def create(self, backbone):
-        query = install_query(backbone)
         pool = L2PPool(self.size, self.length, self.top_n, token_width(backbone),
-                       self.pull_weight, query, self.batchwise)
+                       self.pull_weight, self.batchwise)
         attach_shallow_prompts(backbone, pool, "l2p")
-        if self.pooling == "prompts":
-            backbone.register_forward_hook(mean_of_prompt_outputs)
         return [pool]
 
-
-def mean_of_prompt_outputs(backbone, args, output):
-    """Forward hook of the backbone: its features are the mean of the prompts' outputs."""
-    return backbone.shallow_prompts.outputs.mean(dim=1)
+    def install(self, model):
+        """The pool in the backbone; with ``pooling: prompts`` the heads read the mean of the
+        prompts' outputs (``MultiTaskViT.head_input``)."""
+        super().install(model)
+        if self.pooling == "prompts":
+            model.head_input = "prompts"
 
 
 def l2p_shared_storage(backbone, hp: dict) -> list[StorageItem]:

@@ -214,7 +214,7 @@ def test_exclude_drops_exactly_the_named_stream_backbone_pairs():
 def test_deterministic_and_loader_workers_reach_the_runs_as_flags_or_suite_keys(tmp_path):
     """Recorded in the run's config (and so its id) when set; at their defaults left out, so
     the committed runs keep their ids."""
-    from benchmarks.runner import loader_workers
+    from benchmarks.prepare import loader_workers
 
     def config(*args):
         parsed = run_benchmark.run_parser().parse_args(["--strategies", "classifier", *args])

@@ -4,9 +4,10 @@ committed code makes of the committed records, and those records are the runs of
 
 from pathlib import Path
 
+from benchmarks.config import RunConfig
 from benchmarks.suitefile import load_suite
 from benchmarks.suites import expand
-from results.records import find_records, run_id
+from results.records import find_records
 from results.report import write_tables
 from strategies import STRATEGIES
 
@@ -18,7 +19,7 @@ def test_committed_records_are_the_standard_suite():
     records = find_records([DATA / "runs"])  # schema and checksum checked on load
     assert sorted(r["run_id"] for r in records) == sorted(
         c.run_id for c in expand(load_suite("standard")))
-    assert all(r["run_id"] == run_id(r["config"]) for r in records)
+    assert all(r["run_id"] == RunConfig.from_dict(r["config"]).run_id for r in records)
 
 
 def test_committed_tables_regenerate_from_committed_records(tmp_path):

@@ -15,10 +15,10 @@ from avalanche.training.plugins import LwFPlugin
 
 from benchmarks import executors
 from benchmarks.data.datasets import TensorImages
-from benchmarks.data.streams import avalanche_benchmark, task_dataset
+from benchmarks.data.scenario import avalanche_benchmark, task_dataset
 from benchmarks.executors import ExecutorError, ExecutorOptions, Outcome, check_available
+from benchmarks.plugins import EvalCounter, ProgressBar
 from benchmarks.resume import load_resume, move_to, restore, save_resume, strategy_plugins
-from benchmarks.runner import EvalCounter, ProgressBar
 from models.factory import create_backbone, save_checkpoint
 from models.multitask import MultiTaskViT
 from strategies import get_strategy

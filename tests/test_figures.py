@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from test_report import _agnostic, _record
 
-from results.plots import STYLES, all_figures, strategy_style, text_extent
+from results.figure_labels import text_extent
+from results.figure_style import STYLES, strategy_style
+from results.figures import all_figures
 
 CLASSES = [2, 4]  # chance with task ids 50% and 25%; without: 1/2, then 1/6
 A = [[0.9, None], [0.8, 0.7]]
@@ -141,7 +143,7 @@ def test_every_registered_strategy_has_its_own_marker_and_a_color_apart():
 
 def test_the_training_time_figure_warns_when_conditions_differ(tmp_path, monkeypatch):
     monkeypatch.setattr(plt, "close", lambda fig=None: None)
-    from results.plots import train_time
+    from results.figure_time import train_time
 
     recs = [_record(name, 0, A) for name in ("meat", "classifier")]
     for rec, load in zip(recs, (0.1, 3.0), strict=True):
@@ -160,7 +162,7 @@ def test_the_training_time_figure_warns_when_conditions_differ(tmp_path, monkeyp
 def test_the_token_figure_numbers_tasks_and_layers_from_one(tmp_path, monkeypatch):
     import torch
 
-    from results.plots import layer_label, token_mask_figure
+    from results.figure_tokens import layer_label, token_mask_figure
     from results.records import write_token_masks
 
     assert layer_label("blocks.0") == "block 1" and layer_label("stages.1.0") == "stage 2.1"

@@ -14,7 +14,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.measure import gpucheck
+from benchmarks.measure import bf16check, flops, gpucheck, projection, resumecheck
 from benchmarks.measure.dataperf import PAPER_SPLITS
 from models.factory import create_backbone
 
@@ -23,8 +23,9 @@ def test_resume_line_is_read_as_the_runner_writes_it(monkeypatch, capsys):
     """The runner's own resume step (``Run.resume``, its saved state stubbed) prints the line
     the kill-and-resume check parses: a change of wording fails here."""
     from benchmarks import runner
+    from results import records
 
-    record = runner.RunRecord(config={}, run_id="r", forgets=False).to_dict()
+    record = records.RunRecord(config={}, run_id="r", forgets=False).to_dict()
     done = {"next": 2, "record": record, "rows": [], "log_rows": [], "items": [],
             "file_bytes": []}
     monkeypatch.setattr(runner, "load_resume", lambda folder: {})
@@ -33,8 +34,8 @@ def test_resume_line_is_read_as_the_runner_writes_it(monkeypatch, capsys):
     run.folder, run.T, run.strategy, run.plugins = Path("r"), 6, None, []
     run.log, run.probe = SimpleNamespace(), SimpleNamespace()
     assert run.resume() == 2
-    assert gpucheck.resumed_at(capsys.readouterr().err) == (3, 6)  # killed after task 2 of 6
-    assert gpucheck.resumed_at("r: task 2/6 done\n") is None
+    assert resumecheck.resumed_at(capsys.readouterr().err) == (3, 6)  # killed after task 2 of 6
+    assert resumecheck.resumed_at("r: task 2/6 done\n") is None
 
 
 def test_forward_flops_of_a_tiny_vit_by_hand():
@@ -42,7 +43,7 @@ def test_forward_flops_of_a_tiny_vit_by_hand():
     n, d, h = 17, 64, 256
     patch = 16 * (7 * 7 * 1) * d
     block = n * (d * 3 * d + d * d + d * h + h * d) + 2 * n * n * d  # linears + qkᵀ + attn·v
-    assert gpucheck.forward_macs(create_backbone("vit_nano")) == patch + 2 * block
+    assert flops.forward_macs(create_backbone("vit_nano")) == patch + 2 * block
 
 
 @pytest.mark.parametrize("name", ["vit_nano", "t2t_micro"])
@@ -53,12 +54,12 @@ def test_forward_flops_equal_torch_flop_counter_with_attention_as_matmuls(name):
     counter = FlopCounterMode(display=False)
     with counter, sdpa_kernel([SDPBackend.MATH]):
         model(torch.zeros(1, 1, 28, 28))
-    assert counter.get_total_flops() == 2 * gpucheck.forward_macs(model)
+    assert counter.get_total_flops() == 2 * flops.forward_macs(model)
 
 
 def test_paper_backbones_flops():
-    gflops = {b: 2 * gpucheck.forward_macs(create_backbone(b)) / 1e9
-              for b in gpucheck.PAPER_BACKBONES}
+    gflops = {b: 2 * flops.forward_macs(create_backbone(b)) / 1e9
+              for b in projection.PAPER_BACKBONES}
     assert gflops["deit_tiny_patch16_224"] == pytest.approx(2.51, abs=0.01)
     assert gflops["deit_small_patch16_224"] == pytest.approx(9.20, abs=0.01)
     assert gflops["t2t_vit_12"] / 2 == pytest.approx(1.8, rel=0.03)  # official: 1.8 G MACs
@@ -69,19 +70,19 @@ def test_validation_count_is_the_streams_split():
 
     labels = [i % 200 for i in range(PAPER_SPLITS["cub"][0])]
     held = len(stratified_split(labels, 0.1, seed=0)[1])
-    assert held == gpucheck.validation_count(len(labels), 0.1) == 600
+    assert held == projection.validation_count(len(labels), 0.1) == 600
 
 
 def test_run_images_count_every_pass():
     splits = {"a": (10, 4), "b": (20, 6)}  # validation: 1 and 2 -> trained on: 9 and 18
-    images = gpucheck.run_images(splits, epochs=3, val_fraction=0.1)
+    images = projection.run_images(splits, epochs=3, val_fraction=0.1)
     assert images.train == 3 * (9 + 18)
     assert images.reference == (10 + 4) + (20 + 6)  # probe features on the random backbone
     # probe features + one pass after training (calibration, training accuracy) + tests so far
     assert images.forwards == (14 + 9 + 4) + (26 + 18 + 4 + 6)
-    none = gpucheck.run_images(splits, epochs=0, val_fraction=0.1)
+    none = projection.run_images(splits, epochs=0, val_fraction=0.1)
     assert (none.train, none.forwards) == (0, images.forwards)
-    paper = gpucheck.run_images(PAPER_SPLITS, 30, 0.1)
+    paper = projection.run_images(PAPER_SPLITS, 30, 0.1)
     assert paper.train < 30 * sum(n for n, _ in PAPER_SPLITS.values())  # validation held out
 
 
@@ -90,9 +91,9 @@ def test_paper_suite_is_210_runs():
     from strategies import STRATEGIES
 
     suite = load_suite("paper")
-    assert gpucheck.PAPER_BACKBONES[0] == suite["backbone"]
-    assert all(b in suite["description"] for b in gpucheck.PAPER_BACKBONES[1:])
-    configs = gpucheck.paper_configs()
+    assert projection.PAPER_BACKBONES[0] == suite["backbone"]
+    assert all(b in suite["description"] for b in projection.PAPER_BACKBONES[1:])
+    configs = projection.paper_configs()
     assert len(configs) == len(STRATEGIES) * len(suite["seeds"]) * 3 == 210
     assert {c.head_init for c in configs} == {"probe"}
 
@@ -101,8 +102,8 @@ def test_counted_flops_follow_each_strategys_passes():
     """Per image, fine-tuning = forward + backward (the image itself needs no gradient); LwF adds
     the previous model's forward only (its distillation reads the step's own forward's logits);
     classifier takes no training step."""
-    forward = 2 * gpucheck.forward_macs(create_backbone("vit_nano"))
-    cost = {s: gpucheck.counted_flops("vit_nano", s) for s in ("finetune", "lwf", "classifier")}
+    forward = 2 * flops.forward_macs(create_backbone("vit_nano"))
+    cost = {s: flops.counted_flops("vit_nano", s) for s in ("finetune", "lwf", "classifier")}
     assert 2.9 * forward < cost["finetune"]["train"] <= 3 * forward
     assert cost["lwf"]["train"] == pytest.approx(cost["finetune"]["train"] + forward, rel=1e-3)
     assert not cost["classifier"]["trains"] and cost["classifier"]["train"] == 0
@@ -111,14 +112,14 @@ def test_counted_flops_follow_each_strategys_passes():
 
 def test_projection_sums_the_suites_runs():
     b = "deit_tiny_patch16_224"
-    configs = gpucheck.paper_configs([b], ["classifier", "meat"])
+    configs = projection.paper_configs([b], ["classifier", "meat"])
     costs = {(b, "meat"): {"trains": True, "train": 3e9, "eval": 1e9},
              (b, "classifier"): {"trains": False, "train": 0.0, "eval": 1e9}}
     measured = {(b, "meat"): {"train_img_s": 1000.0, "eval_img_s": 4000.0},
                 (b, "plain"): {"train_img_s": 1200.0, "eval_img_s": 5000.0}}
-    proj = gpucheck.projection(configs, costs, {b: 1e9}, measured, tflops=(100.0,))
-    trained = gpucheck.run_images(PAPER_SPLITS, 30, 0.1)
-    fixed = gpucheck.run_images(PAPER_SPLITS, 0, 0.1)
+    proj = projection.projection(configs, costs, {b: 1e9}, measured, tflops=(100.0,))
+    trained = projection.run_images(PAPER_SPLITS, 30, 0.1)
+    fixed = projection.run_images(PAPER_SPLITS, 0, 0.1)
     meat = 3e9 * trained.train + 1e9 * trained.forwards
     classifier = 1e9 * fixed.forwards
     reference = 1e9 * trained.reference  # once per seed: the sweep's feature cache shares it
@@ -137,10 +138,10 @@ def test_projection_sums_the_suites_runs():
 
 @pytest.mark.parametrize("strategy", ["meat", "finetune"])
 def test_bf16_agrees_with_fp32_in_training_within_bf16s_bounds(strategy):
-    """Tolerances from bf16 arithmetic (``gpucheck.bf16_bounds``: u = 2^-8 per rounded operand,
+    """Tolerances from bf16 arithmetic (``bf16check.bf16_bounds``: u = 2^-8 per rounded operand,
     13 chained products in vit_nano), not from a measurement."""
-    assert gpucheck.chained_products(create_backbone("vit_nano")) == 6 * 2 + 1
-    row = gpucheck.agreement("vit_nano", strategy)
+    assert bf16check.chained_products(create_backbone("vit_nano")) == 6 * 2 + 1
+    row = bf16check.agreement("vit_nano", strategy)
     bounds = row["bounds"]
     assert bounds["cosine"] > 0.97  # the bound says something at this depth
     assert row["loss_rel_diff"] <= bounds["loss_rel"]

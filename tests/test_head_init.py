@@ -8,7 +8,8 @@ import torch
 from avalanche.core import SupervisedPlugin
 
 from benchmarks.data.streams import build_stream
-from benchmarks.runner import EvalCounter, prepare_backbone
+from benchmarks.plugins import EvalCounter
+from benchmarks.prepare import prepare_backbone
 from strategies import get_strategy
 from strategies.features import task_features
 from strategies.heads import ProbeHeadPlugin

@@ -11,12 +11,14 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
 from benchmarks.data import imagecache
-from benchmarks.data.datasets import folder_source, local_source
 from benchmarks.data.inputs import InputPipeline, storage_transform
+from benchmarks.data.layouts import folder_source
+from benchmarks.data.local import local_source
 from benchmarks.data.preprocess import NONE, PreprocessError, resolve_preprocess
-from benchmarks.data.streams import _select, _subset, compose, invert, patch_shuffle, rotate
+from benchmarks.data.streams import _select, _subset
 from benchmarks.data.synthetic import smooth_image
-from results.records import NONE_PREPROCESS, run_id
+from benchmarks.data.transforms import compose, invert, patch_shuffle, rotate
+from results.records import run_id
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
@@ -34,12 +36,16 @@ def folder_root(tmp_path):
     return tmp_path / "data"
 
 
-def test_none_preset_is_what_records_leave_out_of_run_ids():
-    assert NONE == NONE_PREPROCESS
-    config = {"strategy": "meat", "seed": 0}
-    assert run_id({**config, "preprocess": NONE, "precision": "fp32", "tf32": True}) == \
-        run_id(config)
-    assert run_id({**config, "precision": "bf16"}) != run_id(config)
+def test_none_preset_is_left_out_of_run_ids():
+    from benchmarks.config import RunConfig
+
+    config = RunConfig(suite="s", stream="mnist5k-split5", backbone="vit_micro", strategy="meat",
+                       seed=0, hparams={}, hparams_source="paper")
+    assert config.preprocess == NONE and config.to_dict()["preprocess"] == NONE
+    bare = {k: v for k, v in config.to_dict().items()
+            if k not in ("preprocess", "precision", "tf32", "steps_per_task")}
+    assert config.run_id == run_id(bare)
+    assert config.replace(precision="bf16").run_id != config.run_id
 
 
 @pytest.mark.parametrize("preprocess", ["none", "deit"])

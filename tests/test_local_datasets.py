@@ -2,7 +2,7 @@
 
 Each fixture writes a few images per class into ``tmp_path`` in the on-disk layout torchvision
 expects (CIFAR pickles, FashionMNIST idx files, SVHN .mat files, an ImageFolder tree of PNGs);
-the tests then load them through :func:`benchmarks.data.datasets.local_source` and
+the tests then load them through :func:`benchmarks.data.local.local_source` and
 :func:`benchmarks.data.streams.build_stream`, without mocking the loaders themselves.
 """
 
@@ -21,13 +21,9 @@ from PIL import Image
 from test_cli import run_main
 from torchvision.datasets.utils import check_integrity
 
-from benchmarks.data.datasets import (
-    DataError,
-    ImageSource,
-    RelabeledSubset,
-    local_source,
-)
+from benchmarks.data.datasets import DataError, ImageSource, RelabeledSubset
 from benchmarks.data.imagecache import targets_of
+from benchmarks.data.local import local_source
 from benchmarks.data.streams import build_stream
 from results.records import find_records
 

@@ -11,7 +11,8 @@ from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.training.plugins import EvaluationPlugin
 
 from benchmarks.data.streams import build_stream
-from benchmarks.runner import prepare_backbone, run_one, seed_everything
+from benchmarks.prepare import prepare_backbone, seed_everything
+from benchmarks.runner import run_one
 from benchmarks.suitefile import load_suite
 from benchmarks.suites import expand
 from strategies import make_strategy

@@ -179,7 +179,7 @@ def test_meat_plugin_in_a_users_own_template():
     from avalanche.training import Naive
 
     from benchmarks.data.streams import build_stream
-    from benchmarks.runner import EvalCounter
+    from benchmarks.plugins import EvalCounter
     from strategies.common import ContinualTemplate
     from strategies.registry import TrainSettings
 

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 from test_local_datasets import _labels, _pickle, _pixels, skip_md5  # noqa: F401
 
-from benchmarks.data.datasets import DataError, local_source
+from benchmarks.data.datasets import DataError
+from benchmarks.data.local import local_source
 from benchmarks.data.streams import PAPER_TASKS, build_stream
 from benchmarks.suitefile import load_suite
 from benchmarks.suites import expand

@@ -18,7 +18,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 from conftest import fitting_hparams
 
-from benchmarks.measure.perf import synthetic_stream
+from benchmarks.measure.stepperf import synthetic_stream
 from models import anatomy
 from models.anatomy import block_linears
 from models.factory import create_backbone
@@ -102,7 +102,7 @@ def test_unknown_precision_is_refused():
 
 @pytest.mark.parametrize("tf32", [True, False])
 def test_cuda_runs_set_tf32_as_configured(tf32):
-    from benchmarks.runner import set_tf32
+    from benchmarks.prepare import set_tf32
 
     matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
     before = (matmul.allow_tf32, cudnn.allow_tf32)

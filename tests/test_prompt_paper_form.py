@@ -13,7 +13,6 @@ from conftest import fitting_hparams
 from models.factory import create_backbone
 from models.heads import PlainHead, StandardizedHead
 from models.prompt_pools import ExpertPrefixes, L2PPool, majority
-from models.prompts import PromptQuery
 from strategies import get_strategy
 from strategies.heads import ProbeHeadPlugin
 from strategies.registry import TrainSettings, resolve_hparams
@@ -215,25 +214,23 @@ def queries_choosing(keys_of, picks):
 
 @pytest.mark.parametrize("batchwise", [False, True])
 def test_l2p_selects_per_sample_or_one_prompt_set_for_the_batch(batchwise):
-    pool = L2PPool(size=3, length=2, top_n=1, dim=3, pull_weight=0.1, query=PromptQuery(),
-                   batchwise=batchwise)
+    pool = L2PPool(size=3, length=2, top_n=1, dim=3, pull_weight=0.1, batchwise=batchwise)
     with torch.no_grad():
         pool.keys.copy_(torch.eye(3))
     q = queries_choosing(torch.eye(3), [1, 1, 2, 0, 1])
-    pool.eval().on_query(q)
+    pool.eval().set_query(q)
     prompts = pool.prompts(torch.zeros(5, 4, 3))
     if batchwise:
-        assert pool._chosen.tolist() == [[1]] * 5
+        assert pool.chosen.tolist() == [[1]] * 5
         assert all(torch.equal(p, pool.pool[1]) for p in prompts)
     else:
-        assert pool._chosen.tolist() == [[1], [1], [2], [0], [1]]
+        assert pool.chosen.tolist() == [[1], [1], [2], [0], [1]]
         assert torch.equal(prompts[2], pool.pool[2]) and torch.equal(prompts[3], pool.pool[0])
 
 
 @pytest.mark.parametrize("batchwise", [False, True])
 def test_dualprompt_selects_per_sample_or_one_expert_for_the_batch(batchwise):
-    experts = ExpertPrefixes(n_layers=1, length=2, dim=3, match_weight=1.0, query=PromptQuery(),
-                             batchwise=batchwise)
+    experts = ExpertPrefixes(n_layers=1, length=2, dim=3, match_weight=1.0, batchwise=batchwise)
     for t in range(3):
         experts.add_task(t)
     with torch.no_grad():
@@ -242,7 +239,7 @@ def test_dualprompt_selects_per_sample_or_one_expert_for_the_batch(batchwise):
             experts.per_task[f"task_{t}"].prompts.add_(t)  # they started as copies
     q = queries_choosing(torch.eye(3), [2, 0, 2, 2])
     experts.set_task(None)
-    experts.eval().on_query(q)
+    experts.eval().set_query(q)
     keys, _ = experts.layer_prefix(0)
     picks = [2, 2, 2, 2] if batchwise else [2, 0, 2, 2]
     assert experts.infer_tasks(q).tolist() == picks

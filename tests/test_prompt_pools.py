@@ -11,18 +11,18 @@ from conftest import FixedMask
 
 from models.factory import create_backbone
 from models.prompt_pools import CodaPrefixes, ExpertPrefixes, L2PPool, orthogonal_rows
-from models.prompts import PromptQuery
+from models.prompts import query_features
 from strategies import get_strategy
 from strategies.registry import TrainSettings, resolve_hparams
 
 
 def test_l2p_chooses_the_most_similar_keys_and_pulls_them_to_the_query():
-    pool = L2PPool(size=4, length=2, top_n=2, dim=3, pull_weight=0.1, query=PromptQuery())
+    pool = L2PPool(size=4, length=2, top_n=2, dim=3, pull_weight=0.1)
     with torch.no_grad():
         pool.keys.copy_(torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]]))
     q = torch.tensor([[1.0, 0.1, 0.0]])
-    pool.train().on_query(q)
-    assert pool._chosen.tolist() == [[0, 3]]  # cosines 0.995, 0.774, 0.0995, 0
+    pool.train().set_query(q)
+    assert pool.chosen.tolist() == [[0, 3]]  # cosines 0.995, 0.774, 0.0995, 0
     prompts = pool.prompts(torch.zeros(1, 5, 3))
     assert torch.equal(prompts, torch.cat([pool.pool[0], pool.pool[3]])[None])
     cos0, cos3 = 1 / math.sqrt(1.01), 1.1 / (math.sqrt(1.01) * math.sqrt(2))
@@ -31,7 +31,7 @@ def test_l2p_chooses_the_most_similar_keys_and_pulls_them_to_the_query():
 
 
 def test_dualprompt_uses_the_given_expert_or_the_one_its_key_chooses():
-    experts = ExpertPrefixes(n_layers=1, length=2, dim=3, match_weight=1.0, query=PromptQuery())
+    experts = ExpertPrefixes(n_layers=1, length=2, dim=3, match_weight=1.0)
     for t in (0, 1):
         experts.add_task(t)
     with torch.no_grad():
@@ -40,20 +40,20 @@ def test_dualprompt_uses_the_given_expert_or_the_one_its_key_chooses():
     q = torch.tensor([[0.2, 1.0, 0.0], [1.0, 0.0, 0.5]])
     assert experts.infer_tasks(q).tolist() == [1, 0]
     experts.set_task(None)  # no task id: each sample its own expert
-    experts.eval().on_query(q)
+    experts.eval().set_query(q)
     keys, values = experts.layer_prefix(0)
     assert torch.equal(keys, torch.stack([experts.per_task["task_1"].prompts[0, 0],
                                           experts.per_task["task_0"].prompts[0, 0]]))
     assert torch.equal(values[1], experts.per_task["task_0"].prompts[0, 1])
     experts.set_task(0)  # given task 0 (training): its expert, its key pulled to the queries
-    experts.train().on_query(q)
+    experts.train().set_query(q)
     assert torch.equal(experts.layer_prefix(0)[0], experts.per_task["task_0"].prompts[0, 0])
     cos = [0.2 / math.sqrt(1.04), 1.0 / math.sqrt(1.25)]
     assert experts.pop_auxiliary_loss().item() == pytest.approx(1 - sum(cos) / 2, rel=1e-6)
 
 
 def test_coda_prompt_is_the_cosine_weighted_sum_of_its_components():
-    coda = CodaPrefixes(n_layers=1, per_task=2, length=2, dim=2, query=PromptQuery())
+    coda = CodaPrefixes(n_layers=1, per_task=2, length=2, dim=2)
     coda.add_task(0)
     part = coda.per_task["task_0"]
     with torch.no_grad():
@@ -63,7 +63,7 @@ def test_coda_prompt_is_the_cosine_weighted_sum_of_its_components():
     # q * A_0 = (2, 1): cos with (1, 0) = 2 / sqrt(5); q * A_1 = (2, 0): cos with (0, 1) = 0
     alpha = coda.weights(q)
     assert alpha[0, 0].tolist() == pytest.approx([2 / math.sqrt(5), 0.0], abs=1e-6)
-    coda.on_query(q)
+    coda.set_query(q)
     keys, values = coda.layer_prefix(0)
     expected = 2 / math.sqrt(5) * part.prompt[0, 0]  # (length 2, dim 2): key half, value half
     assert torch.allclose(keys[0], expected[:1]) and torch.allclose(values[0], expected[1:])
@@ -74,7 +74,7 @@ def test_a_new_tasks_components_start_orthogonal_to_the_earlier_ones():
     fresh = orthogonal_rows(earlier, 4)
     assert torch.allclose(fresh @ earlier.T, torch.zeros(4, 3), atol=1e-5)
     assert torch.allclose(fresh @ fresh.T, torch.eye(4), atol=1e-5)
-    coda = CodaPrefixes(n_layers=2, per_task=3, length=4, dim=8, query=PromptQuery())
+    coda = CodaPrefixes(n_layers=2, per_task=3, length=4, dim=8)
     coda.add_task(0)
     coda.add_task(1)
     keys = coda.stacked("key")  # (layers, 6, 8)
@@ -136,7 +136,7 @@ def test_l2p_prompts_pass_every_block_and_their_mean_is_the_feature():
     bb.norm.register_forward_pre_hook(lambda m, a: normed.append(a[0]))
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
-        feats = bb.eval()(x)
+        feats = model.eval().features(x, 0)
     prompted = seen[len(seen) - len(bb.blocks):]  # after the query pass (no prompts)
     assert seen[:len(bb.blocks)] == [17] * len(bb.blocks)
     assert prompted == [1 + 5 * 5 + 16] * len(bb.blocks)  # class, 5 prompts x 5 tokens, patches
@@ -153,7 +153,7 @@ def test_dualprompt_without_a_task_id_uses_the_expert_its_key_chooses():
     x = torch.randn(4, 1, 28, 28)
     model.eval()
     with torch.no_grad():
-        q = bb.forward_head(bb.forward_features(x), pre_logits=True)
+        q = query_features(bb, x)
         experts.per_task["task_1"].key.copy_(q.mean(0))  # every sample's query points to task 1
         experts.per_task["task_1"].prompts.add_(1.0)  # it started as task 0's: make it differ
         experts.per_task["task_0"].key.copy_(-q.mean(0))
@@ -170,26 +170,27 @@ def test_the_query_runs_under_the_callers_autocast_and_its_similarities_in_fp32(
     dtypes = []
     bb.blocks[0].attn.qkv.register_forward_hook(lambda m, a, o: dtypes.append(o.dtype))
     pool = bb.shallow_prompts
+    x = torch.randn(3, 1, 28, 28)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        bb.eval()(torch.randn(3, 1, 28, 28))
-        q = bb.prompt_query.value
+        model.eval().features(x, 0)
+        q = query_features(bb, x)
         top, sim = pool.choose(q)
     assert dtypes[0] == torch.bfloat16  # the query pass, before the prompted one
+    assert torch.equal(pool.chosen, top)  # the model's forward chose by this query
     cos = F.normalize(q.float(), dim=1) @ F.normalize(pool.keys, dim=1).T  # outside autocast
     assert sim.dtype == torch.float32 and torch.equal(sim, cos.gather(1, top))
 
-    coda = CodaPrefixes(n_layers=2, per_task=3, length=4, dim=q.shape[1], query=PromptQuery())
+    coda = CodaPrefixes(n_layers=2, per_task=3, length=4, dim=q.shape[1])
     coda.add_task(0)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         alpha = coda.weights(q)
     assert alpha.dtype == torch.float32 and torch.equal(alpha, coda.weights(q))
 
-    experts = ExpertPrefixes(n_layers=1, length=2, dim=q.shape[1], match_weight=1.0,
-                             query=PromptQuery())
+    experts = ExpertPrefixes(n_layers=1, length=2, dim=q.shape[1], match_weight=1.0)
     experts.add_task(0)
     experts.set_task(0)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        experts.train().on_query(q)
+        experts.train().set_query(q)
     match = experts.pop_auxiliary_loss()
     key = experts.per_task["task_0"].key
     assert match.dtype == torch.float32  # fp32 up to the summation order (bf16: ~1e-3)

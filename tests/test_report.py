@@ -4,16 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from results.arms import arm_labels
+from results.comparisons import compare
+from results.formats import to_markdown
+from results.per_task import per_task_table
 from results.report import write_report, write_tables
 from results.stats import paired_difference
-from results.tables import (
-    arm_labels,
-    compare,
-    per_task_table,
-    readable_summary,
-    summary,
-    to_markdown,
-)
+from results.summary import readable_summary, summary
 
 
 def _record(strategy, seed, matrix, total_mib=1.0, train_s=10.0, hparams=None, stream="s",
@@ -185,7 +182,7 @@ def test_the_probe_reference_does_not_change_when_strategies_are_added():
     """A's probe reference is its own starting features' probe, whether the report holds A alone,
     A with B (different starting features: per-strategy probe rows) or A with C (the same
     features: one probe column)."""
-    from results.tables import probe_references
+    from results.per_task import probe_references
 
     probes = {0: [0.80, 0.70], 1: [0.84, 0.74]}
     a = [_record("a", s, A, probe=probes[s]) for s in (0, 1)]
@@ -231,7 +228,7 @@ def test_latex_tables_escape_what_latex_would_read_as_markup(tmp_path):
 def test_every_tradeoff_point_is_named_inside_the_axes_without_overlaps():
     import matplotlib.pyplot as plt
 
-    from results.plots import label_points, text_extent
+    from results.figure_labels import label_points, text_extent
 
     fig, ax = plt.subplots()
     names = ["meat", "hat", "supsup", "piggyback", "classifier", "individual", "lwf", "lora"]
@@ -268,7 +265,7 @@ def _agnostic(record, cil, inferred, rule="entropy", references=None):
 
 
 def test_the_task_agnostic_table_figure_and_comparison(tmp_path):
-    from results.tables import task_agnostic_table
+    from results.task_agnostic import task_agnostic_table
 
     cil_meat = [[0.9, None], [0.5, 0.6]], [[1.0, None], [0.6, 0.7]]
     cil_ref = [[0.8, None], [0.4, 0.4]], [[1.0, None], [0.5, 0.5]]
@@ -316,7 +313,7 @@ def test_the_task_agnostic_table_figure_and_comparison(tmp_path):
 
 
 def test_tables_number_tasks_from_one_name_classes_and_round_csvs(tmp_path):
-    from results.tables import task_label
+    from results.arms import task_label
 
     movement = [{"token": {"entries": 16, "changed": 0.1 + 0.2, "kept": 0.9}}] * 2
     recs = [{**_record("meat", s, [[0.9, None], [0.545, 0.7]]), "mask_movement": movement}
@@ -338,7 +335,7 @@ def test_tables_number_tasks_from_one_name_classes_and_round_csvs(tmp_path):
 
 
 def test_the_task_agnostic_table_flags_a_collapsed_task_inference_and_states_chance(tmp_path):
-    from results.tables import collapse_label, collapsed_task, task_agnostic_table
+    from results.task_agnostic import collapse_label, collapsed_task, task_agnostic_table
 
     cil = [[0.9, None], [0.0, 0.5]]
     collapsed = [_agnostic(_record("l2p", s, A, classes=[2, 4]), cil, [[1.0, None], [0.0, 1.0]])
@@ -359,7 +356,7 @@ def test_the_task_agnostic_table_flags_a_collapsed_task_inference_and_states_cha
 
 
 def test_timing_note_names_missing_or_mixed_conditions():
-    from results.tables import timing_conditions, timing_note
+    from results.timing import timing_conditions, timing_note
 
     recs = [_record(name, 0, A) for name in ("meat", "hat", "lwf")]
     assert "not recorded for 3 of 3 runs" in timing_note(recs)
@@ -374,7 +371,7 @@ def test_timing_note_names_missing_or_mixed_conditions():
 
 
 def test_the_rules_table_gives_every_rules_sample_weighted_last_accuracy(tmp_path):
-    from results.tables import rules_table
+    from results.task_agnostic import rules_table
 
     def run(seed, chosen):
         r = _agnostic(_record("meat", seed, A), [[1.0, None], [0.5, 0.9]],
@@ -397,7 +394,7 @@ def test_the_rules_table_gives_every_rules_sample_weighted_last_accuracy(tmp_pat
 
 
 def test_time_table_means_over_seeds_and_marks_fields_records_lack():
-    from results.tables import time_table
+    from results.timing import time_table
 
     recs = [_record("meat", seed, C, train_s=12.0 + 2 * seed, probe_s=2.0) for seed in (0, 1)]
     for seed, rec in enumerate(recs):

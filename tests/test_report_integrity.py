@@ -10,7 +10,7 @@ from test_cli import run_main
 
 from results.records import RecordError, find_records
 from results.report import write_tables
-from results.tables import COMPARISON_STEPS, budget_note
+from results.summary import COMPARISON_STEPS, budget_note
 
 RUNS = Path(__file__).resolve().parent.parent / "results" / "data" / "runs"
 
@@ -67,7 +67,7 @@ def test_the_report_folder_is_replaced_whole_and_kept_on_interrupt(two_runs, mon
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("results.plots.all_figures", interrupted)
+    monkeypatch.setattr("results.figures.all_figures", interrupted)
     r = run_main("report", str(sweep))
     assert r.returncode == 130 and "Traceback" not in r.stderr
     assert {p.name: p.read_bytes() for p in report.glob("*.md")} == before

@@ -9,7 +9,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 from conftest import fitting_hparams
 
-from benchmarks.measure.perf import synthetic_stream
+from benchmarks.measure.stepperf import synthetic_stream
 from benchmarks.resume import load_resume, restore, save_resume
 from models.factory import create_backbone
 from strategies import STRATEGIES, get_strategy

@@ -6,7 +6,8 @@ import dataclasses
 from test_sweeps import smoke_config
 
 from benchmarks.data.streams import build_stream
-from benchmarks.runner import prepare_backbone, run_one
+from benchmarks.prepare import prepare_backbone
+from benchmarks.runner import run_one
 
 
 def test_random_weights_are_named_and_recorded(tmp_path, capsys):

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from benchmarks.data.streams import build_stream, patch_shuffle
+from benchmarks.data.streams import build_stream
+from benchmarks.data.transforms import patch_shuffle
 
 
 def _all_images(ds):

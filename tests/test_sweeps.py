@@ -19,6 +19,7 @@ from benchmarks.resume import RESUME_FILE, run_lock
 from benchmarks.runner import run_one
 from benchmarks.suitefile import load_suite
 from benchmarks.suites import expand
+from results import records
 from results.records import RecordError, load_record
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,7 +124,7 @@ def test_ctrl_c_then_resume_keeps_the_class_incremental_evaluation(tmp_path, cac
         run_one(config, tmp_path / "int", cache_dir, progress=False)
     monkeypatch.undo()
     resumed = run_one(config, tmp_path / "int", cache_dir, progress=False)
-    for key in (*runner.CLASS_INCREMENTAL_FIELDS, "metrics", "storage"):
+    for key in (*records.CLASS_INCREMENTAL_FIELDS, "metrics", "storage"):
         assert resumed[key] == reference[key], key
     assert [item["name"] for item in resumed["storage"]["shared_items"]] == [
         "frozen starting backbone (task prediction)"]

@@ -14,11 +14,11 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 
 from benchmarks.measure import validate
-from benchmarks.measure.perf import synthetic_stream
+from benchmarks.measure.stepperf import synthetic_stream
 from models import anatomy
 from models.attention import set_dropkey
 from models.factory import create_backbone, load_checkpoint, save_checkpoint
-from models.prompts import compute_query
+from models.prompts import query_features
 from models.t2t import IMAGENET, TokenPerformer, grid_side, sinusoid_table
 from strategies import get_strategy
 from strategies.registry import TrainSettings
@@ -172,8 +172,7 @@ def test_the_prompt_query_is_computed_in_evaluation_mode():
     queries = []
     for seed in (1, 2):
         torch.manual_seed(seed)
-        compute_query(backbone, (x,))
-        queries.append(backbone.prompt_query.value)
+        queries.append(query_features(backbone, x))
     assert torch.equal(*queries)
     assert backbone.blocks[0].attn.training  # the modes are restored (DropKey in training)
 

@@ -3,7 +3,10 @@
 A stream is a pure function of ``(name, seed)`` (plus a data root for local datasets): the same
 seed gives the same splits, class order and transformations. Every task's training data is split
 stratified into train/validation (``val_fraction``, seeded); the test part is only ever used to
-report accuracy.
+report accuracy. :func:`build_stream` builds one by name; :func:`stream_image_shape` tells its
+image shape (and raises its errors) without loading data. Sources: :mod:`benchmarks.data.datasets`
+(bundled) and :mod:`benchmarks.data.local`; task transforms: :mod:`benchmarks.data.transforms`;
+as an Avalanche benchmark: :mod:`benchmarks.data.scenario`.
 
 Stream names:
 - ``mnist5k-domains`` (default; in the spirit of MEAT's sequence of different datasets): base =
@@ -29,23 +32,33 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from benchmarks.data.datasets import (
-    LOCAL_DATASETS,
+    BUNDLED_CLASSES,
+    BUNDLED_SHAPE,
     DataError,
     ImageSource,
     RelabeledSubset,
     TensorImages,
-    local_source,
     mnist5k,
     sklearn_digits,
     stratified_split,
 )
 from benchmarks.data.imagecache import targets_of
-
-Transform = Callable[[torch.Tensor], torch.Tensor]
+from benchmarks.data.layouts import LOCAL_DATASETS
+from benchmarks.data.local import local_shape_and_classes, local_source
+from benchmarks.data.scenario import avalanche_benchmark, task_dataset
+from benchmarks.data.transforms import (
+    Transform,
+    clutter,
+    compose,
+    invert,
+    noise_low_contrast,
+    patch_shuffle,
+    random_affine,
+    rotate,
+)
 
 
 @dataclass
@@ -95,77 +108,6 @@ class Stream:
             return [task_dataset(getattr(t, attr), i) for i, t in enumerate(self.tasks)]
 
         return avalanche_benchmark(train=parts("train"), test=parts("test"), valid=parts("val"))
-
-
-def task_dataset(ds: Dataset, task_labels: int | Sequence[int]):
-    """``ds`` (with a ``targets`` or ``labels`` list) as an Avalanche classification dataset
-    whose samples carry ``task_labels`` (one for all, or one per sample) as their third item."""
-    from avalanche.benchmarks.utils import (
-        ConstantSequence,
-        DataAttribute,
-        TaskAwareSupervisedClassificationDataset,
-        TaskLabels,
-    )
-
-    if isinstance(task_labels, int):
-        task_labels = ConstantSequence(task_labels, len(ds))
-    return TaskAwareSupervisedClassificationDataset(
-        [ds], data_attributes=[DataAttribute(targets_of(ds), "targets"), TaskLabels(task_labels)])
-
-
-def avalanche_benchmark(**streams: Sequence):
-    """An Avalanche benchmark with one stream per keyword (stream name -> list of
-    :func:`task_dataset` s, one experience each). Experiences have ``task_label`` (when they
-    hold one task) and ``task_labels``, ``classes_in_this_experience`` as a sorted list, and
-    ``current_experience``; every stream's ``benchmark`` is the benchmark (evaluation caches
-    its loaders by it)."""
-    from avalanche.benchmarks.scenarios import (
-        benchmark_from_datasets,
-        with_classes_timeline,
-        with_task_labels,
-    )
-
-    bench = with_classes_timeline(with_task_labels(benchmark_from_datasets(**streams)))
-    for stream in bench.streams.values():
-        stream.benchmark = bench  # the decorators build new streams and leave it unset
-        for exp in stream:
-            exp.classes_in_this_experience = sorted(exp.classes_in_this_experience)
-    return bench
-
-
-# ----------------------------------------------------------------------------- transforms
-def rotate(quarter_turns: int) -> Transform:
-    """Rotate images by ``quarter_turns`` x 90 degrees counter-clockwise."""
-    return lambda x: torch.rot90(x, quarter_turns, dims=(-2, -1))
-
-
-def invert(x: torch.Tensor) -> torch.Tensor:
-    """Swap ink and background: 1 - x."""
-    return 1.0 - x
-
-
-def patch_shuffle(grid: int, seed: int) -> Transform:
-    """Cut images into a grid x grid of patches and permute them with one seeded permutation."""
-    perm = torch.from_numpy(np.random.RandomState(seed).permutation(grid * grid))
-
-    def apply(x: torch.Tensor) -> torch.Tensor:
-        *lead, c, h, w = x.shape
-        ph, pw = h // grid, w // grid
-        p = x.reshape(*lead, c, grid, ph, grid, pw).movedim(-2, -3)  # (..., c, gy, gx, ph, pw)
-        p = p.reshape(*lead, c, grid * grid, ph, pw)[..., perm, :, :]
-        p = p.reshape(*lead, c, grid, grid, ph, pw).movedim(-3, -2)
-        return p.reshape(*lead, c, h, w)
-
-    return apply
-
-
-def compose(*fs: Transform) -> Transform:
-    def apply(x):
-        for f in fs:
-            x = f(x)
-        return x
-
-    return apply
 
 
 # ----------------------------------------------------------------------------- task building
@@ -228,58 +170,10 @@ def mnist5k_domains(seed: int, val_fraction: float) -> Stream:
         make_task(name, sources[src], classes, seed, val_fraction, factory(seed))
         for name, src, classes, factory in DOMAIN_TASKS
     ]
-    return Stream("mnist5k-domains", seed, tasks, base, (1, 28, 28))
+    return Stream("mnist5k-domains", seed, tasks, base, BUNDLED_SHAPE)
 
 
 # ----------------------------------------------------------------------------- nuisances
-# Per-image random corruptions for ``mnist5k-nuisance5``; each draws from a numpy RandomState
-# in a fixed order, so a task's images are a pure function of the seed.
-def random_affine(x: torch.Tensor, rs: np.random.RandomState, scale=(1.0, 1.0), rot=0.0,
-                  shift: float | None = 0.0) -> torch.Tensor:
-    """Per image: scale ~ U(scale), rotation ~ U(-rot, rot) degrees, translation ~ U(-t, t) in
-    each axis (normalized coordinates, [-1, 1] = the canvas), with t = ``shift`` or, for None,
-    1 - scale (the shrunk digit anywhere on the canvas). Bilinear, zero fill, clamped to [0, 1]."""
-    n = len(x)
-    s = rs.uniform(*scale, n)
-    a = np.deg2rad(rs.uniform(-rot, rot, n))
-    lim = 1 - s if shift is None else shift
-    tx = rs.uniform(-1, 1, n) * lim
-    ty = rs.uniform(-1, 1, n) * lim
-    cos, sin = np.cos(a), np.sin(a)
-    theta = np.stack([np.stack([cos / s, -sin / s, -tx / s], 1),
-                      np.stack([sin / s, cos / s, -ty / s], 1)], 1)  # output -> input
-    grid = F.affine_grid(torch.tensor(theta, dtype=torch.float32), list(x.shape),
-                         align_corners=False)
-    return F.grid_sample(x, grid, align_corners=False).clamp(0.0, 1.0)
-
-
-def clutter(x: torch.Tensor, rs: np.random.RandomState, pool: torch.Tensor, k: int = 4,
-            size: int = 9) -> torch.Tensor:
-    """Paste ``k`` random size x size crops of random ``pool`` images (taken >= 4 px inside
-    their border, so they hold strokes) at random places of every image (pixel-wise max)."""
-    out = x.clone()
-    n, _, h, w = x.shape
-    for _ in range(k):
-        src = rs.randint(0, len(pool), n)
-        sy, sx = rs.randint(4, h - 4 - size, n), rs.randint(4, w - 4 - size, n)
-        dy, dx = rs.randint(0, h - size + 1, n), rs.randint(0, w - size + 1, n)
-        for i in range(n):
-            frag = pool[src[i], :, sy[i]:sy[i] + size, sx[i]:sx[i] + size]
-            region = out[i, :, dy[i]:dy[i] + size, dx[i]:dx[i] + size]
-            out[i, :, dy[i]:dy[i] + size, dx[i]:dx[i] + size] = torch.maximum(region, frag)
-    return out
-
-
-def noise_low_contrast(x: torch.Tensor, rs: np.random.RandomState, std: float = 0.35,
-                       contrast=(0.3, 0.7)) -> torch.Tensor:
-    """bg + c * x + N(0, std^2) per pixel, clamped: c ~ U(contrast), bg ~ U(0, 1 - max c)."""
-    c = torch.tensor(rs.uniform(*contrast, len(x)), dtype=torch.float32).view(-1, 1, 1, 1)
-    bg = torch.tensor(rs.uniform(0, 1 - contrast[1], len(x)),
-                      dtype=torch.float32).view(-1, 1, 1, 1)
-    noise = torch.tensor(rs.normal(0, std, x.shape), dtype=torch.float32)
-    return (bg + c * x + noise).clamp(0.0, 1.0)
-
-
 # (task name, corruption(images, rng, fragment pool)) of ``mnist5k-nuisance5``, in task order.
 NUISANCE_TASKS: list[tuple[str, Callable]] = [
     ("shrunk+translated", lambda x, rs, pool: random_affine(x, rs, (0.6, 0.85), shift=None)),
@@ -326,7 +220,13 @@ def mnist5k_nuisance(seed: int, val_fraction: float) -> Stream:
         test = TensorImages(corrupt(xt, rs, x), yt.tolist())
         tasks.append(Task(name, classes, TensorImages(xi[tr], yi[tr].tolist()),
                           TensorImages(xi[va], yi[va].tolist()), test))
-    return Stream("mnist5k-nuisance5", seed, tasks, base, (1, 28, 28))
+    return Stream("mnist5k-nuisance5", seed, tasks, base, BUNDLED_SHAPE)
+
+
+def _check_n_tasks(dataset: str, n_classes: int, n_tasks: int) -> None:
+    if not 1 <= n_tasks <= n_classes // 2:
+        raise DataError(f"{dataset} has {n_classes} classes: split into 1..{n_classes // 2} "
+                        "tasks of >= 2")
 
 
 def class_split(
@@ -334,8 +234,7 @@ def class_split(
 ) -> list[Task]:
     """The source's classes in a seeded random order, cut into ``n_tasks`` contiguous groups."""
     n = len(source.class_names)
-    if not 1 <= n_tasks <= n // 2:
-        raise DataError(f"{source.name} has {n} classes: split into 1..{n // 2} tasks of >= 2")
+    _check_n_tasks(source.name, n, n_tasks)
     order = np.random.RandomState(seed).permutation(n)
     groups = np.array_split(order, n_tasks)
     return [
@@ -349,21 +248,25 @@ PAPER_TASKS = ("cub", "cars", "aircraft", "cifar100", "sketches", "wikiart")
 PAPER_STREAM = "meat-paper6"
 
 
+def _paper_root(data_root: str | Path | None) -> Path:
+    if data_root is None:
+        raise DataError(f"stream {PAPER_STREAM!r} reads {', '.join(PAPER_TASKS)} from "
+                        "DATA_ROOT/<name>: give --data-root PATH")
+    return Path(data_root).expanduser()
+
+
 def paper_stream(seed: int, val_fraction: float, data_root: str | None,
                  img_size: int = 224, preprocess: dict | None = None,
                  cache_dir: str | Path | None = None) -> Stream:
     """The MEAT paper's new tasks in its order — CUB-200-2011, Stanford Cars, FGVC-Aircraft,
     CIFAR-100, Sketches, WikiArt — each a task over all its classes, read from
-    ``data_root/<name>`` (layouts in ``benchmarks.data.datasets``), RGB at ``img_size``. The base is
-    ImageNet: give its pre-trained checkpoint (``--pretrained``). ``preprocess`` and
-    ``cache_dir``: see :func:`benchmarks.data.datasets.local_source`."""
-    if data_root is None:
-        raise DataError(f"stream {PAPER_STREAM!r} reads {', '.join(PAPER_TASKS)} from "
-                        "DATA_ROOT/<name>: give --data-root PATH")
+    ``data_root/<name>`` (layouts in :mod:`benchmarks.data.layouts`), RGB at ``img_size``. The
+    base is ImageNet: give its pre-trained checkpoint (``--pretrained``). ``preprocess`` and
+    ``cache_dir``: see :func:`benchmarks.data.local.local_source`."""
+    root = _paper_root(data_root)
     tasks = []
     for name in PAPER_TASKS:
-        source = local_source(name, Path(data_root).expanduser() / name, img_size, preprocess,
-                              cache_dir)
+        source = local_source(name, root / name, img_size, preprocess, cache_dir)
         tasks.append(make_task(name, source, range(len(source.class_names)), seed,
                                val_fraction))
     return Stream(PAPER_STREAM, seed, tasks, None, (3, img_size, img_size))
@@ -381,8 +284,23 @@ def stream_names_help() -> str:
 
 
 def is_bundled(name: str) -> bool:
-    """Whether the stream's data ship with the suite (no ``data_root`` to read)."""
+    """Whether the stream's data ship with the suite (no ``data_root`` to read). A valid
+    stream has a base task to pre-train on exactly when it is bundled."""
     return name in FIXED_STREAMS or name.split("-")[0] in BUNDLED_SPLITS
+
+
+def _refuse_img_size(name: str, img_size: int | None) -> None:
+    if is_bundled(name) and img_size is not None:
+        raise DataError(f"stream {name!r} is bundled 28 x 28 data: an image size applies to "
+                        "local datasets (--data-root); backbones take the stream's own size")
+
+
+def _split_name(name: str) -> tuple[str, int]:
+    """(dataset, number of tasks) of ``<dataset>-split<N>``, or the unknown-stream error."""
+    m = SPLIT_RE.match(name)
+    if not m or m["dataset"] not in (*BUNDLED_SPLITS, *LOCAL_DATASETS):
+        raise DataError(f"unknown stream {name!r}; valid: {stream_names_help()}")
+    return m["dataset"], int(m["n"])
 
 
 def build_stream(
@@ -398,24 +316,20 @@ def build_stream(
     """Build a stream by name; raises :class:`DataError` with the valid names if unknown.
 
     Local datasets go through the storage part of ``preprocess`` and, with ``cache_dir`` and an
-    image size, the decode-once image cache (:func:`benchmarks.data.datasets.local_source`); the
+    image size, the decode-once image cache (:func:`benchmarks.data.local.local_source`); the
     bundled streams keep their in-memory tensors."""
-    if is_bundled(name) and img_size is not None:
-        raise DataError(f"stream {name!r} is bundled 28 x 28 data: an image size applies to "
-                        "local datasets (--data-root); backbones take the stream's own size")
+    _refuse_img_size(name, img_size)
     if name in FIXED_STREAMS:
         return FIXED_STREAMS[name](seed, val_fraction)
     if name == PAPER_STREAM:
         return paper_stream(seed, val_fraction, data_root, img_size or 224, preprocess,
                             cache_dir)
-    m = SPLIT_RE.match(name)
-    if not m or m["dataset"] not in (*BUNDLED_SPLITS, *LOCAL_DATASETS):
-        raise DataError(f"unknown stream {name!r}; valid: {stream_names_help()}")
-    dataset, n_tasks = m["dataset"], int(m["n"])
+    dataset, n_tasks = _split_name(name)
+    size = BUNDLED_SHAPE[-1]
     if dataset == "mnist5k":
-        source, base_src = mnist5k(seed), sklearn_digits(seed, size=28)
+        source, base_src = mnist5k(seed), sklearn_digits(seed, size=size)
     elif dataset == "digits":
-        source, base_src = sklearn_digits(seed, size=28), mnist5k(seed)
+        source, base_src = sklearn_digits(seed, size=size), mnist5k(seed)
     else:
         source = local_source(dataset, data_root, img_size, preprocess, cache_dir)
         base_src = None
@@ -425,3 +339,29 @@ def build_stream(
         base = make_task(base_src.name, base_src, range(len(base_src.class_names)), seed,
                          val_fraction)
     return Stream(name, seed, tasks, base, source.image_shape)
+
+
+def stream_image_shape(name: str, *, data_root: str | Path | None = None,
+                       img_size: int | None = None, check_sizes: bool = False
+                       ) -> tuple[int, int, int]:
+    """``build_stream(name, seed, data_root=data_root, img_size=img_size).image_shape`` (any
+    seed) without loading the data, raising the same :class:`DataError` s for an unknown name
+    or task count, an image size on a bundled stream, and a missing or invalid data folder
+    (:func:`benchmarks.data.local.local_shape_and_classes`: the layout's files, class folders
+    and annotations; one image header for a local dataset read at its own size, every header
+    with ``check_sizes``, for the loader's mixed-sizes error)."""
+    _refuse_img_size(name, img_size)
+    if name in FIXED_STREAMS:
+        return BUNDLED_SHAPE
+    if name == PAPER_STREAM:
+        root, size = _paper_root(data_root), img_size or 224
+        for task in PAPER_TASKS:
+            local_shape_and_classes(task, root / task, size)
+        return (3, size, size)
+    dataset, n_tasks = _split_name(name)
+    if dataset in BUNDLED_SPLITS:
+        shape, n_classes = BUNDLED_SHAPE, BUNDLED_CLASSES
+    else:
+        shape, n_classes = local_shape_and_classes(dataset, data_root, img_size, check_sizes)
+    _check_n_tasks(dataset, n_classes, n_tasks)
+    return shape

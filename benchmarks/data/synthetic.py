@@ -4,7 +4,7 @@ ImageNet-style checkpoint, for the ``paper-mini`` suite and the data-path measur
     python -m benchmarks.data.synthetic DIR [--classes 2] [--train 4] [--test 2] [--real-sizes]
 
 writes ``DIR/{cub,cars,aircraft,cifar100,sketches,wikiart}`` in the layouts
-:mod:`benchmarks.data.datasets` reads (CUB-200-2011's text files, Stanford Cars' ``.mat``
+:mod:`benchmarks.data.layouts` reads (CUB-200-2011's text files, Stanford Cars' ``.mat``
 annotations, FGVC-Aircraft's variant lists, CIFAR-100's pickles, Sketches as grey PNG class
 folders without a split, WikiArt as JPEG ``train/``/``test/`` class folders) and
 ``DIR/deit_tiny_patch16_224.pth``, a randomly initialised DeiT-Ti saved as a timm checkpoint

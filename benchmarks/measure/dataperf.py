@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from benchmarks.data.datasets import ImageList, to_rgb
 from benchmarks.data.imagecache import cached
 from benchmarks.data.inputs import InputPipeline, storage_transform
+from benchmarks.data.layouts import ImageList, to_rgb
 from benchmarks.data.preprocess import NONE, resolve_preprocess
 from benchmarks.data.synthetic import REAL_SIZES, Writer
 

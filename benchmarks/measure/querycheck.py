@@ -1,5 +1,5 @@
 """How often a prompt-pool method chooses other prompts when its query is computed under bf16
-autocast instead of in fp32 (``models.prompts.compute_query`` runs it under the run's autocast;
+autocast instead of in fp32 (the model computes it under the run's autocast, ``models.prompts``;
 the similarities are fp32 either way), over the test set of every task of a trained run.
 
     python -m benchmarks.measure.querycheck [--strategies l2p,dualprompt,coda-prompt] [--seed 0]
@@ -58,13 +58,13 @@ def choices(backbone: torch.nn.Module, q: torch.Tensor) -> torch.Tensor:
     (B, N), DualPrompt's expert without a task id (B, 1), CODA-Prompt's weights (B, n_layers M)."""
     from models.prompt_pools import CodaPrefixes, ExpertPrefixes, L2PPool
 
-    for listener in backbone.prompt_query.listeners:
-        if isinstance(listener, L2PPool):
-            return listener.choose(q)[0].sort(dim=1).values
-        if isinstance(listener, ExpertPrefixes):
-            return listener.closest(q)[:, None]
-        if isinstance(listener, CodaPrefixes):
-            return listener.weights(q).permute(1, 0, 2).flatten(1)
+    for pool in backbone.modules():
+        if isinstance(pool, L2PPool):
+            return pool.choose(q)[0].sort(dim=1).values
+        if isinstance(pool, ExpertPrefixes):
+            return pool.closest(q)[:, None]
+        if isinstance(pool, CodaPrefixes):
+            return pool.weights(q).permute(1, 0, 2).flatten(1)
     raise ValueError("the backbone has no prompt pool")
 
 
