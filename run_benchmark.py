@@ -17,75 +17,29 @@ ran), 130 on Ctrl-C (finished tasks stay on disk).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from local files only
 
+from benchmarks.commands.inventory import cmd_backbones, cmd_cache, cmd_storage  # noqa: E402
+from benchmarks.commands.parsing import (  # noqa: E402  (torch-free)
+    Parser,
+    UsageError,
+    add_setting_flags,
+    check_lockable,
+    check_report_folder,
+    csv_list,
+    non_negative_float,
+    positive_int,
+    seed_list,
+)
+from benchmarks.commands.report import cmd_report, print_report  # noqa: E402
+from benchmarks.config import DEFAULT_CACHE  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent
-
-from benchmarks.config import DEFAULT_CACHE  # noqa: E402  (torch-free)
-
-
-class UsageError(Exception):
-    """Bad command-line input (exit code 2)."""
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse that reports errors as one line naming the valid choices, exit code 2, and
-    takes flags only as spelled (no abbreviations)."""
-
-    def __init__(self, **kwargs):
-        super().__init__(allow_abbrev=False, **kwargs)
-
-    def error(self, message: str):
-        if "unrecognized arguments" in message:
-            flags = sorted(s for s in self._option_string_actions if s.startswith("--"))
-            message += f" (valid flags: {', '.join(flags)})"
-        raise UsageError(message)
-
-
-def csv_list(value: str) -> list[str]:
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError("expected a comma-separated list")
-    return items
-
-
-def seed_list(value: str) -> list[int]:
-    try:
-        seeds = [int(v) for v in csv_list(value)]
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"seeds must be integers like 0,1,2, got {value!r}") from e
-    twice = sorted({s for s in seeds if seeds.count(s) > 1})
-    if twice:  # a seed given twice would be one run counted as two
-        raise argparse.ArgumentTypeError(f"seed {twice[0]} is given twice in {value!r}")
-    return seeds
-
-
-def warn(line: str) -> None:
-    print(f"warning: {line}", file=sys.stderr, flush=True)
-
-
-def at_least(kind: type, low: float, what: str):
-    """An argparse ``type``: a ``kind`` number >= ``low``, else one line saying so."""
-    def parse(value: str):
-        try:
-            n = kind(value)
-        except ValueError:
-            n = None
-        if n is None or n < low:
-            raise argparse.ArgumentTypeError(f"must be {what}, got {value!r}")
-        return n
-    return parse
-
-
-positive_int = at_least(int, 1, "an integer >= 1")
-non_negative_float = at_least(float, 0, "a number >= 0")
 
 
 def run_parser(tune: bool = False) -> Parser:
@@ -147,82 +101,6 @@ def run_parser(tune: bool = False) -> Parser:
     return p
 
 
-def add_setting_flags(p: argparse.ArgumentParser, config_class=None) -> None:
-    """A flag ``--<name-with-dashes>`` per run setting (``benchmarks.config``), typed, checked
-    and documented by its declaration; not given, it leaves the suite's value (None)."""
-    from benchmarks.config import RunConfig, settings
-
-    groups: dict[str, argparse._MutuallyExclusiveGroup] = {}
-    for name, s in settings(config_class or RunConfig).items():
-        if s.exclusive is not None and s.exclusive not in groups:
-            groups[s.exclusive] = p.add_mutually_exclusive_group()
-        where = p if s.exclusive is None else groups[s.exclusive]
-        how = {"action": argparse.BooleanOptionalAction} if s.check.parse is None else {
-            "type": checked(s.check.parse, s.check.wanted), "choices": s.check.choices}
-        where.add_argument("--" + name.replace("_", "-"), default=s.flag_default, help=s.help,
-                           **how)
-
-
-def checked(parse, wanted: str):
-    """An argparse ``type`` that says what a value must be."""
-    def convert(text: str):
-        try:
-            return parse(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
-    return convert
-
-
-def report_parser() -> Parser:
-    p = Parser(prog="run_benchmark.py report",
-               description="Tables (Markdown, LaTeX, CSV) and figures (PNG, PDF) from finished "
-                           "run folders.")
-    p.add_argument("run_dirs", nargs="+", help="run folders or folders of run folders")
-    p.add_argument("--out", help="output folder (default: <first RUN_DIR>/report)")
-    p.add_argument("--compare", type=strategy_pair, metavar="A,B",
-                   help="print only the paired difference of strategies A and B (final average "
-                        "accuracy, same seeds, 95%% interval) per stream and backbone; B may be "
-                        "simplecil or joint, the class-incremental references of runs "
-                        "evaluated with --task-agnostic")
-    p.add_argument("--strict", action="store_true",
-                   help="refuse (exit 2) if a record is unreadable or corrupted, instead of "
-                        "skipping it with a warning")
-    return p
-
-
-def strategy_pair(value: str) -> tuple[str, str]:
-    names = csv_list(value)
-    if len(names) != 2 or names[0] == names[1]:
-        raise argparse.ArgumentTypeError(f"give two different strategies as A,B, got {value!r}")
-    return names[0], names[1]
-
-
-def class_counts(value: str) -> list[int]:
-    try:
-        counts = [int(v) for v in csv_list(value)]
-    except ValueError:
-        counts = []
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected class counts >= 1 per task like 200,196,100, got {value!r}")
-    return counts
-
-
-def storage_parser() -> Parser:
-    p = Parser(prog="run_benchmark.py storage",
-               description="Storage bill of every strategy after the base model and T new tasks, "
-                           "without training.")
-    p.add_argument("--backbone", required=True, help="backbone name (see the README)")
-    p.add_argument("--classes", required=True, type=class_counts,
-                   help="classes of each new task, comma-separated (one task per entry)")
-    p.add_argument("--base-classes", type=positive_int, default=1000,
-                   help="classes of the base model's original head (default 1000, ImageNet)")
-    p.add_argument("--img-size", type=positive_int, default=None,
-                   help="input size (default: the backbone's own)")
-    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    return p
-
-
 def resolve_device(choice: str, args=None) -> str:
     """auto -> cuda when available. With a cluster executor the runs execute elsewhere: there
     auto means cuda iff --gpus-per-run > 0, cuda needs --gpus-per-run > 0 (a job gets no GPU
@@ -255,7 +133,7 @@ def build_configs(args) -> tuple[dict, list[dict]]:
         raise UsageError(str(e)) from e
     from benchmarks.config import settings
     from benchmarks.data.datasets import DataError
-    from benchmarks.data.streams import PAPER_STREAM, build_stream, is_bundled
+    from benchmarks.data.streams import PAPER_STREAM, is_bundled, stream_image_shape
     from benchmarks.suites import expand, stream_list
     from models.factory import BackboneError, resolve
 
@@ -281,17 +159,15 @@ def build_configs(args) -> tuple[dict, list[dict]]:
         if not configs:
             raise UsageError("nothing to run: every strategy of the suite refuses its backbones "
                              "(lines above)")
-        if PAPER_STREAM in stream_list(suite["stream"]) and not suite["pretrained"]:
+        if PAPER_STREAM in streams and not suite["pretrained"]:
             raise UsageError(f"stream {PAPER_STREAM!r} starts from ImageNet weights: give "
                              "--pretrained FILE (a local timm checkpoint of the backbone)")
-        has_base = False  # a stream whose backbone is pre-trained on its base (base_epochs)
-        for name in stream_list(suite["stream"]):
-            stream = build_stream(name, suite["seeds"][0], data_root=suite["data_root"],
-                                  val_fraction=suite["val_fraction"], img_size=suite["img_size"])
-            c, h, _ = stream.image_shape
+        for name in streams:  # the shapes and the data folders' layouts, no data loaded
+            c, h, _ = stream_image_shape(name, data_root=suite["data_root"],
+                                         img_size=suite["img_size"], check_sizes=True)
             for backbone in stream_list(suite["backbone"]):
                 resolve(backbone, img_size=h, in_chans=c)
-            has_base = has_base or stream.base is not None
+        has_base = any(is_bundled(name) for name in streams)  # base pre-training: bundled only
         if args.base_epochs is not None and (suite["pretrained"] or not has_base):
             why = ("--pretrained FILE replaces it" if suite["pretrained"] else
                    f"stream {', '.join(stream_list(suite['stream']))} has no base to pre-train on")
@@ -367,160 +243,6 @@ def cmd_run(argv: list[str]) -> int:
     return 1 if failed else 0
 
 
-def check_lockable(**folders: Path) -> None:
-    """Refuse, before any work, a folder (``--out``, ``--cache``) where runs could not create
-    files or take their locks (``atomicio``: Lustre without ``-o flock``)."""
-    from atomicio import LocksUnsupported, check_locks
-
-    for flag, folder in folders.items():
-        try:
-            check_locks(folder)
-        except LocksUnsupported as e:
-            raise UsageError(f"--{flag} {folder}: {e}") from e
-        except OSError as e:
-            raise UsageError(f"--{flag} {folder}: cannot create files there "
-                             f"({e.strerror})") from e
-
-
-def check_report_folder(out: Path) -> None:
-    """Refuse, before any work, a report folder that holds files a report would replace."""
-    from results.report import ReportError
-    from results.report import check_report_folder as check
-
-    try:
-        check(out)
-    except ReportError as e:
-        raise UsageError(str(e)) from e
-
-
-def print_report(records: list[dict], out: Path) -> None:
-    """Summary table, then the paper-style table (final accuracy per task) for every (stream,
-    backbone); writes every table and figure into ``out`` and lists the files."""
-    from results.arms import group_records
-    from results.formats import as_text
-    from results.per_task import per_task_table
-    from results.report import ReportError, run_order, write_report
-    from results.summary import budget_note, format_summary, summary
-    from results.task_agnostic import task_agnostic_table
-
-    records = run_order(records)
-    try:
-        paths = write_report(records, out)
-    except ReportError as e:
-        raise UsageError(str(e)) from e
-    note = budget_note(records)
-    if note:
-        print(note)
-    print(format_summary(summary(records)))
-    for (stream, backbone), recs in group_records(records).items():
-        print(f"\n{stream} / {backbone}: final accuracy per task (%); probe_acc = the converged "
-              "linear\nprobe on the task's starting features")
-        print(as_text(per_task_table(recs).round(1)))
-    agnostic = task_agnostic_table(records)
-    groups = [] if agnostic.empty else agnostic.groupby(["stream", "backbone"], sort=False)
-    for (stream, backbone), rows in groups:
-        print(f"\n{stream} / {backbone}: without task ids (class-incremental: a class is a "
-              "(task, label)\npair, right when both are; the task is inferred by the rule)")
-        print(as_text(rows.drop(columns=["stream", "backbone"]).set_index("strategy")))
-    figures = sorted(str(p) for p in paths if p.suffix == ".png")
-    print(f"\nTables (md, tex, csv) and figures (png, pdf) in {out}:")
-    print("\n".join(f"  {p}" for p in figures))
-
-
-def cmd_report(argv: list[str]) -> int:
-    args = report_parser().parse_args(argv)
-    from results.records import RecordError, find_records
-
-    missing = [d for d in args.run_dirs if not Path(d).is_dir()]
-    if missing:
-        raise UsageError(f"run folder not found: {missing[0]}")
-    try:
-        records = find_records(args.run_dirs, strict=args.strict, warn=warn)
-    except RecordError as e:
-        raise UsageError(f"{e} (without --strict it is skipped)") from e
-    if not records:
-        raise UsageError(f"no finished run records under {', '.join(args.run_dirs)}")
-    if args.compare:
-        return print_comparison(records, *args.compare)
-    out = Path(args.out) if args.out else Path(args.run_dirs[0]) / "report"
-    check_report_folder(out)
-    print_report(records, out)
-    return 0
-
-
-def print_comparison(records: list[dict], a: str, b: str) -> int:
-    from results.arms import by_arm
-    from results.comparisons import compare
-    from results.formats import as_text
-
-    table = compare(records, a, b)
-    if table.empty:
-        found = sorted(set(by_arm(records)))
-        raise UsageError(f"--compare {a},{b}: no stream and backbone with finished runs of both "
-                         f"on common seeds; strategies found: {', '.join(found)} (and, for runs "
-                         "evaluated with --task-agnostic, the references simplecil and joint)")
-    print(as_text(table, index=False))
-    return 0
-
-
-def cmd_storage(argv: list[str]) -> int:
-    args = storage_parser().parse_args(argv)
-    from models.factory import BackboneError, create_backbone, family
-    from results.storage import format_storage
-    from strategies import STRATEGIES
-    from strategies.registry import refusal
-    from strategies.storage import strategy_bill
-
-    try:
-        backbone = create_backbone(args.backbone, img_size=args.img_size)
-    except BackboneError as e:
-        raise UsageError(str(e)) from e
-    base_head = args.base_classes * (backbone.num_features + 1)
-    bills = {}
-    for name, info in STRATEGIES.items():
-        why = refusal(name, family(args.backbone))
-        try:
-            if why is None:
-                bills[name] = strategy_bill(info, backbone, args.classes, base_head)
-        except ValueError as e:  # its registered layers do not exist in this backbone
-            why = str(e)
-        if why is not None:
-            print(f"{name}: no bill on {args.backbone} ({why})", file=sys.stderr)
-    print(format_storage(bills, args.classes, args.format))
-    return 0
-
-
-def cmd_backbones(argv: list[str]) -> int:
-    p = Parser(prog="run_benchmark.py backbones",
-               description="Backbones with parameters, FLOPs and supported attention options.")
-    p.add_argument("--format", choices=("table", "json"), default="table")
-    args = p.parse_args(argv)
-    import json
-
-    import pandas as pd
-
-    from models.factory import backbone_card, backbone_names, timm_family_count
-    from results.formats import WIDTH, as_text
-
-    cards = [backbone_card(n) for n in backbone_names()]
-    if args.format == "json":
-        print(json.dumps(cards, indent=2))
-        return 0
-    df = pd.DataFrame(cards).set_index("name")
-    df["token_masks"] = df["token_masks"].map({True: "yes", False: "no"})
-    df["dropkey"] = df["dropkey"].map({True: "yes", False: "no"})
-    print(as_text(df[["img_size", "tokens", "params_m", "gflops", "token_masks", "dropkey"]],
-                  float_format=lambda v: f"{v:.3f}"))
-    width = max(map(len, df.index)) + 2
-    print()
-    for name, text in df["description"].items():
-        print(textwrap.fill(text, WIDTH, initial_indent=f"{name:<{width}}",
-                            subsequent_indent=" " * width))
-    print(f"\n+ any timm vit_*/deit_*/cait_* name ({timm_family_count()} in this timm)\n"
-          "FLOPs: one image, forward, counted by torch.utils.flop_counter")
-    return 0
-
-
 def cmd_tune(argv: list[str]) -> int:
     """Tune every strategy of the suite on validation data; write tuned/<suite>.yaml."""
     args = run_parser(tune=True).parse_args(argv)
@@ -546,49 +268,6 @@ def cmd_tune(argv: list[str]) -> int:
             f"{100 * entry['val_acc']:.1f}% with {entry['chosen']}")
         print(f"{name}: trials (val acc %) {scores}\n  chosen: {best}")
     print(f"\nwritten: {tuned_path(suite['suite'])}; use it with --hparams tuned")
-    return 0
-
-
-def cmd_cache(argv: list[str]) -> int:
-    """Decode a suite's local datasets once into the image cache, with every core; every file
-    re-stat-ed and every cache's whole sha256 checked (what runs' opens trust afterwards)."""
-    p = Parser(prog="run_benchmark.py cache",
-               description="Build the decode-once image cache of a suite's local datasets (the "
-                           "paper's six) under --cache, with all cores, or check an existing one "
-                           "in full (every file's stat, the whole sha256); runs then read it.")
-    p.add_argument("--suite", required=True, help="suite name or YAML file")
-    p.add_argument("--stream", type=csv_list, help="stream name(s) (default: the suite's)")
-    p.add_argument("--data-root", help="folder of the local datasets")
-    p.add_argument("--preprocess", choices=["none", "deit"], help="input preset")
-    p.add_argument("--cache", default=str(DEFAULT_CACHE), help="cache folder (env VITCL_CACHE)")
-    args = p.parse_args(argv)
-    from benchmarks.data.datasets import DataError
-    from benchmarks.data.imagecache import thorough
-    from benchmarks.data.streams import build_stream
-    from benchmarks.suitefile import SuiteError, load_suite
-    from benchmarks.suites import resolved_preprocess, stream_list
-
-    try:
-        suite = load_suite(args.suite)
-        for key in ("stream", "data_root", "preprocess"):
-            if getattr(args, key) is not None:
-                suite[key] = getattr(args, key)
-        check_lockable(cache=Path(args.cache))
-        images = Path(args.cache) / "images"
-        # what is stored depends on the resize, never on the backbone's normalization
-        preprocess = resolved_preprocess({**suite, "backbone": stream_list(suite["backbone"])[0]})
-        for name in stream_list(suite["stream"]):
-            with thorough():
-                stream = build_stream(name, suite["seeds"][0], data_root=suite["data_root"],
-                                      val_fraction=suite["val_fraction"], preprocess=preprocess,
-                                      cache_dir=images)
-            print(f"{name}: {len(stream.tasks)} tasks cached")
-    except (SuiteError, DataError) as e:
-        raise UsageError(str(e)) from e
-    folders = sorted(f for f in images.glob("*") if f.is_dir()) if images.is_dir() else []
-    for f in folders:
-        size = sum(x.stat().st_size for x in f.iterdir()) / 2**30
-        print(f"  {f} ({size:.2f} GiB)")
     return 0
 
 

@@ -1,6 +1,7 @@
 """Continual-learning strategies. Importing the package imports every module in it, and so
-registers every strategy: a new strategy is a new file here (see README "Adding a strategy").
-Strategies register in module-name order (the order of ``strategies: all`` and the README).
+registers every strategy: a new strategy is a new file here (see ``docs/strategies.md``,
+"Adding a strategy"). Strategies register in module-name order (the order of
+``strategies: all`` and the README).
 ``make_strategy`` (``strategies.make``) sets any of them up for your own Avalanche loop."""
 
 import importlib

@@ -21,8 +21,8 @@ Every registered strategy starts its heads from the probe (``head_init: auto``):
 features a few SGD epochs leave a random head far from converged, and with the head's
 standardization following the features (``models.heads.StandardizedHead``) a probe start also
 helps the strategies that fine-tune the whole backbone (measured on validation data:
-docs/strategies.md, "Heads"). A strategy may register ``head_init="random"``; ``--head-init
-random`` forces random heads everywhere.
+``docs/strategies.md``, "Strategies", its paragraph on heads). A strategy may register
+``head_init="random"``; ``--head-init random`` forces random heads everywhere.
 
 ``head_init`` starts standardized heads only. A plain head (``models.heads.PlainHead``: the prompt
 methods' paper form, their ``head: plain``) keeps its own trunc-normal start whatever

@@ -53,7 +53,7 @@ def make_strategy(name: str, backbone, benchmark, *, hparams: dict | None = None
                   task_agnostic: bool = False) -> ContinualTemplate:
     """The registered strategy ``name`` on ``backbone``, trained and evaluated on ``benchmark``.
 
-    ``hparams`` override the registered values (``run_benchmark.py strategies`` lists them);
+    ``hparams`` override the registered values (``docs/strategies.md``, "Strategies", lists them);
     ``head_init`` is ``auto`` (the strategy's registered choice), ``probe`` or ``random``; a budget
     is ``epochs`` per task or exactly ``steps_per_task`` optimizer steps; ``inputs(x, train)``
     turns a batch on the device into model inputs; ``plugins`` are added to the strategy's own;

@@ -9,9 +9,10 @@ import dataclasses
 
 import pytest
 
+from benchmarks.commands.parsing import UsageError, add_setting_flags
 from benchmarks.config import RunConfig, integer, setting, settings, shared_settings
 from benchmarks.suitefile import DEFAULTS, KEY_TYPES, SuiteError, check_values
-from run_benchmark import UsageError, add_setting_flags, run_parser
+from run_benchmark import run_parser
 
 BASE = {"suite": "s", "stream": "mnist5k-split5", "backbone": "vit_micro", "strategy": "meat",
         "seed": 0, "hparams": {"lr": 0.1}, "hparams_source": "paper"}

@@ -202,7 +202,7 @@ def mnist5k_nuisance(seed: int, val_fraction: float) -> Stream:
     features cannot undo (position and scale, distractor strokes, noise, rotation, polarity)
     leave the random probe far behind the digit features learned on the base, while the
     nuisances stay far enough from the upright base that fine-tuning the backbone still beats
-    the frozen probe (measured: README, "Streams where pre-training matters")."""
+    the frozen probe (measured: ``docs/results.md``, "Reference results: the `standard` suite")."""
     src = mnist5k(seed)
     x, y = src.train.images, torch.tensor(src.train.targets)
     xt, yt = src.test.images, torch.tensor(src.test.targets)

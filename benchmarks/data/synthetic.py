@@ -18,7 +18,7 @@ of its 100 classes (the task keeps its 100-way head).
 
 writes instead an image folder of the bundled MNIST-5k digits (``DIR/{train,test}/<digit
 name>/*.png``, RGB 28 x 28): a learnable stand-in for a user's own ``imagefolder`` data, as the
-README's own-data check uses it.
+README's "Your own data" check uses it.
 """
 
 from __future__ import annotations
