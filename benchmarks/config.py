@@ -107,6 +107,7 @@ class Setting:
     neutral: object = ALWAYS
     omit_at_neutral: bool = True
     flag_default: object = None  # the flag's value when not given (None: the suite's)
+    in_run_id: bool = True  # False: how a run gets its inputs, never what it computes
     exclusive: str | None = None  # flags of one group exclude each other
 
 
@@ -156,6 +157,10 @@ class RunConfig:
     pretrained: str | None = setting(
         None, path("a file path"), "local checkpoint file to start from instead of base "
         "pre-training")
+    download: bool = setting(
+        False, TRUE_OR_FALSE, "let torchvision download the local datasets it can fetch into "
+        "--data-root (needs the network; default off: data come from local folders only)",
+        neutral=False, in_run_id=False)
     preprocess: dict = setting(
         NO_PREPROCESSING, PREPROCESS, "input preset (benchmarks/data/preprocess.py): none = "
         "resized images in [0, 1] (default); deit = DeiT crops, flips and the backbone's "
@@ -198,10 +203,11 @@ class RunConfig:
     @property
     def run_id(self) -> str:
         """``results.records.run_id`` of the recorded config, fields at their neutral value
-        left out."""
+        and fields outside the id (``in_run_id=False``) left out."""
         neutral = neutral_values(type(self))
+        outside = {name for name, s in settings(type(self)).items() if not s.in_run_id}
         return run_id({k: v for k, v in self.to_dict().items()
-                       if k not in neutral or v != neutral[k]})
+                       if k not in outside and (k not in neutral or v != neutral[k])})
 
     @classmethod
     def from_dict(cls, config: dict) -> RunConfig:

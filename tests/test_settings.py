@@ -67,3 +67,10 @@ def test_a_device_flag_that_cannot_run_here_is_a_usage_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UsageError, match="no CUDA device"):
         resolve_device("cuda")
+
+
+def test_how_a_run_gets_its_inputs_is_not_part_of_its_id():
+    plain = RunConfig(**BASE)
+    fetched = plain.replace(download=True)
+    assert fetched.run_id == plain.run_id and fetched.to_dict()["download"] is True
+    assert "download" not in plain.to_dict()
