@@ -36,6 +36,7 @@ from benchmarks.config import ROOT
 from benchmarks.measure.drawnmasks import KEEP_TOKENS, KEEP_WEIGHTS
 from benchmarks.measure.perfreport import markdown, write_section
 from benchmarks.measure.stepperf import measure, runner_overhead
+from vocab import PRECISIONS
 
 
 def main(argv=None) -> int:
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "results")
     p.add_argument("--cache", type=Path, default=ROOT / ".cache" / "pretrained")
     p.add_argument("--no-overhead", action="store_true", help="skip the runner-overhead run")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--data", action="store_true",
                    help="measure the data path instead (benchmarks/measure/dataperf.py): "
                         "decoding on every access vs the image cache; writes its section of "
