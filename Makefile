@@ -15,10 +15,11 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-# pip (not uv/poetry): torch/torchvision come from the machine's local wheels. The ray and
-# slurm extras are installed too: the tests run sweeps through Ray and submitit.
+# pip (not uv/poetry): torch/torchvision come from the machine's local wheels. The ray, slurm
+# and wandb extras are installed too: the tests run sweeps through Ray and submitit, and log a
+# run to W&B offline (wandb comes with avalanche-lib anyway).
 $(STAMP): $(PY) pyproject.toml constraints.txt
-	$(PIP) install -q -c constraints.txt -e '.[dev,ray,slurm]'
+	$(PIP) install -q -c constraints.txt -e '.[dev,ray,slurm,wandb]'
 	touch $(STAMP)
 
 install: $(STAMP)

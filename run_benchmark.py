@@ -6,6 +6,8 @@
   python run_benchmark.py report RUN_DIR [RUN_DIR ...]
   python run_benchmark.py backbones [--format table|json]
   python run_benchmark.py cache --suite paper --data-root DIR [--cache DIR]
+  python run_benchmark.py prepare --dataset cub|cars|sketches|wikiart --archive FILE ...
+                                  --data-root DIR
   python run_benchmark.py storage --backbone NAME --classes 200,196,100 [--base-classes 1000]
                                   [--format table|json|csv]
 
@@ -22,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from local files only
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the hub only on request (--download)
 
 from benchmarks.commands.inventory import cmd_backbones, cmd_cache, cmd_storage  # noqa: E402
 from benchmarks.commands.parsing import (  # noqa: E402  (torch-free)
@@ -36,6 +38,7 @@ from benchmarks.commands.parsing import (  # noqa: E402  (torch-free)
     positive_int,
     seed_list,
 )
+from benchmarks.commands.prepare import cmd_prepare  # noqa: E402
 from benchmarks.commands.report import cmd_report, print_report  # noqa: E402
 from benchmarks.config import DEFAULT_CACHE  # noqa: E402
 
@@ -77,8 +80,14 @@ def run_parser(tune: bool = False) -> Parser:
                    help="folder of cached base checkpoints, probes and decoded images (env "
                         "VITCL_CACHE)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--tensorboard", action="store_true",
-                   help="also write TensorBoard event files into every run folder")
+    if not tune:  # trackers (benchmarks/trackers.py); tuning trials are not tracked
+        from benchmarks.trackers import wandb_project
+
+        p.add_argument("--tensorboard", action="store_true",
+                       help="also log every run as TensorBoard event files in its folder")
+        p.add_argument("--wandb", metavar="PROJECT", type=wandb_project,
+                       help="also log every run to this Weights & Biases project (W&B run id "
+                            "= the run id; a resumed run continues it; needs the wandb extra)")
     x = p.add_argument_group("executors (where the runs execute; see benchmarks/executors.py)")
     x.add_argument("--executor", choices=["local", "ray", "slurm"], default="local",
                    help="local (default): this machine; ray: Ray tasks; slurm: submitit jobs")
@@ -135,7 +144,7 @@ def build_configs(args) -> tuple[dict, list[dict]]:
     from benchmarks.data.datasets import DataError
     from benchmarks.data.streams import PAPER_STREAM, is_bundled, stream_image_shape
     from benchmarks.suites import expand, stream_list
-    from models.factory import BackboneError, resolve
+    from models.factory import HUB, BackboneError, hub_weights, resolve
 
     try:
         for key in ("strategies", "backbone", "stream", "seeds", "hparams", *settings()):
@@ -148,7 +157,8 @@ def build_configs(args) -> tuple[dict, list[dict]]:
             raise UsageError(f"--dropkey-schedule {args.dropkey_schedule}: DropKey is off in "
                              "this suite (dropkey 0); give --dropkey P (0 < P < 1) too")
         suite["device"] = resolve_device(suite["device"], args)
-        if suite["pretrained"] and not Path(suite["pretrained"]).is_file():
+        hub = suite["pretrained"] == HUB  # the backbones' timm weights, from the HF cache
+        if suite["pretrained"] and not hub and not Path(suite["pretrained"]).is_file():
             raise UsageError(f"--pretrained: checkpoint file not found: {suite['pretrained']}")
         streams = stream_list(suite["stream"])
         if suite["data_root"] and all(is_bundled(name) for name in streams):
@@ -161,17 +171,24 @@ def build_configs(args) -> tuple[dict, list[dict]]:
                              "(lines above)")
         if PAPER_STREAM in streams and not suite["pretrained"]:
             raise UsageError(f"stream {PAPER_STREAM!r} starts from ImageNet weights: give "
-                             "--pretrained FILE (a local timm checkpoint of the backbone)")
+                             "--pretrained FILE (a local timm checkpoint of the backbone) or "
+                             "--pretrained hub (its timm weights)")
+        for backbone in stream_list(suite["backbone"]) if hub else ():
+            hub_weights(backbone, network=suite["download"])  # cached, or fetchable: else 1 line
         for name in streams:  # the shapes and the data folders' layouts, no data loaded
             c, h, _ = stream_image_shape(name, data_root=suite["data_root"],
-                                         img_size=suite["img_size"], check_sizes=True)
+                                         img_size=suite["img_size"], check_sizes=True,
+                                         download=suite["download"])
             for backbone in stream_list(suite["backbone"]):
                 resolve(backbone, img_size=h, in_chans=c)
         has_base = any(is_bundled(name) for name in streams)  # base pre-training: bundled only
         if args.base_epochs is not None and (suite["pretrained"] or not has_base):
-            why = ("--pretrained FILE replaces it" if suite["pretrained"] else
+            source = "hub" if hub else "FILE"
+            why = (f"--pretrained {source} replaces it" if suite["pretrained"] else
                    f"stream {', '.join(stream_list(suite['stream']))} has no base to pre-train on")
             raise UsageError(f"--base-epochs: no base pre-training runs ({why})")
+        for backbone in stream_list(suite["backbone"]) if hub else ():  # all else valid: fetch
+            hub_weights(backbone, fetch=True, network=suite["download"])
     except (SuiteError, DataError, BackboneError) as e:
         raise UsageError(str(e)) from e
     return suite, configs
@@ -217,12 +234,13 @@ def cmd_run(argv: list[str]) -> int:
     check_lockable(out=out, cache=Path(args.cache))
     announce_budget(suite, args)
     from benchmarks.executors import run_all
+    from benchmarks.trackers import Trackers
     from results.records import find_records
 
     t0 = time.time()
     try:
-        outcomes = run_all(configs, out, Path(args.cache), options,
-                           progress=not args.quiet, tensorboard=args.tensorboard)
+        outcomes = run_all(configs, out, Path(args.cache), options, progress=not args.quiet,
+                           trackers=Trackers(args.tensorboard, args.wandb))
     except KeyboardInterrupt:
         print(f"\ninterrupted: every finished task is on disk under {out}; the same command "
               "resumes", file=sys.stderr)
@@ -272,7 +290,7 @@ def cmd_tune(argv: list[str]) -> int:
 
 
 COMMANDS = {"report": cmd_report, "cache": cmd_cache, "storage": cmd_storage,
-            "backbones": cmd_backbones, "tune": cmd_tune}
+            "backbones": cmd_backbones, "tune": cmd_tune, "prepare": cmd_prepare}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -155,11 +155,13 @@ class RunConfig:
     data_root: str | None = setting(
         None, path("a folder path"), "folder of a local dataset (cifar10, svhn, imagefolder...)")
     pretrained: str | None = setting(
-        None, path("a file path"), "local checkpoint file to start from instead of base "
-        "pre-training")
+        None, path("a file path, hub,"), "local checkpoint file to start from instead of base "
+        "pre-training, or hub: the backbone's timm pretrained tag from the local Hugging Face "
+        "cache (--download or HF_HUB_OFFLINE=0 fetches it there first)")
     download: bool = setting(
-        False, TRUE_OR_FALSE, "let torchvision download the local datasets it can fetch into "
-        "--data-root (needs the network; default off: data come from local folders only)",
+        False, TRUE_OR_FALSE, "fetch what the run lacks over the network: the local datasets "
+        "torchvision can download (into --data-root) and --pretrained hub weights not yet in "
+        "the Hugging Face cache (default off: local folders and files only)",
         neutral=False, in_run_id=False)
     preprocess: dict = setting(
         NO_PREPROCESSING, PREPROCESS, "input preset (benchmarks/data/preprocess.py): none = "

@@ -17,7 +17,11 @@ whether it ran in-process, in a worker process, as a Ray task or as a Slurm job.
 
 Ray and submitit are optional extras (``pip install -e '.[ray]'``, ``'.[slurm]'``). On a cluster
 the output and cache folders must be on a filesystem every node sees, and every node needs the
-project installed (the same ``make install`` / ``pip install -e .``).
+project installed (the same ``make install`` / ``pip install -e .``, with the ``wandb`` extra
+for ``--wandb``).
+
+Every run gets the same :class:`benchmarks.trackers.Trackers` (TensorBoard, W&B): run options
+passed with the config, which open the trackers in the process that runs it.
 
 A run that raises is recorded as failed (traceback in its ``record.json``) and the sweep goes
 on; a run whose folder is locked by another sweep is skipped.
@@ -35,6 +39,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from benchmarks.config import RunConfig
+from benchmarks.trackers import WANDB_EXTRA, Trackers, wandb_available
 
 EXECUTORS = ("local", "ray", "slurm")
 EXTRAS = {"ray": ("ray", "ray"), "slurm": ("submitit", "slurm")}
@@ -74,7 +79,7 @@ def run_label(config: RunConfig) -> str:
 
 
 def execute(config: RunConfig, out: str, cache: str, progress: bool = False,
-            tensorboard: bool = False, threads: int | None = None) -> Outcome:
+            trackers: Trackers | None = None, threads: int | None = None) -> Outcome:
     """Run one config to its folder under ``out``; never raises for a failing run."""
     import torch
 
@@ -85,7 +90,7 @@ def execute(config: RunConfig, out: str, cache: str, progress: bool = False,
         torch.set_num_threads(threads)
     rid, label = config.run_id, run_label(config)
     try:
-        run_one(config, Path(out), Path(cache), progress=progress, tensorboard=tensorboard)
+        run_one(config, Path(out), Path(cache), progress=progress, trackers=trackers)
         return Outcome(rid, label, "finished")
     except RunLocked as e:
         return Outcome(rid, label, "locked", str(e))
@@ -127,12 +132,16 @@ def print_outcome(k: int, n: int, outcome: Outcome) -> None:
 
 
 def run_all(configs: list[RunConfig], out: Path, cache: Path, options: ExecutorOptions,
-            progress: bool = False, tensorboard: bool = False,
+            progress: bool = False, trackers: Trackers | None = None,
             report: Report = print_outcome) -> list[Outcome]:
-    """Every config through the chosen executor; outcomes in ``configs`` order."""
+    """Every config through the chosen executor; outcomes in ``configs`` order; every run
+    logged to ``trackers`` too (none by default)."""
     check_available(options)
+    if trackers is not None and trackers.wandb_project and not wandb_available():
+        raise ExecutorError(f"W&B tracking needs wandb, which is not installed: {WANDB_EXTRA}")
     runner = {"local": _local, "ray": _ray, "slurm": _slurm}[options.executor]
-    return runner(configs, str(out), str(cache), options, progress, tensorboard, report)
+    return runner(configs, str(out), str(cache), options, progress, trackers or Trackers(),
+                  report)
 
 
 def visible_gpus() -> list[str]:
@@ -158,13 +167,13 @@ def use_one_gpu(gpus: list[str], counter) -> None:
     os.environ["CUDA_VISIBLE_DEVICES"] = gpus[k % len(gpus)]
 
 
-def _local(configs, out, cache, options, progress, tensorboard, report):
+def _local(configs, out, cache, options, progress, trackers, report):
     n = len(configs)
     if options.workers <= 1:
         outcomes = []
         for k, cfg in enumerate(configs, 1):
             print(f"[{k}/{n}] {run_label(cfg)}", file=sys.stderr, flush=True)
-            outcomes.append(execute(cfg, out, cache, progress, tensorboard))
+            outcomes.append(execute(cfg, out, cache, progress, trackers))
             if outcomes[-1].status != "finished":
                 report(k, n, outcomes[-1])
         return outcomes
@@ -175,7 +184,7 @@ def _local(configs, out, cache, options, progress, tensorboard, report):
                "initargs": (gpus, context.Value("i", 0))} if gpus else {}
     with ProcessPoolExecutor(max_workers=options.workers, mp_context=context,
                              **one_gpu) as pool:
-        futures = {pool.submit(execute, cfg, out, cache, False, tensorboard, threads): i
+        futures = {pool.submit(execute, cfg, out, cache, False, trackers, threads): i
                    for i, cfg in enumerate(configs)}
         for k, fut in enumerate(as_completed(futures), 1):
             results[futures[fut]] = fut.result()
@@ -183,7 +192,7 @@ def _local(configs, out, cache, options, progress, tensorboard, report):
     return [results[i] for i in range(n)]
 
 
-def _ray(configs, out, cache, options, progress, tensorboard, report):
+def _ray(configs, out, cache, options, progress, trackers, report):
     import ray
 
     started = not ray.is_initialized()
@@ -195,7 +204,7 @@ def _ray(configs, out, cache, options, progress, tensorboard, report):
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     try:
         task = ray.remote(num_cpus=options.cpus_per_run, num_gpus=options.gpus_per_run)(execute)
-        refs = [task.remote(cfg, out, cache, False, tensorboard, options.cpus_per_run)
+        refs = [task.remote(cfg, out, cache, False, trackers, options.cpus_per_run)
                 for cfg in configs]
         index = {ref: i for i, ref in enumerate(refs)}
         results: dict[int, Outcome] = {}
@@ -215,7 +224,7 @@ def _ray(configs, out, cache, options, progress, tensorboard, report):
             ray.shutdown()
 
 
-def _slurm(configs, out, cache, options, progress, tensorboard, report):
+def _slurm(configs, out, cache, options, progress, trackers, report):
     import submitit
 
     cluster = None if options.slurm_cluster == "auto" else options.slurm_cluster
@@ -231,7 +240,7 @@ def _slurm(configs, out, cache, options, progress, tensorboard, report):
     print(f"submitit: {executor.cluster} executor, logs in {Path(out) / 'slurm'}",
           file=sys.stderr, flush=True)
     n = len(configs)
-    args = (out, cache, False, tensorboard, options.cpus_per_run)
+    args = (out, cache, False, trackers, options.cpus_per_run)
     if options.slurm_array:
         jobs = executor.map_array(execute, configs, *[[a] * n for a in args])
     else:

@@ -1,13 +1,13 @@
 """The runner's Avalanche plugins: counting evaluation results on the device, timing the steps
-inside training and evaluation, the per-epoch training log (and TensorBoard scalars), the
-progress bar. Each is a plain ``SupervisedPlugin`` a user's own loop could take too."""
+inside training and evaluation, the per-epoch training log (also sent to the run's trackers,
+``benchmarks.trackers``), the progress bar. Each is a plain ``SupervisedPlugin`` a user's own
+loop could take too."""
 
 from __future__ import annotations
 
 import math
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -89,16 +89,17 @@ class NonFiniteLoss(FloatingPointError):
 
 
 class TrainLog(SupervisedPlugin):
-    """Per-epoch training loss and accuracy of every task: rows for ``train_log.csv``, and
-    TensorBoard scalars when a ``SummaryWriter`` is given. A NaN or infinite epoch loss stops
-    the run (checked once per epoch: the per-step sums stay on the device, without syncs)."""
+    """Per-epoch training loss and accuracy of every task: rows for ``train_log.csv``, each also
+    given to ``tracker.log_epoch`` when a tracker is given (``benchmarks.trackers``: TensorBoard,
+    W&B). A NaN or infinite epoch loss stops the run (checked once per epoch: the per-step sums
+    stay on the device, without syncs)."""
 
     FIELDS = ("task", "epoch", "loss", "accuracy", "seconds")
 
-    def __init__(self, writer=None):
+    def __init__(self, tracker=None):
         super().__init__()
         self.rows: list[dict] = []
-        self.writer = writer
+        self.tracker = tracker
         self._sum = [0.0, 0, 0, 0.0]  # loss sum, correct, samples, start time
 
     def before_training_epoch(self, strategy, **kwargs):
@@ -120,22 +121,13 @@ class TrainLog(SupervisedPlugin):
                 f"training loss is {row['loss']} in task {row['task'] + 1}: "
                 "the run stops (lower the learning rate, or check the data)")
         self.rows.append(row)
-        if self.writer is not None:
-            step = len(self.rows)
-            self.writer.add_scalar(f"train/loss/task_{row['task']}", row["loss"], step)
-            self.writer.add_scalar(f"train/accuracy/task_{row['task']}", row["accuracy"], step)
+        if self.tracker is not None:
+            self.tracker.log_epoch(len(self.rows), row)
 
     def csv(self) -> str:
         lines = [",".join(self.FIELDS)]
         lines += [",".join(str(r[k]) for k in self.FIELDS) for r in self.rows]
         return "\n".join(lines) + "\n"
-
-
-def tensorboard_writer(folder: Path):
-    """A TensorBoard ``SummaryWriter`` writing into ``folder/tensorboard``."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(log_dir=str(folder / "tensorboard"))
 
 
 class ProgressBar(SupervisedPlugin):

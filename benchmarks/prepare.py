@@ -1,6 +1,6 @@
 """What a run sets up before its first task: its process (seeds, TF32, determinism, DataLoader
-workers) and its starting backbone (a local checkpoint, the cached base pre-training, or random
-weights; and the random reference of the pre-training gain)."""
+workers) and its starting backbone (a local checkpoint, the backbone's timm hub weights, the cached
+base pre-training, or random weights; and the random reference of the pre-training gain)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from benchmarks.config import RunConfig
 from benchmarks.data.streams import Stream
 from benchmarks.pretrain import pretrained_checkpoint
 from models.attention import set_dropkey
-from models.factory import create_backbone, resolve
+from models.factory import HUB, create_backbone, create_hub_backbone, resolve
 
 
 def seed_everything(seed: int) -> None:
@@ -77,11 +77,27 @@ def loader_workers(config: RunConfig) -> int:
 
 
 def prepare_backbone(config: RunConfig, stream: Stream, cache_dir: Path):
-    """The run's starting backbone (local checkpoint, cached base pre-training, or random init)
-    and the size of the base model's own head (counted in storage like the paper's 1000-way)."""
+    """The run's starting backbone (local checkpoint, the timm tag's hub weights, cached base
+    pre-training, or random init), the size of the base model's own head (counted in storage
+    like the paper's 1000-way) and what the record keeps of the start (``base``: the hub tag and
+    revision, the base pre-training, or none)."""
     c, h, w = stream.image_shape
     kwargs = {"img_size": h, "in_chans": c}
     resolve(config.backbone, **kwargs)  # validates sizes before any training
+    if config.pretrained == HUB:  # from the local Hugging Face cache, as the CLI checked
+        backbone, base_head, weights = create_hub_backbone(config.backbone,
+                                                           network=config.download, **kwargs)
+        base_meta = weights.meta()
+    else:
+        backbone, base_head, base_meta = _local_backbone(config, stream, cache_dir, kwargs)
+    if config.dropkey:  # a regularizer of the strategy's training, not of pre-training
+        set_dropkey(backbone, config.dropkey, config.dropkey_schedule)
+    return backbone, base_head, base_meta
+
+
+def _local_backbone(config: RunConfig, stream: Stream, cache_dir: Path, kwargs: dict):
+    """(backbone, base head size, base meta) from a local checkpoint file, the cached base
+    pre-training (trained first if absent), or random weights."""
     ckpt, base_meta, base_head = config.pretrained, None, 0
     if ckpt is None and stream.base is not None:
         recipe = {"epochs": config.base_epochs, "batch_size": config.batch_size}
@@ -99,8 +115,6 @@ def prepare_backbone(config: RunConfig, stream: Stream, cache_dir: Path):
               "has no base to pre-train on and no --pretrained FILE was given", file=sys.stderr,
               flush=True)
     backbone = create_backbone(config.backbone, pretrained=ckpt, **kwargs)
-    if config.dropkey:  # a regularizer of the strategy's training, not of pre-training
-        set_dropkey(backbone, config.dropkey, config.dropkey_schedule)
     if ckpt is not None:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state.get("model", state))

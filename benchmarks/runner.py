@@ -28,7 +28,6 @@ from benchmarks.plugins import (
     ProgressBar,
     StepTimer,
     TrainLog,
-    tensorboard_writer,
 )
 from benchmarks.prepare import (
     data_key,
@@ -40,6 +39,7 @@ from benchmarks.prepare import (
     set_tf32,
 )
 from benchmarks.resume import clear_resume, load_resume, restore, run_lock, save_resume
+from benchmarks.trackers import Tracker, Trackers, task_scalars
 from models.masks import mask_movement
 from models.tasks import TaskTensor, save_task_file, token_masks
 from results.metrics import accuracy_from_counts, all_metrics, task_agnostic_metrics
@@ -82,7 +82,7 @@ REFERENCES = ("probe_acc", "probe_train_acc", "random_probe_acc")  # per task, f
 
 
 def run_one(config: RunConfig, out_dir: Path, cache_dir: Path, progress: bool = True,
-            tensorboard: bool = False) -> dict:
+            trackers: Trackers | None = None) -> dict:
     """Run one (stream, backbone, strategy, seed) and return its finished record.
 
     Idempotent and resumable: a finished run folder with the same config is returned as is; an
@@ -90,7 +90,8 @@ def run_one(config: RunConfig, out_dir: Path, cache_dir: Path, progress: bool = 
     ``resume.pt``; a corrupted record is redone. The folder's lock is held throughout
     (:class:`benchmarks.resume.RunLocked` if another process holds it). Besides the record, the
     folder gets ``train_log.csv`` (per-epoch loss and accuracy), one example test image per task
-    (``examples.pt``, for figures) and, with ``tensorboard``, TensorBoard event files.
+    (``examples.pt``, for figures). ``trackers``: where the run is also logged (TensorBoard event
+    files in the folder, a W&B run; :mod:`benchmarks.trackers`), none by default.
     """
     folder = Path(out_dir) / config.run_id
     folder.mkdir(parents=True, exist_ok=True)
@@ -105,14 +106,19 @@ def run_one(config: RunConfig, out_dir: Path, cache_dir: Path, progress: bool = 
             except RecordError as e:
                 print(f"redoing {folder.name}: {e}", file=sys.stderr)
                 clear_resume(folder)
-        run = Run(config, folder, Path(cache_dir), progress, tensorboard)
+        run = Run(config, folder, Path(cache_dir), progress, trackers)
+        ended = False
         try:
-            return run.run()
+            record = run.run()
+            ended = True
+            return record
         except Exception:
             run.record.status = "failed"
             run.record.error = traceback.format_exc()
             write_run(folder, run.record.to_dict(), run.rows)
             raise
+        finally:
+            run.tracker.close(failed=not ended)
 
 
 class Run:
@@ -121,9 +127,10 @@ class Run:
     predicting it needs, its storage and references) and :meth:`save` (record, resume state)."""
 
     def __init__(self, config: RunConfig, folder: Path, cache_dir: Path, progress: bool,
-                 tensorboard: bool):
+                 trackers: Trackers | None = None):
         self.config, self.folder, self.cache_dir = config, folder, cache_dir
-        self.progress, self.tensorboard = progress, tensorboard
+        self.progress, self.trackers = progress, trackers or Trackers()
+        self.tracker = Tracker()  # the opened trackers, once prepared
         self.info = get_strategy(config.strategy)
         self.record = RunRecord(config=config.to_dict(), run_id=folder.name,
                                 forgets=self.info.forgets)
@@ -135,6 +142,7 @@ class Run:
     def run(self) -> dict:
         self.prepare()
         start = self.resume()
+        self.tracker.log_config(self.record.config)
         self.record.timing.started(torch.get_num_threads())
         for i, exp in enumerate(self.bench.train_stream):
             if i < start:
@@ -147,15 +155,17 @@ class Run:
         return self.record.to_dict()
 
     def prepare(self) -> None:
-        """Seed, build the stream, the starting backbone, the runner's plugins and the strategy."""
+        """Open the trackers; seed, build the stream, the starting backbone, the runner's plugins
+        and the strategy."""
         config, cache_dir = self.config, self.cache_dir
+        self.tracker = self.trackers.open(self.folder, self.record.config)  # fails before work
         seed_everything(config.seed)
         set_tf32(config)
         set_determinism(config)
         stream = build_stream(config.stream, config.seed, data_root=config.data_root,
                               img_size=config.img_size,
                               val_fraction=config.val_fraction, preprocess=config.preprocess,
-                              cache_dir=cache_dir / "images")
+                              cache_dir=cache_dir / "images", download=config.download)
         if config.tuning is not None:  # a tuning trial: the first tasks, on validation data
             stream = stream.validation_only(config.tuning["tasks"])
         t0 = time.perf_counter()
@@ -178,7 +188,7 @@ class Run:
                                      reference=random_backbone(config, stream),
                                      announce=self.say, feature_cache=features,
                                      start_weights=start_weights, meter=self.meter)
-        self.log = TrainLog(tensorboard_writer(self.folder) if self.tensorboard else None)
+        self.log = TrainLog(self.tracker)
         self.plugins = [self.probe, self.counter, self.log, self.timer] + (
             [ProgressBar(config.strategy, T)] if self.progress else [])
         settings = TrainSettings(**{**shared_settings(config, TrainSettings),
@@ -310,6 +320,11 @@ class Run:
                     {"simplecil": record.simplecil_acc_matrix,
                      "joint": record.joint_acc_matrix}))
             record.status = "finished"
+        # the trackers get task i before its state is kept: an interrupted task is redone and
+        # logged again, never lost
+        self.tracker.log_task(i, record.acc_matrix[i][: i + 1], task_scalars(record.to_dict(), i))
+        if record.status == "finished":
+            self.tracker.log_final(record.to_dict())
         else:
             save_resume(self.folder, self.strategy, self.plugins,
                         {"next": i + 1, "record": record.to_dict(), "rows": self.rows,
@@ -320,8 +335,3 @@ class Run:
         write_run(self.folder, record.to_dict(), self.rows)
         atomic_write_text(self.folder / "train_log.csv", self.log.csv())
         self.say(f"task {i + 1}/{self.T} done")
-        writer = self.log.writer
-        if writer is not None:
-            for j, acc in enumerate(record.acc_matrix[i][: i + 1]):
-                writer.add_scalar(f"eval/accuracy/task_{j}", acc, i)
-            writer.flush()

@@ -101,5 +101,4 @@ def compact_for_task(model: nn.Module, task: int) -> tuple[nn.Module, dict]:
     dropped_keys = sum(compact_keys(a) for a in attentions)
     fold_masked_linears(backbone)
     removed_units = sum(compact_ffn(block.mlp) for block in anatomy.blocks(backbone))
-    backbone.__dict__.pop("_task_modules", None)  # the cache lists modules replaced above
     return backbone, {"ffn_units_removed": removed_units, "keys_dropped": dropped_keys}

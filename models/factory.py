@@ -2,17 +2,24 @@
 
 ``create_backbone(name, img_size=..., in_chans=..., pretrained=PATH)`` returns a timm model with
 ``num_classes=0`` (its forward returns the pooled features, ``model.num_features`` wide).
-``pretrained`` is always a local file (a timm checkpoint or one of ours); the network is never
-used. Tiny configs are timm architectures with small overrides, so they are ordinary timm models.
+``pretrained`` is a local file (a timm checkpoint or one of ours) or ``"hub"``: the backbone's
+timm pretrained tag from the local Hugging Face cache, filled from the network only on an opt-in
+(``--download``, or ``HF_HUB_OFFLINE=0``: :func:`hub_weights`). Tiny configs are timm architectures
+with small overrides, so they are ordinary timm models.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import timm
 import torch
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import hf_hub_download, try_to_load_from_cache
+from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 from timm.models import cait, deit, vision_transformer
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -95,7 +102,10 @@ def create_backbone(
     pretrained: str | Path | None = None,
     **overrides,
 ) -> nn.Module:
-    """Build backbone ``name`` (features only) and optionally load a local checkpoint file."""
+    """Build backbone ``name`` (features only) and optionally load a local checkpoint file, or
+    with ``pretrained="hub"`` its timm pretrained tag (:func:`create_hub_backbone`)."""
+    if isinstance(pretrained, str) and pretrained == HUB:
+        return create_hub_backbone(name, img_size=img_size, in_chans=in_chans, **overrides)[0]
     arch, kwargs = resolve(name, img_size, in_chans, **overrides)
     model = timm.create_model(arch, pretrained=False, num_classes=0,
                               **maskable_attention_kwargs(family(name)), **kwargs)
@@ -168,6 +178,137 @@ def load_checkpoint(model: nn.Module, path: str | Path, keep_head: bool = False)
             f"checkpoint {path} does not fit this backbone: missing {sorted(missing)[:5]}, "
             f"unexpected {sorted(unexpected)[:5]}"
         )
+
+
+HUB = "hub"  # ``--pretrained hub``: the backbone's timm pretrained tag (its hub weights)
+# T2T-ViT's official ImageNet checkpoints (timm hosts none): the files to give --pretrained
+T2T_RELEASE = "https://github.com/yitu-opensource/T2T-ViT/releases/download/main/"
+T2T_FILES = {"t2t_vit_7": "71.7_T2T_ViT_7.pth.tar", "t2t_vit_10": "75.2_T2T_ViT_10.pth.tar",
+             "t2t_vit_12": "76.5_T2T_ViT_12.pth.tar", "t2t_vit_14": "81.5_T2T_ViT_14.pth.tar"}
+
+
+@dataclass(frozen=True)
+class HubWeights:
+    """A timm pretrained tag's weights file in the local Hugging Face cache."""
+
+    tag: str  # timm's <architecture>.<tag>, e.g. deit_tiny_patch16_224.fb_in1k
+    repo: str  # its hub repository, e.g. timm/deit_tiny_patch16_224.fb_in1k
+    path: Path  # <cache>/models--<repo>/snapshots/<revision>/<file>
+
+    def meta(self) -> dict:
+        """What a run records of its start (the record's ``base``)."""
+        return {"base": "hub", "tag": self.tag, "repo": self.repo,
+                "revision": self.path.parent.name, "file": self.path.name}
+
+
+def hub_pretrained_cfg(name: str):
+    """timm's pretrained cfg of backbone ``name``'s default tag, which must have hub weights;
+    a BackboneError that names the offline alternative otherwise (T2T-ViT: the official file)."""
+    if name in SUITE_MODELS:
+        if name in T2T_FILES:
+            raise BackboneError(
+                f"--pretrained hub: timm hosts no T2T-ViT weights; download the official "
+                f"release {T2T_RELEASE}{T2T_FILES[name]} and give --pretrained FILE")
+        raise BackboneError(
+            f"--pretrained hub: {name} is one of the suite's own configs (models/registered.py), "
+            "with no hub weights; give --pretrained FILE, or leave --pretrained out to pre-train "
+            "it on the stream's base")
+    arch, _ = resolve(name)
+    cfg = timm.models.get_pretrained_cfg(arch)
+    if cfg is None or not cfg.hf_hub_id:
+        raise BackboneError(f"--pretrained hub: timm has no hub weights for {name}; give "
+                            "--pretrained FILE")
+    return cfg
+
+
+def _hub_files(filename: str | None) -> list[str]:
+    """The files timm reads for a hub tag, in its order: the safetensors version of a pickle
+    first (``timm.models._hub.load_state_dict_from_hf``)."""
+    filename = filename or "pytorch_model.bin"
+    safe = {"pytorch_model.bin": "model.safetensors",
+            "open_clip_pytorch_model.bin": "open_clip_model.safetensors"}.get(filename)
+    if safe is None and filename.endswith(".bin"):
+        safe = filename[:-4] + ".safetensors"
+    return [filename] if safe is None else [safe, filename]
+
+
+def hub_weights(name: str, *, fetch: bool = False, network: bool = False) -> HubWeights | None:
+    """Backbone ``name``'s hub weights in the local Hugging Face cache (huggingface_hub's own
+    look-up, no network). Not cached, the network may be used when ``network`` (the caller's
+    opt-in: ``--download``) or ``HF_HUB_OFFLINE=0`` says so; if not, a one-line BackboneError
+    naming the offline alternative. Then ``fetch`` downloads the file into the cache (a failure
+    is the same kind of error), and without it the answer is None (not cached, fetchable)."""
+    cfg = hub_pretrained_cfg(name)
+    tag = f"{cfg.architecture}.{cfg.tag}" if cfg.tag else cfg.architecture
+    repo, _, revision = cfg.hf_hub_id.partition("@")
+    files = _hub_files(cfg.hf_hub_filename)
+    for filename in files:
+        cached = try_to_load_from_cache(repo, filename, revision=revision or None)
+        if isinstance(cached, str):
+            return HubWeights(tag, repo, Path(cached))
+    if not network and hf_constants.HF_HUB_OFFLINE:
+        raise BackboneError(
+            f"--pretrained hub: {tag} is not in the local Hugging Face cache "
+            f"({hf_constants.HF_HUB_CACHE}) and the network is off (HF_HUB_OFFLINE=1); give "
+            "--pretrained FILE, or --download on a connected machine to fetch it")
+    if not fetch:
+        return None
+    try:
+        return HubWeights(tag, repo, _download(repo, files, revision or None))
+    except Exception as e:  # the hub unreachable, no such repository, ...: one line
+        reason = ("the hub is unreachable" if isinstance(e, LocalEntryNotFoundError) else
+                  (str(e).strip() or type(e).__name__).splitlines()[0])
+        raise BackboneError(f"--pretrained hub: cannot download {tag} from the Hugging Face hub "
+                            f"({reason}); give --pretrained FILE, or fetch it on a connected "
+                            "machine into the Hugging Face cache this one reads") from e
+
+
+def _download(repo: str, files: list[str], revision: str | None) -> Path:
+    """The first of ``files`` that the hub repository has, downloaded into the local cache.
+    huggingface_hub's offline mode is lifted for these calls only (the caller opted in), and its
+    retry warnings are silenced: a failure is one line."""
+    logger = logging.getLogger("huggingface_hub")
+    level, offline = logger.level, hf_constants.HF_HUB_OFFLINE
+    logger.setLevel(logging.ERROR)
+    hf_constants.HF_HUB_OFFLINE = False
+    try:
+        for filename in files[:-1]:
+            try:
+                return Path(hf_hub_download(repo, filename, revision=revision))
+            except EntryNotFoundError as e:  # not in the repository: timm's next file
+                if isinstance(e, LocalEntryNotFoundError):  # the hub is unreachable
+                    raise
+        return Path(hf_hub_download(repo, files[-1], revision=revision))
+    finally:
+        hf_constants.HF_HUB_OFFLINE = offline
+        logger.setLevel(level)
+
+
+def create_hub_backbone(name: str, *, img_size: int | None = None, in_chans: int | None = None,
+                        network: bool = False, **overrides) -> tuple[nn.Module, int, HubWeights]:
+    """Backbone ``name`` (features only) with its timm pretrained tag's weights: the file in the
+    local Hugging Face cache (:func:`hub_weights`; downloaded first only when the caller opted
+    in, ``network`` or ``HF_HUB_OFFLINE=0``), loaded by ``timm.create_model(...,
+    pretrained=True)`` with timm's own filter (position embeddings resampled, input channels
+    adapted). timm reads that very file (the one the record names; no hub look-up at load
+    time). It is built with the tag's classifier, so the load is strict as a local file's (every
+    parameter present), then the head is dropped; returns (model, the head's parameter count,
+    counted in storage like a local file's ``head.*``, the weights)."""
+    weights = hub_weights(name, fetch=True, network=network)
+    arch, kwargs = resolve(name, img_size, in_chans, **overrides)
+    cfg = timm.models.get_pretrained_cfg(arch)
+    local = {"file": str(weights.path), "source": None, "custom_load": False}
+    try:
+        model = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=local,
+                                  num_classes=cfg.num_classes or 0,
+                                  **maskable_attention_kwargs(family(name)), **kwargs)
+    except RuntimeError as e:  # a strict load that does not fit
+        raise BackboneError(f"--pretrained hub: {weights.tag} does not fit backbone {name}: "
+                            f"{str(e).strip().splitlines()[0]}") from e
+    base_head = sum(v.numel() for k, v in model.state_dict().items() if k.startswith("head."))
+    model.reset_classifier(0)
+    set_prefix_tokens(model)
+    return model, base_head, weights
 
 
 def create_pretrained_classifier(name: str, pretrained: str | Path, *,

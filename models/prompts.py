@@ -34,13 +34,14 @@ fp32) — and hands it to every :class:`QueryTaker` (``set_query(q)``, after ``s
 every caller of the model (its heads, the probe, the template's calibration) gets the prompts of
 its own inputs.
 
-Tokens enter and leave through forward hooks on the blocks (as adapters and LoRA do), each given
-its source as an argument; they only move tokens, so parameter names and checkpoints are
-unchanged. Where prompts go: blocks with token self-attention over the flat sequence (ViT/DeiT,
-T2T-ViT's blocks, CaiT's self-attention stage; CaiT's class-attention blocks get no deep prompts
-or prefixes: their only query is the class token). LaViT is refused: its less-attention layers
-map the N x N scores through learned N x N transforms tied to the token grid, so neither the
-sequence nor the keys can grow.
+Tokens enter and leave through forward hooks on the blocks (shallow ones leave at the final
+norm), each given its source as an argument; they only move tokens (as adapters and LoRA, hooks
+keep parameter names and checkpoints unchanged) and never run a forward. Where prompts go:
+blocks with token self-attention over the flat sequence (ViT/DeiT, T2T-ViT's blocks, CaiT's
+self-attention stage; CaiT's class-attention blocks get no deep prompts or prefixes: their only
+query is the class token). LaViT is refused: its less-attention layers map the N x N scores
+through learned N x N transforms tied to the token grid, so neither the sequence nor the keys
+can grow.
 """
 
 from __future__ import annotations
@@ -200,8 +201,9 @@ def drop_prompts_after_norm(norm: nn.Module, args: tuple, output: torch.Tensor, 
 class LayerPrefix(PromptSource, nn.Module):
     """An attention layer's ``prefix`` (``AttentionHooks.with_prefix``): ``give()`` -> the
     layer's (keys, values), each (L, d) or (B, L, d), or None; nothing while it is off. It holds
-    no parameters: ``give`` is a bound method of the module that owns every layer's prefixes
-    (``models.prompt_pools``), which is a submodule elsewhere in the backbone."""
+    no parameters: ``give`` is the ``layer_prefix`` method, bound to the layer, of the module that
+    owns every layer's prefixes (``models.prompt_pools``; a submodule elsewhere in the backbone,
+    so not one of this module's)."""
 
     def __init__(self, give: Callable[[], tuple[torch.Tensor, torch.Tensor] | None]):
         super().__init__()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from models.multitask import MultiTaskViT
-from strategies.common import ContinualTemplate
+from strategies.common import Skeleton
 from strategies.registry import register_strategy
 from strategies.storage import head_only_storage
 
@@ -31,9 +31,4 @@ from strategies.storage import head_only_storage
 def build_classifier(backbone, hp, settings):
     if settings.head_init == "probe":
         settings = dataclasses.replace(settings, epochs=0, steps_per_task=None)
-    return ContinualTemplate(
-        model=MultiTaskViT(backbone),
-        param_groups=lambda m, task: [{"params": list(m.heads[str(task)].parameters()),
-                                       "lr": hp["head_lr"]}],
-        settings=settings, schedule=hp["schedule"],
-    )
+    return Skeleton().build(MultiTaskViT(backbone), hp, settings)  # no lr: the head alone

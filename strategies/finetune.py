@@ -7,7 +7,7 @@ features they were not trained on.
 from __future__ import annotations
 
 from models.multitask import MultiTaskViT
-from strategies.common import ContinualTemplate
+from strategies.common import Skeleton
 from strategies.registry import register_strategy
 from strategies.storage import head_only_storage
 
@@ -16,18 +16,16 @@ FINE_TUNING_HPARAMS = {"optimizer": "adamw", "lr": 5e-4, "head_lr": 1e-3, "weigh
 FINE_TUNING_SPACE = {"lr": [1e-4, 3e-4, 5e-4, 1e-3], "head_lr": [1e-3, 3e-3]}
 
 
-def fine_tuning(model, hp: dict, settings, plugins=(),
-                template: type[ContinualTemplate] = ContinualTemplate) -> ContinualTemplate:
-    """Train the task's backbone at ``lr`` and every head at ``head_lr`` (earlier heads get
-    gradients only from a plugin's loss on them, e.g. LwF's distillation)."""
+class FineTuning(Skeleton):
+    """Train the task's backbone (``MultiTaskViT.backbone_for``) at ``lr`` and every head at
+    ``head_lr`` (earlier heads get gradients only from a plugin's loss on them, e.g. LwF's
+    distillation), with ``hp["optimizer"]`` and ``hp["weight_decay"]``."""
 
-    def groups(m, task):
-        return [{"params": list(m.backbone_for(task).parameters()), "lr": hp["lr"]},
-                {"params": list(m.heads.parameters()), "lr": hp["head_lr"]}]
+    def trains(self, model, task: int):
+        return model.backbone_for(task).parameters()
 
-    return template(model=model, param_groups=groups, settings=settings,
-                             plugins=plugins, optimizer=hp["optimizer"],
-                             weight_decay=hp["weight_decay"], schedule=hp["schedule"])
+    def heads(self, model, task: int):
+        return model.heads.parameters()
 
 
 @register_strategy(
@@ -43,4 +41,4 @@ def fine_tuning(model, hp: dict, settings, plugins=(),
     task_inference="max_logit",  # features do not depend on the task: one growing head
 )
 def build_finetune(backbone, hp, settings):
-    return fine_tuning(MultiTaskViT(backbone), hp, settings)
+    return FineTuning().build(MultiTaskViT(backbone), hp, settings)

@@ -71,8 +71,7 @@ from models import anatomy
 from models.adapters import adapter_params, add_adapters
 from models.masked_linear import make_masked
 from models.masks import SigmoidGateRule, TaskMask
-from models.multitask import MultiTaskViT
-from strategies.common import ContinualTemplate
+from strategies.common import ContinualTemplate, ExtraGroup
 from strategies.masking import TaskMaskPlugin
 from strategies.registry import register_strategy
 from strategies.storage import FP32, StorageItem, head_items
@@ -137,8 +136,43 @@ def embedding_compensation(e: torch.Tensor, s: float, s_max: float) -> torch.Ten
     return s_max / s * num / (torch.cosh(e) + 1)
 
 
+_flushing = False  # what flushing_denormals last set: torch has no getter for the flag
+
+
+@contextmanager
+def flushing_denormals() -> Iterator[None]:
+    """Subnormal floats flushed to zero inside the block, the previous setting restored after
+    (also on an error). Annealed gates sigmoid(s e) reach subnormal floats (e.g. s e = -100), and
+    every matmul with such weights is far slower on CPU; flushing changes values only below
+    1.2e-38 (no-op where unsupported). ``torch.set_flush_denormal`` is process-wide and cannot be
+    read back, so the previous value is the one this function last set (off, torch's default,
+    outside any block): nothing else in the suite sets it."""
+    global _flushing
+    previous = _flushing
+    torch.set_flush_denormal(True)
+    _flushing = True
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(previous)
+        _flushing = previous
+
+
+class HATTemplate(ContinualTemplate):
+    """The template whose training (``train``, every experience and hook in it) runs under
+    :func:`flushing_denormals`; evaluation and everything after training run as usual."""
+
+    def train(self, *args, **kwargs):
+        with flushing_denormals():
+            return super().train(*args, **kwargs)
+
+
 class HATPlugin(TaskMaskPlugin):
-    """HAT as an Avalanche plugin on a ``MultiTaskViT`` (see the module docstring)."""
+    """HAT as an Avalanche plugin on a ``MultiTaskViT`` (see the module docstring): it trains
+    :meth:`trains` at ``lr``, its gates at ``gate_lr`` and the head at ``head_lr``, with
+    ``hp["optimizer"]`` in a :class:`HATTemplate`."""
+
+    template_type = HATTemplate
 
     def __init__(self, *, units: str = "adapters", hidden: int = 64, s_max: float = 400.0,
                  c: float = 0.75, clamp: float = 6.0, shared: str = "first_task"):
@@ -173,15 +207,19 @@ class HATPlugin(TaskMaskPlugin):
             gates.append(gate)
         return gates
 
-    def weights(self, backbone) -> list:
-        """The backbone parameters a task trains: the gated layers' weights and biases (under
-        the gradient masks) and, for the first task with ``shared="first_task"``, the rest."""
+    def trains(self, model, task: int) -> list:
+        """What a task trains at ``lr``: the gated layers' weights and biases (under the gradient
+        masks) and, for the first task with ``shared="first_task"``, the rest of the backbone."""
         gated = {id(p) for layer in self.layers for p in layer.linear.parameters(recurse=False)}
         first = not any(m.finished_tasks() for m in self.masks)
         everything = first and self.shared == "first_task"
         skip = {id(p) for p in self.trainable()}
-        return [p for p in backbone.parameters()
+        return [p for p in model.backbone.parameters()
                 if id(p) not in skip and (id(p) in gated or everything)]
+
+    def extra_groups(self, model, task: int) -> list[ExtraGroup]:
+        """The task's gate embeddings at ``gate_lr``."""
+        return [ExtraGroup("gate_lr", self.trainable())]
 
     def before_training_exp(self, strategy, **kwargs):
         task = strategy.experience.task_label
@@ -230,37 +268,6 @@ class HATPlugin(TaskMaskPlugin):
         self.cumulative = []  # derived from the kept gates for each task: never saved, or moved
 
 
-_flushing = False  # what flushing_denormals last set: torch has no getter for the flag
-
-
-@contextmanager
-def flushing_denormals() -> Iterator[None]:
-    """Subnormal floats flushed to zero inside the block, the previous setting restored after
-    (also on an error). Annealed gates sigmoid(s e) reach subnormal floats (e.g. s e = -100), and
-    every matmul with such weights is far slower on CPU; flushing changes values only below
-    1.2e-38 (no-op where unsupported). ``torch.set_flush_denormal`` is process-wide and cannot be
-    read back, so the previous value is the one this function last set (off, torch's default,
-    outside any block): nothing else in the suite sets it."""
-    global _flushing
-    previous = _flushing
-    torch.set_flush_denormal(True)
-    _flushing = True
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(previous)
-        _flushing = previous
-
-
-class HATTemplate(ContinualTemplate):
-    """The template whose training (``train``, every experience and hook in it) runs under
-    :func:`flushing_denormals`; evaluation and everything after training run as usual."""
-
-    def train(self, *args, **kwargs):
-        with flushing_denormals():
-            return super().train(*args, **kwargs)
-
-
 def hat_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
     """Per task: 1 bit per gated unit + the fp32 head."""
     if hp["units"] == "adapters":
@@ -303,14 +310,4 @@ def hat_shared_storage(backbone, hp: dict) -> list[StorageItem]:
 def build_hat(backbone, hp, settings):
     plugin = HATPlugin(units=hp["units"], hidden=hp["hidden"], s_max=hp["s_max"], c=hp["c"],
                        clamp=hp["clamp"], shared=hp["shared"])
-    model = MultiTaskViT(backbone)
-    plugin.install(model)
-
-    def groups(m, task):
-        return [{"params": plugin.weights(m.backbone), "lr": hp["lr"]},
-                {"params": plugin.trainable(), "lr": hp["gate_lr"]},
-                {"params": list(m.heads[str(task)].parameters()), "lr": hp["head_lr"]}]
-
-    return HATTemplate(model=model, param_groups=groups, settings=settings,
-                       plugins=[plugin], optimizer=hp["optimizer"],
-                       momentum=hp["momentum"], schedule=hp["schedule"])
+    return plugin.template(backbone, settings, hp)

@@ -7,7 +7,7 @@ costs a full fp32 backbone.
 from __future__ import annotations
 
 from models.multitask import PerTaskBackboneViT
-from strategies.finetune import FINE_TUNING_HPARAMS, FINE_TUNING_SPACE, fine_tuning
+from strategies.finetune import FINE_TUNING_HPARAMS, FINE_TUNING_SPACE, FineTuning
 from strategies.registry import register_strategy
 from strategies.storage import FP32, StorageItem, head_items, param_count
 
@@ -29,4 +29,4 @@ def individual_storage(backbone, n_classes, hp):
     paper="upper bound (MEAT paper's Individual)",
 )
 def build_individual(backbone, hp, settings):
-    return fine_tuning(PerTaskBackboneViT(backbone), hp, settings)
+    return FineTuning().build(PerTaskBackboneViT(backbone), hp, settings)

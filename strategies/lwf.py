@@ -33,7 +33,7 @@ from avalanche.training.plugins import LwFPlugin
 
 from models.multitask import MultiTaskViT
 from strategies.common import ContinualTemplate
-from strategies.finetune import FINE_TUNING_HPARAMS, FINE_TUNING_SPACE, fine_tuning
+from strategies.finetune import FINE_TUNING_HPARAMS, FINE_TUNING_SPACE, FineTuning
 from strategies.registry import register_strategy
 from strategies.storage import head_only_storage
 
@@ -50,6 +50,12 @@ class LwFTemplate(ContinualTemplate):
             feats = self.model.features(self.mb_x, task)
         self.mb_head_logits = {int(t): self.model.logits(int(t), feats) for t in self.model.heads}
         return self.mb_head_logits[task]
+
+
+class LwFTraining(FineTuning):
+    """Fine-tuning in the :class:`LwFTemplate`."""
+
+    template_type = LwFTemplate
 
 
 class OneForwardLwF(LwFPlugin):
@@ -104,5 +110,4 @@ class OneForwardLwF(LwFPlugin):
 )
 def build_lwf(backbone, hp, settings):
     plugin = OneForwardLwF(alpha=hp["alpha"], temperature=hp["temperature"])
-    return fine_tuning(MultiTaskViT(backbone), hp, settings, plugins=[plugin],
-                       template=LwFTemplate)
+    return LwFTraining().build(MultiTaskViT(backbone), hp, settings, plugins=[plugin])

@@ -1,14 +1,15 @@
-"""What the per-task mask and gate strategies share (MEAT, Piggyback, HAT).
+"""What the per-task mask and gate strategies share (MEAT, Piggyback, SupSup, HAT).
 
 :class:`TaskMaskPlugin` is the Avalanche plugin skeleton (a ``strategies.common.BackbonePlugin``):
 ``install(model)`` (once, before training; the strategy builders do it) lets the subclass put its
 :class:`models.masks.TaskMask` modules into the backbone (``create_masks``) and freezes the
-backbone. The rest of the per-task
-lifecycle is the model's and the template's: ``MultiTaskViT.adaptation`` adds each new task's
-trainable tensor to every mask, the template builds the task's optimizer from the strategy's
-parameter groups (:meth:`TaskMaskPlugin.trainable` lists the masks' tensors) and, after the task,
-``MultiTaskViT.finish_task`` binarizes and bit-packs its masks. Subclasses add their losses and
-updates through further callbacks.
+backbone. The rest of the per-task lifecycle is the model's and the template's:
+``MultiTaskViT.adaptation`` adds each new task's trainable tensor to every mask, the template
+builds the task's optimizer from the skeleton's groups (``strategies.common.Skeleton``: by default
+the masks' tensors at ``lr`` and the task's head at ``head_lr``, as Piggyback and SupSup train;
+HAT and MEAT declare their masks as extra groups, :meth:`TaskMaskPlugin.trainable` listing their
+tensors) and, after the task, ``MultiTaskViT.finish_task`` binarizes and bit-packs its masks.
+Subclasses add their losses and updates through further callbacks.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from torch import nn
 
 from models.masked_linear import make_masked
 from models.masks import TaskMask
-from models.multitask import MultiTaskViT
-from strategies.common import BackbonePlugin, ContinualTemplate
+from strategies.common import BackbonePlugin
 
 
 class TaskMaskPlugin(BackbonePlugin):
@@ -51,17 +51,3 @@ def mask_weights(layers: list[nn.Module], rule, kind: str = "weight") -> list[Ta
         make_masked(layer).weight_mask = mask
         masks.append(mask)
     return masks
-
-
-def masks_and_head(plugin: TaskMaskPlugin, backbone: nn.Module, settings, *, mask_lr: float,
-                   head_lr: float, schedule: str) -> ContinualTemplate:
-    """The template of a strategy that trains only its masks (at ``mask_lr``) and the task's
-    head (at ``head_lr``) on a frozen backbone."""
-    model = MultiTaskViT(backbone)
-    plugin.install(model)
-    return ContinualTemplate(
-        model=model,
-        param_groups=lambda m, task: [
-            {"params": plugin.trainable(), "lr": mask_lr},
-            {"params": list(m.heads[str(task)].parameters()), "lr": head_lr}],
-        settings=settings, schedule=schedule)

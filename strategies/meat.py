@@ -17,8 +17,11 @@ entry starts kept, gamma = 4, tau = 1) by default; the paper's U(-gamma, gamma) 
 
 Optimizer (``strategies.schedules``): AdamW, one rate per parameter kind, each given as the
 paper's *base* rate and scaled by the run's batch, lr = base x batch / 1024 (``lr_scaling``):
-heads 5e-4 and masks 0.1 (the paper's values). The masks' base is a two-logit rate; the
-one-logit form trains at ``one_logit_lr`` = 2 x the scaled rate, the same speed. Heads: weight
+heads 5e-4 and masks 0.1 (the paper's values). MEAT trains only masks, of two kinds at two
+rates, so it has no ``lr``: its masks are the skeleton's extra groups
+(``strategies.common.Skeleton``) at the paper's ``token_mask_lr`` and ``ffn_mask_lr``. The masks'
+base is a two-logit rate; the one-logit form trains at ``one_logit_lr`` = 2 x the scaled rate,
+the same speed. Heads: weight
 decay 0.05 (official code), masks none. Schedule: warm-up over the first sixth of the task, then
 cosine (official code: 5 of 30 epochs). At the paper's budgets (hundreds to thousands of steps at
 batch 256) a logit starting at 2 gamma = 8 can cross 0; at another budget the registered rates
@@ -35,11 +38,10 @@ from models import anatomy
 from models.attention import maskable_attention
 from models.masked_linear import make_masked
 from models.masks import GumbelRule, TaskMask
-from models.multitask import MultiTaskViT
-from strategies.common import ContinualTemplate
+from strategies.common import ExtraGroup
 from strategies.masking import TaskMaskPlugin
 from strategies.registry import register_strategy
-from strategies.schedules import PaperBudget, linear_scaled, one_logit_lr
+from strategies.schedules import PaperBudget, one_logit_lr
 from strategies.storage import StorageItem, head_items
 
 # 30 epochs at batch 256 over the six datasets' 128,934 training images (CUB 5,994, Cars 8,144,
@@ -65,8 +67,8 @@ class MEATPlugin(TaskMaskPlugin):
     """MEAT on a ``models.multitask.MultiTaskViT``: one set of mask logits per task, bit-packed
     after the task; the backbone is frozen.
 
-    ``install(model)`` puts the masks into the model once; ``build_meat`` gives the template
-    with MEAT's optimizer groups.
+    ``install(model)`` puts the masks into the model once; ``template`` gives the strategy, its
+    masks trained as :meth:`extra_groups`.
     """
 
     def __init__(self, *, alpha: float = 2.0, lam: float = 0.9, gamma: float = 4.0,
@@ -96,6 +98,12 @@ class MEATPlugin(TaskMaskPlugin):
                                                        kind="ffn").to(device)
                 self.ffn_masks.append(fc.weight_mask)
         return [*self.token_masks, *self.ffn_masks]
+
+    def extra_groups(self, model, task: int) -> list[ExtraGroup]:
+        """Token masks at ``token_mask_lr`` and FFN masks at ``ffn_mask_lr``, both through the
+        one-logit rule (module docstring)."""
+        return [ExtraGroup("token_mask_lr", self.trainable(self.token_masks), one_logit_lr),
+                ExtraGroup("ffn_mask_lr", self.trainable(self.ffn_masks), one_logit_lr)]
 
     def before_backward(self, strategy, **kwargs):
         samples = [m.last_sample for m in self.token_masks if m.last_sample is not None]
@@ -138,20 +146,4 @@ def build_meat(backbone, hp, settings):
     plugin = MEATPlugin(alpha=hp["alpha"], lam=hp["lam"], gamma=hp["gamma"], tau=hp["tau"],
                         init=hp["init"], layers=hp["layers"], keep_diagonal=hp["keep_diagonal"],
                         token_masks=hp["token_masks"], ffn_masks=hp["ffn_masks"])
-
-    def rate(name):
-        return linear_scaled(hp[name], settings.batch_size, hp["lr_scaling"])
-
-    def groups(model, task):
-        return [
-            {"params": plugin.trainable(plugin.token_masks),
-             "lr": one_logit_lr(rate("token_mask_lr"))},
-            {"params": plugin.trainable(plugin.ffn_masks), "lr": one_logit_lr(rate("ffn_mask_lr"))},
-            {"params": list(model.heads[str(task)].parameters()), "lr": rate("head_lr"),
-             "weight_decay": hp["head_weight_decay"]},
-        ]
-
-    model = MultiTaskViT(backbone)
-    plugin.install(model)
-    return ContinualTemplate(model=model, param_groups=groups, settings=settings,
-                             plugins=[plugin], schedule=hp["schedule"])
+    return plugin.template(backbone, settings, hp)

@@ -10,7 +10,8 @@ projection, and its Linears are where its weights are). Biases, LayerNorms, embe
 are not masked. After a task its masks are kept bit-packed: 1 bit per masked weight, plus the
 head.
 
-Optimizer: the paper's Adam at 1e-4 for masks and heads (AdamW with no weight decay), x0.1 from
+Optimizer: the paper's Adam at 1e-4 for scores (``lr``; recorded as ``mask_lr``,
+``strategies.registry.RECORDED_NAMES``) and heads (AdamW with no weight decay), x0.1 from
 the middle of the task on (the paper: at epoch 15 of 30; ``schedule="step"``, any schedule of
 ``strategies.schedules`` can be chosen). A score must travel init - threshold = 5e-3 before its
 weight is masked: at 1e-4 per Adam step, at least 50 steps of consistent sign at the full rate.
@@ -22,14 +23,14 @@ from __future__ import annotations
 
 from models import anatomy
 from models.masks import TaskMask, ThresholdRule
-from strategies.masking import TaskMaskPlugin, mask_weights, masks_and_head
+from strategies.masking import TaskMaskPlugin, mask_weights
 from strategies.registry import register_strategy
 from strategies.schedules import PaperBudget
 from strategies.storage import StorageItem, head_items
 
 # 30 epochs at batch 32 over the paper's five datasets (CUBS 5,994, Stanford Cars 8,144, Flowers
 # 2,040, WikiArt 42,129, Sketch 16,000 training images): 14,861 a task on average
-PAPER_BUDGET = PaperBudget(epochs=30, images=14_861, batch=32, rates=("mask_lr", "head_lr"))
+PAPER_BUDGET = PaperBudget(epochs=30, images=14_861, batch=32, rates=("lr", "head_lr"))
 
 
 def masked_layers(backbone, patch_embed: bool) -> list:
@@ -60,10 +61,10 @@ def piggyback_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
 
 @register_strategy(
     "piggyback",
-    hparams={"mask_lr": 1e-4, "head_lr": 1e-4, "schedule": "step", "init": 1e-2,
+    hparams={"lr": 1e-4, "head_lr": 1e-4, "schedule": "step", "init": 1e-2,
              "threshold": 5e-3, "patch_embed": False},
     defaults="paper",
-    search_space={"mask_lr": [1e-4, 1e-3, 1e-2, 1e-1], "head_lr": [1e-4, 1e-3, 3e-3]},
+    search_space={"lr": [1e-4, 1e-3, 1e-2, 1e-1], "head_lr": [1e-4, 1e-3, 3e-3]},
     storage=piggyback_storage,
     trains="a real-valued score per weight of every block Linear (qkv, proj, fc1, fc2), "
            "thresholded to a binary mask + head; backbone frozen",
@@ -76,5 +77,4 @@ def piggyback_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
 def build_piggyback(backbone, hp, settings):
     plugin = PiggybackPlugin(init=hp["init"], threshold=hp["threshold"],
                              patch_embed=hp["patch_embed"])
-    return masks_and_head(plugin, backbone, settings, mask_lr=hp["mask_lr"], head_lr=hp["head_lr"],
-                          schedule=hp["schedule"])
+    return plugin.template(backbone, settings, hp)

@@ -5,12 +5,28 @@ an Avalanche strategy (a ``SupervisedTemplate`` whose model is a multi-head ``Mu
 Next to the builder, registration declares what the strategy keeps per task (for the storage
 bill), whether it can forget, and its paper defaults — the facts the README table and the
 ``storage`` command print.
+
+Hyperparameter names. The rate of what a strategy trains (the first optimizer group of
+``strategies.common.Skeleton``) is ``lr`` in every strategy's code and registration, and ``lr`` is
+accepted on input (suite files' ``hparams:``, ``tuned/*.yaml``, :func:`resolve_hparams`,
+``make_strategy(hparams=...)``). Piggyback's and SupSup's runs were first recorded under another
+name for it (:data:`RECORDED_NAMES`, the alias table), and a run's id hashes its resolved
+hyperparameters (``benchmarks.config.RunConfig.run_id``): so that committed run ids, records and
+tuned files stay valid, their hyperparameters are *recorded* under that name, which input accepts
+as well. The registry therefore speaks recorded names (a :class:`StrategyInfo`'s ``hparams``,
+``search_space`` and ``paper_budget``; what :func:`resolve_hparams` and :func:`budget_hparams`
+return) and a builder reads code names: :meth:`StrategyInfo.build` hands it ``hp`` through
+:meth:`StrategyInfo.in_code`, the one translation (storage functions read no rates). Rates of
+extra groups and heads keep their own names: HAT's ``gate_lr``; MEAT's ``token_mask_lr`` and
+``ffn_mask_lr`` (MEAT trains only masks, two kinds at two rates, so it has no ``lr``: the names
+are the paper's, and the runner's warnings name a mask kind's rate ``<kind>_mask_lr``);
+``head_lr``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from torch import Tensor, nn
 
@@ -50,11 +66,26 @@ SharedStorageFn = Callable[[nn.Module, dict], list[StorageItem]]
 # "paper+suite" adds the suite's own where the paper gives none; "suite": the suite's own.
 DEFAULT_SOURCES = ("paper", "paper+code", "paper+suite", "suite")
 
+# {strategy: {code name: recorded name}}: the alias table of the module docstring. Piggyback's and
+# SupSup's rates of their scores were first recorded as ``mask_lr`` and ``score_lr``.
+RECORDED_NAMES: dict[str, dict[str, str]] = {
+    "piggyback": {"lr": "mask_lr"},
+    "supsup": {"lr": "score_lr"},
+}
 
-@dataclass
+
+def _renamed(d: dict, names: dict[str, str]) -> dict:
+    """``d`` with the keys that ``names`` maps renamed, in order."""
+    return {names.get(k, k): v for k, v in d.items()}
+
+
+@dataclass(kw_only=True)
 class StrategyInfo:
+    """A registration (:func:`register_strategy`), its hyperparameters under their recorded names
+    (module docstring)."""
+
     name: str
-    build: Builder
+    builder: Builder  # as registered: reads its hyperparameters under their code names
     hparams: dict
     storage: StorageFn  # (backbone, n_classes of the task, hparams) -> what task t keeps
     trains: str
@@ -69,6 +100,19 @@ class StrategyInfo:
     refuses: dict[str, str]  # {backbone family: why the strategy cannot run on it}
     task_inference: str  # how it infers the task without a task id (models.task_inference)
     paper_budget: PaperBudget | None  # the budget its registered rates belong to (None: any)
+    recorded_names: dict[str, str]  # {code name: recorded name}: RECORDED_NAMES[name]
+
+    def recorded_name(self, key: str) -> str:
+        """The name hyperparameter ``key`` (in either spelling) is recorded under."""
+        return self.recorded_names.get(key, key)
+
+    def in_code(self, hp: dict) -> dict:
+        """``hp`` (in either spelling) under the names the strategy's code reads."""
+        return _renamed(hp, {recorded: key for key, recorded in self.recorded_names.items()})
+
+    def build(self, backbone: nn.Module, hp: dict, settings: TrainSettings):
+        """The strategy on ``backbone`` (an Avalanche template)."""
+        return self.builder(backbone, self.in_code(hp), settings)
 
 
 STRATEGIES: dict[str, StrategyInfo] = {}
@@ -112,6 +156,8 @@ def register_strategy(
     ``paper_budget``: the paper's budget per task that the registered rates belong to
     (``strategies.schedules.PaperBudget``); runs at another budget scale them to the paper's
     learning-rate mass (:func:`budget_hparams`).
+    Names are the code's (``lr`` for the rate of what the strategy trains); the registry keeps
+    them under their recorded names (module docstring).
     """
     space = {k: list(v) for k, v in (search_space or {}).items()}
     unknown = set(space) - set(hparams)
@@ -129,10 +175,16 @@ def register_strategy(
     def deco(build: Builder) -> Builder:
         if name in STRATEGIES:
             raise ValueError(f"strategy {name!r} registered twice")
+        names = RECORDED_NAMES.get(name, {})
         STRATEGIES[name] = StrategyInfo(
-            name, build, dict(hparams), storage, trains, keeps, forgets, paper, head_init, space,
-            defaults, shared_storage, tuple(mask_kinds), dict(refuses or {}), task_inference,
-            paper_budget)
+            name=name, builder=build, hparams=_renamed(hparams, names), storage=storage,
+            trains=trains, keeps=keeps, forgets=forgets, paper=paper, head_init=head_init,
+            search_space=_renamed(space, names), defaults=defaults,
+            shared_storage=shared_storage, mask_kinds=tuple(mask_kinds),
+            refuses=dict(refuses or {}), task_inference=task_inference,
+            paper_budget=None if paper_budget is None else replace(
+                paper_budget, rates=tuple(names.get(k, k) for k in paper_budget.rates)),
+            recorded_names=dict(names))
         return build
 
     return deco
@@ -186,11 +238,17 @@ def _coerce(default, value):
 
 
 def resolve_hparams(name: str, overrides: dict | None = None) -> dict:
-    """The strategy's paper defaults updated with ``overrides``; unknown keys are an error."""
-    hp = dict(get_strategy(name).hparams)
-    for k, v in (overrides or {}).items():
+    """The strategy's registered values updated with ``overrides``, under the recorded names
+    (module docstring). An override may use either name of a renamed hyperparameter; of two
+    overrides of one hyperparameter the later wins, as in ``{**tuned, **user}``. Unknown keys are
+    an error."""
+    info = get_strategy(name)
+    hp = dict(info.hparams)
+    for given, v in (overrides or {}).items():
+        k = info.recorded_name(given)
         if k not in hp:
-            raise KeyError(f"strategy {name!r} has no hyperparameter {k!r}; valid: {', '.join(hp)}")
+            raise KeyError(f"strategy {name!r} has no hyperparameter {given!r}; valid: "
+                           f"{', '.join(hp)}")
         try:
             hp[k] = _coerce(hp[k], v)
         except ValueError as e:
@@ -201,10 +259,12 @@ def resolve_hparams(name: str, overrides: dict | None = None) -> dict:
 
 def budget_hparams(name: str, hp: dict, given: set[str], *, epochs: int,
                    steps_per_task: int | None, batch_size: int) -> tuple[dict, float]:
-    """``hp`` with the strategy's registered rates (those not in ``given``: tuned or user values
-    are kept as they are) scaled to its paper's learning-rate mass at this budget
-    (``strategies.schedules.budget_factor``), and the factor (1.0: nothing scaled)."""
-    budget = get_strategy(name).paper_budget
+    """``hp`` (recorded names) with the strategy's registered rates (those not in ``given``, in
+    either spelling: tuned or user values are kept as they are) scaled to its paper's
+    learning-rate mass at this budget (``strategies.schedules.budget_factor``), and the factor
+    (1.0: nothing scaled)."""
+    info = get_strategy(name)
+    budget, given = info.paper_budget, {info.recorded_name(k) for k in given}
     scaled = [] if budget is None else [k for k in budget.rates if k not in given]
     if not scaled:
         return hp, 1.0

@@ -13,7 +13,8 @@ Choices the paper leaves open here. The paper masks *random* fixed weights (sign
 here the weights are the frozen pre-trained ones, as in Piggyback, so ``keep`` trades the
 pre-trained features kept against the freedom of the mask: 0.5 (edge-popup's best fraction on
 random weights) by default, searched over [0.5, 0.7, 0.9]. Optimizer: AdamW without weight decay
-(decay would shrink scores toward the selection boundary) for scores and head, cosine schedule.
+(decay would shrink scores toward the selection boundary) for scores (``lr``; recorded as
+``score_lr``, ``strategies.registry.RECORDED_NAMES``) and head, cosine schedule.
 Without a task id (``--task-agnostic``) the runner's rules apply (``models.task_inference``):
 SupSup's entropy criterion per sample (``entropy``) and its lowest-entropy task per test batch
 (``entropy_batch``, which assumes every test batch comes from one task). The paper's one-shot
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 from models import anatomy
 from models.masks import TaskMask, TopKRule
-from strategies.masking import TaskMaskPlugin, mask_weights, masks_and_head
+from strategies.masking import TaskMaskPlugin, mask_weights
 from strategies.registry import register_strategy
 from strategies.storage import StorageItem, head_items
 
@@ -48,9 +49,9 @@ def supsup_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
 
 @register_strategy(
     "supsup",
-    hparams={"score_lr": 1e-3, "head_lr": 1e-3, "keep": 0.5, "schedule": "cosine"},
+    hparams={"lr": 1e-3, "head_lr": 1e-3, "keep": 0.5, "schedule": "cosine"},
     defaults="paper+suite",
-    search_space={"score_lr": [1e-4, 1e-3, 1e-2], "head_lr": [3e-4, 1e-3, 3e-3],
+    search_space={"lr": [1e-4, 1e-3, 1e-2], "head_lr": [3e-4, 1e-3, 3e-3],
                   "keep": [0.5, 0.7, 0.9]},
     storage=supsup_storage,
     trains="a score per weight of every block Linear (qkv, proj, fc1, fc2), its top-k "
@@ -62,5 +63,4 @@ def supsup_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
 )
 def build_supsup(backbone, hp, settings):
     plugin = SupSupPlugin(keep=hp["keep"])
-    return masks_and_head(plugin, backbone, settings, mask_lr=hp["score_lr"], head_lr=hp["head_lr"],
-                          schedule=hp["schedule"])
+    return plugin.template(backbone, settings, hp)

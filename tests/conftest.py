@@ -1,8 +1,11 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# tests never see this machine's Hugging Face cache: a hub weight is there only if a test put it
+os.environ["HF_HUB_CACHE"] = str(Path(tempfile.gettempdir()) / "vitcl-tests-empty-hub-cache")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs two pytest workers, one per core: one torch thread each (and in the
     # subprocesses they start), else the workers' threads oversubscribe the cores.

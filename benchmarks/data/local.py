@@ -1,7 +1,8 @@
 """Local datasets as image sources: :func:`local_source` reads one from its folder (layouts and
 readers: :mod:`benchmarks.data.layouts`) and decodes it through the storage part of a
 preprocessing, into the image cache or on every access; :func:`local_shape_and_classes` tells
-what it would give from the folder's layout alone.
+what it would give from the folder's layout alone. With ``download``, both first let torchvision
+fetch a dataset it can download into its folder (:func:`benchmarks.data.layouts.fetch`).
 """
 
 from __future__ import annotations
@@ -13,16 +14,39 @@ from pathlib import Path
 from benchmarks.data.datasets import DataError, ImageSource
 from benchmarks.data.imagecache import cached
 from benchmarks.data.inputs import storage_transform
-from benchmarks.data.layouts import check_layout, raw_source
+from benchmarks.data.layouts import DOWNLOADABLE, check_layout, fetch, raw_source
 from benchmarks.data.preprocess import NONE
 
+# the paper's datasets no library downloads: made from their official archives
+PREPARED = ("cub", "cars", "sketches", "wikiart")
 
-def _require_root(root: str | Path | None, dataset: str) -> Path:
+
+def _require_root(root: str | Path | None, dataset: str, download: bool = False) -> Path:
+    """The dataset's folder; a missing one is refused unless ``download`` will fill it."""
     if root is None:
         raise DataError(f"dataset {dataset!r} is read from a local folder: give --data-root PATH")
     path = Path(root).expanduser()
+    if download and dataset in DOWNLOADABLE:
+        if path.exists() and not path.is_dir():
+            raise DataError(f"data root for {dataset!r} is not a folder: {path}")
+        return path
     if not path.is_dir():
-        raise DataError(f"data root for {dataset!r} does not exist: {path}")
+        hints = []
+        if download:
+            hints.append(f"--download fetches only {', '.join(DOWNLOADABLE)}")
+        if dataset in PREPARED:
+            hints.append(f"make it from the official archive with `run_benchmark.py prepare "
+                         f"--dataset {dataset}` (docs/paper.md)")
+        raise DataError(f"data root for {dataset!r} does not exist: {path}"
+                        + (f" ({'; '.join(hints)})" if hints else ""))
+    return path
+
+
+def _fetched(name: str, root: str | Path | None, download: bool) -> Path:
+    """The dataset's folder, after torchvision's download into it with ``download``."""
+    path = _require_root(root, name, download)
+    if download:
+        fetch(name, path)
     return path
 
 
@@ -39,9 +63,11 @@ def _reading(name: str, path: Path) -> Iterator[None]:
 
 
 def local_source(name: str, root: str | Path | None, img_size: int | None = None,
-                 preprocess: dict | None = None, cache_dir: str | Path | None = None
-                 ) -> ImageSource:
-    """A dataset read from ``root`` (never downloads).
+                 preprocess: dict | None = None, cache_dir: str | Path | None = None,
+                 download: bool = False) -> ImageSource:
+    """A dataset read from ``root``; with ``download``, first fetched there by torchvision if it
+    can download it (:data:`benchmarks.data.layouts.DOWNLOADABLE`; the others are read as they
+    are).
 
     Images go through the storage part of ``preprocess`` (:func:`benchmarks.data.inputs.
     storage_transform`; default: squash-resize to ``img_size``, nothing without one). With
@@ -49,7 +75,7 @@ def local_source(name: str, root: str | Path | None, img_size: int | None = None
     (:mod:`benchmarks.data.imagecache`) and items are uint8 tensors; otherwise items are float
     tensors in [0, 1] decoded on every access, as ``ToTensor`` gives them.
     """
-    path = _require_root(root, name)
+    path = _fetched(name, root, download)
     with _reading(name, path):
         raw = raw_source(name, path)
     return _decoded(raw, img_size, preprocess, cache_dir)
@@ -97,14 +123,16 @@ def check_one_size(raw: ImageSource) -> None:
 
 
 def local_shape_and_classes(name: str, root: str | Path | None, img_size: int | None = None,
-                            check_sizes: bool = False) -> tuple[tuple[int, int, int], int]:
+                            check_sizes: bool = False, download: bool = False
+                            ) -> tuple[tuple[int, int, int], int]:
     """(image shape (C, H, W), number of classes) of ``local_source(name, root, img_size)``,
     with its :class:`DataError` for an unknown name, a missing root, data or annotation file, or
     missing or mismatched class folders — without decoding an image
     (:func:`benchmarks.data.layouts.check_layout`). Without ``img_size`` one image header gives
     the size (the loader requires one size for all); ``check_sizes`` reads every header, as the
-    loader does, for its mixed-sizes error."""
-    path = _require_root(root, name)
+    loader does, for its mixed-sizes error. With ``download`` the dataset is first downloaded,
+    as :func:`local_source` would (the one step here that reads more than the layout)."""
+    path = _fetched(name, root, download)
     with _reading(name, path):
         layout = check_layout(name, path)
         if layout.array_shape is not None:

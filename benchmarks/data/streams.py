@@ -46,7 +46,7 @@ from benchmarks.data.datasets import (
     stratified_split,
 )
 from benchmarks.data.imagecache import targets_of
-from benchmarks.data.layouts import LOCAL_DATASETS
+from benchmarks.data.layouts import DOWNLOADABLE, LOCAL_DATASETS
 from benchmarks.data.local import local_shape_and_classes, local_source
 from benchmarks.data.scenario import avalanche_benchmark, task_dataset
 from benchmarks.data.transforms import (
@@ -255,20 +255,28 @@ def _paper_root(data_root: str | Path | None) -> Path:
     return Path(data_root).expanduser()
 
 
+def _paper_order(download: bool) -> list[str]:
+    """The order the paper's datasets are read in: with ``download``, those that cannot be
+    downloaded first, so that one missing is refused before any download starts."""
+    if not download:
+        return list(PAPER_TASKS)
+    return sorted(PAPER_TASKS, key=lambda name: name in DOWNLOADABLE)
+
+
 def paper_stream(seed: int, val_fraction: float, data_root: str | None,
                  img_size: int = 224, preprocess: dict | None = None,
-                 cache_dir: str | Path | None = None) -> Stream:
+                 cache_dir: str | Path | None = None, download: bool = False) -> Stream:
     """The MEAT paper's new tasks in its order — CUB-200-2011, Stanford Cars, FGVC-Aircraft,
     CIFAR-100, Sketches, WikiArt — each a task over all its classes, read from
     ``data_root/<name>`` (layouts in :mod:`benchmarks.data.layouts`), RGB at ``img_size``. The
-    base is ImageNet: give its pre-trained checkpoint (``--pretrained``). ``preprocess`` and
-    ``cache_dir``: see :func:`benchmarks.data.local.local_source`."""
+    base is ImageNet: give its pre-trained checkpoint (``--pretrained``). ``preprocess``,
+    ``cache_dir`` and ``download``: see :func:`benchmarks.data.local.local_source`."""
     root = _paper_root(data_root)
-    tasks = []
-    for name in PAPER_TASKS:
-        source = local_source(name, root / name, img_size, preprocess, cache_dir)
-        tasks.append(make_task(name, source, range(len(source.class_names)), seed,
-                               val_fraction))
+    sources = {name: local_source(name, root / name, img_size, preprocess, cache_dir,
+                                  download=download)
+               for name in _paper_order(download)}
+    tasks = [make_task(name, sources[name], range(len(sources[name].class_names)), seed,
+                       val_fraction) for name in PAPER_TASKS]
     return Stream(PAPER_STREAM, seed, tasks, None, (3, img_size, img_size))
 
 
@@ -312,18 +320,20 @@ def build_stream(
     img_size: int | None = None,
     preprocess: dict | None = None,
     cache_dir: str | Path | None = None,
+    download: bool = False,
 ) -> Stream:
     """Build a stream by name; raises :class:`DataError` with the valid names if unknown.
 
     Local datasets go through the storage part of ``preprocess`` and, with ``cache_dir`` and an
     image size, the decode-once image cache (:func:`benchmarks.data.local.local_source`); the
-    bundled streams keep their in-memory tensors."""
+    bundled streams keep their in-memory tensors. With ``download``, torchvision first fetches
+    the local datasets it can download into their folders (the others are read as they are)."""
     _refuse_img_size(name, img_size)
     if name in FIXED_STREAMS:
         return FIXED_STREAMS[name](seed, val_fraction)
     if name == PAPER_STREAM:
         return paper_stream(seed, val_fraction, data_root, img_size or 224, preprocess,
-                            cache_dir)
+                            cache_dir, download)
     dataset, n_tasks = _split_name(name)
     size = BUNDLED_SHAPE[-1]
     if dataset == "mnist5k":
@@ -331,7 +341,8 @@ def build_stream(
     elif dataset == "digits":
         source, base_src = sklearn_digits(seed, size=size), mnist5k(seed)
     else:
-        source = local_source(dataset, data_root, img_size, preprocess, cache_dir)
+        source = local_source(dataset, data_root, img_size, preprocess, cache_dir,
+                              download=download)
         base_src = None
     tasks = class_split(source, n_tasks, seed, val_fraction)
     base = None
@@ -342,26 +353,29 @@ def build_stream(
 
 
 def stream_image_shape(name: str, *, data_root: str | Path | None = None,
-                       img_size: int | None = None, check_sizes: bool = False
-                       ) -> tuple[int, int, int]:
+                       img_size: int | None = None, check_sizes: bool = False,
+                       download: bool = False) -> tuple[int, int, int]:
     """``build_stream(name, seed, data_root=data_root, img_size=img_size).image_shape`` (any
     seed) without loading the data, raising the same :class:`DataError` s for an unknown name
     or task count, an image size on a bundled stream, and a missing or invalid data folder
     (:func:`benchmarks.data.local.local_shape_and_classes`: the layout's files, class folders
     and annotations; one image header for a local dataset read at its own size, every header
-    with ``check_sizes``, for the loader's mixed-sizes error)."""
+    with ``check_sizes``, for the loader's mixed-sizes error). With ``download`` it downloads
+    what ``build_stream(..., download=True)`` would, first (the CLI's check: a download that
+    fails, e.g. without network, fails before any run starts)."""
     _refuse_img_size(name, img_size)
     if name in FIXED_STREAMS:
         return BUNDLED_SHAPE
     if name == PAPER_STREAM:
         root, size = _paper_root(data_root), img_size or 224
-        for task in PAPER_TASKS:
-            local_shape_and_classes(task, root / task, size)
+        for task in _paper_order(download):
+            local_shape_and_classes(task, root / task, size, download=download)
         return (3, size, size)
     dataset, n_tasks = _split_name(name)
     if dataset in BUNDLED_SPLITS:
         shape, n_classes = BUNDLED_SHAPE, BUNDLED_CLASSES
     else:
-        shape, n_classes = local_shape_and_classes(dataset, data_root, img_size, check_sizes)
+        shape, n_classes = local_shape_and_classes(dataset, data_root, img_size, check_sizes,
+                                                   download)
     _check_n_tasks(dataset, n_classes, n_tasks)
     return shape

@@ -47,7 +47,7 @@ def trained_run(strategy: str, seed: int, steps_per_task: int | None, out: Path,
     if steps_per_task is not None:
         changes["steps_per_task"] = steps_per_task
     (config,) = expand({**suite, **changes})
-    run = Run(config, out / config.run_id, cache, progress=False, tensorboard=False)
+    run = Run(config, out / config.run_id, cache, progress=False)
     run.folder.mkdir(parents=True)
     run.run()
     return run
