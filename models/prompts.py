@@ -232,32 +232,31 @@ def prefix_blocks(backbone: nn.Module, layers: list[int], method: str) -> list[n
 
 
 @contextmanager
-def prompts_off(backbone: nn.Module) -> Iterator[None]:
+def set_for_block(modules: list[nn.Module], name: str, value) -> Iterator[None]:
+    """Attribute ``name`` of every module set to ``value`` for the block, each one's own value
+    restored afterwards."""
+    saved = [(m, getattr(m, name)) for m in modules]
+    for m, _ in saved:
+        setattr(m, name, value)
+    try:
+        yield
+    finally:
+        for m, old in saved:
+            setattr(m, name, old)
+
+
+def prompts_off(backbone: nn.Module):
     """Every :class:`PromptSource` in ``backbone`` off for the block (the backbone computes its
-    own function), each one's switch restored afterwards."""
-    switches = [(m, m.enabled) for m in backbone.modules() if isinstance(m, PromptSource)]
-    for m, _ in switches:
-        m.enabled = False
-    try:
-        yield
-    finally:
-        for m, enabled in switches:
-            m.enabled = enabled
+    own function)."""
+    return set_for_block([m for m in backbone.modules() if isinstance(m, PromptSource)],
+                         "enabled", False)
 
 
-@contextmanager
-def evaluation_mode(module: nn.Module) -> Iterator[None]:
+def evaluation_mode(module: nn.Module):
     """``module`` and everything in it in evaluation mode for the block (no dropout, DropKey or
-    training-time masks), each part's own mode restored afterwards. The flags are set directly:
-    a layer's ``train`` override would drop its evaluation caches on every batch."""
-    modes = [(m, m.training) for m in module.modules()]
-    for m, _ in modes:
-        m.training = False
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
+    training-time masks). The flags are set directly: a layer's ``train`` override would drop its
+    evaluation caches on every batch."""
+    return set_for_block(list(module.modules()), "training", False)
 
 
 def query_features(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
