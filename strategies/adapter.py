@@ -19,8 +19,8 @@ from __future__ import annotations
 from functools import partial
 
 from models.adapters import adapter_params, add_adapters
-from strategies.common import PerTaskPlugin
 from strategies.registry import register_strategy
+from strategies.skeleton import PerTaskPlugin
 from strategies.storage import FP32, StorageItem, head_items
 
 
@@ -43,6 +43,6 @@ def adapter_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
     paper="Houlsby et al., ICML 2019 (Adapter-BERT, as in MEAT)",
 )
 def build_adapter(backbone, hp, settings):
-    """The strategy as a ``strategies.common.PerTaskPlugin`` (an Avalanche plugin)."""
+    """The strategy as a ``strategies.skeleton.PerTaskPlugin`` (an Avalanche plugin)."""
     plugin = PerTaskPlugin(partial(add_adapters, hidden=hp["hidden"]))
     return plugin.template(backbone, settings, hp)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 
 from models.multitask import MultiTaskViT
-from strategies.common import Skeleton
 from strategies.registry import register_strategy
+from strategies.skeleton import Skeleton
 from strategies.storage import head_only_storage
 
 

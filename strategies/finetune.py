@@ -7,8 +7,8 @@ features they were not trained on.
 from __future__ import annotations
 
 from models.multitask import MultiTaskViT
-from strategies.common import Skeleton
 from strategies.registry import register_strategy
+from strategies.skeleton import Skeleton
 from strategies.storage import head_only_storage
 
 FINE_TUNING_HPARAMS = {"optimizer": "adamw", "lr": 5e-4, "head_lr": 1e-3, "weight_decay": 0.0,

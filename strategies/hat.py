@@ -71,9 +71,10 @@ from models import anatomy
 from models.adapters import adapter_params, add_adapters
 from models.masked_linear import make_masked
 from models.masks import SigmoidGateRule, TaskMask
-from strategies.common import ContinualTemplate, ExtraGroup
+from strategies.common import ContinualTemplate
 from strategies.masking import TaskMaskPlugin
 from strategies.registry import register_strategy
+from strategies.skeleton import ExtraGroup
 from strategies.storage import FP32, StorageItem, head_items
 
 COSH_CLAMP = 50.0

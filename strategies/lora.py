@@ -19,8 +19,8 @@ from __future__ import annotations
 from functools import partial
 
 from models.lora import add_lora, lora_params
-from strategies.common import PerTaskPlugin
 from strategies.registry import register_strategy
+from strategies.skeleton import PerTaskPlugin
 from strategies.storage import FP32, StorageItem, head_items
 
 
@@ -45,7 +45,7 @@ def lora_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
     paper="Hu et al., ICLR 2022",
 )
 def build_lora(backbone, hp, settings):
-    """The strategy as a ``strategies.common.PerTaskPlugin`` (an Avalanche plugin)."""
+    """The strategy as a ``strategies.skeleton.PerTaskPlugin`` (an Avalanche plugin)."""
     plugin = PerTaskPlugin(partial(add_lora, targets=hp["targets"], rank=hp["rank"],
                                   alpha=hp["alpha"]))
     return plugin.template(backbone, settings, hp)

@@ -1,11 +1,11 @@
 """What the per-task mask and gate strategies share (MEAT, Piggyback, SupSup, HAT).
 
-:class:`TaskMaskPlugin` is the Avalanche plugin skeleton (a ``strategies.common.BackbonePlugin``):
+:class:`TaskMaskPlugin` is the Avalanche plugin skeleton (a ``strategies.skeleton.BackbonePlugin``):
 ``install(model)`` (once, before training; the strategy builders do it) lets the subclass put its
 :class:`models.masks.TaskMask` modules into the backbone (``create_masks``) and freezes the
 backbone. The rest of the per-task lifecycle is the model's and the template's:
 ``MultiTaskViT.adaptation`` adds each new task's trainable tensor to every mask, the template
-builds the task's optimizer from the skeleton's groups (``strategies.common.Skeleton``: by default
+builds the task's optimizer from the skeleton's groups (``strategies.skeleton.Skeleton``: by default
 the masks' tensors at ``lr`` and the task's head at ``head_lr``, as Piggyback and SupSup train;
 HAT and MEAT declare their masks as extra groups, :meth:`TaskMaskPlugin.trainable` listing their
 tensors) and, after the task, ``MultiTaskViT.finish_task`` binarizes and bit-packs its masks.
@@ -20,7 +20,7 @@ from torch import nn
 
 from models.masked_linear import make_masked
 from models.masks import TaskMask
-from strategies.common import BackbonePlugin
+from strategies.skeleton import BackbonePlugin
 
 
 class TaskMaskPlugin(BackbonePlugin):

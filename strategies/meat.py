@@ -19,7 +19,7 @@ Optimizer (``strategies.schedules``): AdamW, one rate per parameter kind, each g
 paper's *base* rate and scaled by the run's batch, lr = base x batch / 1024 (``lr_scaling``):
 heads 5e-4 and masks 0.1 (the paper's values). MEAT trains only masks, of two kinds at two
 rates, so it has no ``lr``: its masks are the skeleton's extra groups
-(``strategies.common.Skeleton``) at the paper's ``token_mask_lr`` and ``ffn_mask_lr``. The masks'
+(``strategies.skeleton.Skeleton``) at the paper's ``token_mask_lr`` and ``ffn_mask_lr``. The masks'
 base is a two-logit rate; the one-logit form trains at ``one_logit_lr`` = 2 x the scaled rate,
 the same speed. Heads: weight
 decay 0.05 (official code), masks none. Schedule: warm-up over the first sixth of the task, then
@@ -38,10 +38,10 @@ from models import anatomy
 from models.attention import maskable_attention
 from models.masked_linear import make_masked
 from models.masks import GumbelRule, TaskMask
-from strategies.common import ExtraGroup
 from strategies.masking import TaskMaskPlugin
 from strategies.registry import register_strategy
 from strategies.schedules import PaperBudget, one_logit_lr
+from strategies.skeleton import ExtraGroup
 from strategies.storage import StorageItem, head_items
 
 # 30 epochs at batch 256 over the six datasets' 128,934 training images (CUB 5,994, Cars 8,144,

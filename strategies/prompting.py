@@ -27,9 +27,9 @@ from __future__ import annotations
 from torch import nn
 
 from models.heads import PlainHead, StandardizedHead
-from strategies.common import BackbonePlugin
 from strategies.registry import TrainSettings
 from strategies.schedules import linear_scaled
+from strategies.skeleton import BackbonePlugin
 
 HEADS = {"plain": PlainHead, "standardized": StandardizedHead}
 REFERENCE_BATCH = 256  # L2P's and DualPrompt's code: lr x batch / 256

@@ -7,7 +7,7 @@ bill), whether it can forget, and its paper defaults — the facts the README ta
 ``storage`` command print.
 
 Hyperparameter names. The rate of what a strategy trains (the first optimizer group of
-``strategies.common.Skeleton``) is ``lr`` in every strategy's code and registration, and ``lr`` is
+``strategies.skeleton.Skeleton``) is ``lr`` in every strategy's code and registration, and ``lr`` is
 accepted on input (suite files' ``hparams:``, ``tuned/*.yaml``, :func:`resolve_hparams`,
 ``make_strategy(hparams=...)``). Piggyback's and SupSup's runs were first recorded under another
 name for it (:data:`RECORDED_NAMES`, the alias table), and a run's id hashes its resolved

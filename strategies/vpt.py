@@ -20,8 +20,8 @@ from __future__ import annotations
 from functools import partial
 
 from models.prompts import UNPROMPTABLE, add_task_prompts, prompt_params
-from strategies.common import PerTaskPlugin
 from strategies.registry import register_strategy
+from strategies.skeleton import PerTaskPlugin
 from strategies.storage import FP32, StorageItem, head_items
 
 
@@ -45,6 +45,6 @@ def vpt_storage(backbone, n_classes: int, hp: dict) -> list[StorageItem]:
     refuses=UNPROMPTABLE,
 )
 def build_vpt(backbone, hp, settings):
-    """The strategy as a ``strategies.common.PerTaskPlugin`` (an Avalanche plugin)."""
+    """The strategy as a ``strategies.skeleton.PerTaskPlugin`` (an Avalanche plugin)."""
     plugin = PerTaskPlugin(partial(add_task_prompts, length=hp["length"]))
     return plugin.template(backbone, settings, hp)

@@ -91,3 +91,9 @@ def test_the_graph_sees_what_it_checks():
     assert "models.tasks" in graph["benchmarks.runner"]
     assert "atomicio" in graph["results.records"]
     assert {part(m) for m in graph} == set(ALLOWED)
+
+
+def test_no_module_of_the_library_is_over_400_lines():
+    long = {name: n for name, path in modules().items()
+            if (n := len(path.read_text().splitlines())) > 400}
+    assert not long, long

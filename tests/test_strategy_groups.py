@@ -1,4 +1,4 @@
-"""The strategy skeleton (``strategies.common.Skeleton``: the one place that builds optimizer
+"""The strategy skeleton (``strategies.skeleton.Skeleton``: the one place that builds optimizer
 groups) and the registry's recorded names (``strategies.registry.RECORDED_NAMES``)."""
 
 import pytest
@@ -8,9 +8,9 @@ from torch import nn
 from benchmarks.suitefile import load_suite
 from benchmarks.suites import expand
 from strategies import STRATEGIES, get_strategy
-from strategies.common import ExtraGroup, Skeleton
 from strategies.registry import RECORDED_NAMES, TrainSettings, budget_hparams, resolve_hparams
 from strategies.schedules import one_logit_lr
+from strategies.skeleton import ExtraGroup, Skeleton
 
 # run ids of the standard suite's first piggyback / supsup run with the old name set by a user,
 # as the code before the rename recorded them

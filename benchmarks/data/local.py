@@ -2,7 +2,7 @@
 readers: :mod:`benchmarks.data.layouts`) and decodes it through the storage part of a
 preprocessing, into the image cache or on every access; :func:`local_shape_and_classes` tells
 what it would give from the folder's layout alone. With ``download``, both first let torchvision
-fetch a dataset it can download into its folder (:func:`benchmarks.data.layouts.fetch`).
+fetch a dataset it can download into its folder (:func:`benchmarks.data.download.fetch`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from benchmarks.data.datasets import DataError, ImageSource
+from benchmarks.data.download import DOWNLOADABLE, fetch
 from benchmarks.data.imagecache import cached
 from benchmarks.data.inputs import storage_transform
-from benchmarks.data.layouts import DOWNLOADABLE, check_layout, fetch, raw_source
+from benchmarks.data.layouts import check_layout, raw_source
 from benchmarks.data.preprocess import NONE
 
 # the paper's datasets no library downloads: made from their official archives
@@ -66,7 +67,7 @@ def local_source(name: str, root: str | Path | None, img_size: int | None = None
                  preprocess: dict | None = None, cache_dir: str | Path | None = None,
                  download: bool = False) -> ImageSource:
     """A dataset read from ``root``; with ``download``, first fetched there by torchvision if it
-    can download it (:data:`benchmarks.data.layouts.DOWNLOADABLE`; the others are read as they
+    can download it (:data:`benchmarks.data.download.DOWNLOADABLE`; the others are read as they
     are).
 
     Images go through the storage part of ``preprocess`` (:func:`benchmarks.data.inputs.

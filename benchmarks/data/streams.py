@@ -45,8 +45,9 @@ from benchmarks.data.datasets import (
     sklearn_digits,
     stratified_split,
 )
+from benchmarks.data.download import DOWNLOADABLE
 from benchmarks.data.imagecache import targets_of
-from benchmarks.data.layouts import DOWNLOADABLE, LOCAL_DATASETS
+from benchmarks.data.layouts import LOCAL_DATASETS
 from benchmarks.data.local import local_shape_and_classes, local_source
 from benchmarks.data.scenario import avalanche_benchmark, task_dataset
 from benchmarks.data.transforms import (
