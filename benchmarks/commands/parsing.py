@@ -8,6 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from benchmarks.config import integer, number
+
 
 class UsageError(Exception):
     """Bad command-line input (exit code 2)."""
@@ -49,23 +51,10 @@ def warn(line: str) -> None:
     print(f"warning: {line}", file=sys.stderr, flush=True)
 
 
-def at_least(kind: type, low: float, what: str):
-    """An argparse ``type``: a ``kind`` number >= ``low``, else one line saying so."""
-    def parse(value: str):
-        try:
-            n = kind(value)
-        except ValueError:
-            n = None
-        if n is None or n < low:
-            raise argparse.ArgumentTypeError(f"must be {what}, got {value!r}")
-        return n
-    return parse
 
 
-positive_int = at_least(int, 1, "an integer >= 1")
 
 
-non_negative_float = at_least(float, 0, "a number >= 0")
 
 
 def add_setting_flags(p: argparse.ArgumentParser, config_class=None) -> None:
@@ -118,3 +107,12 @@ def check_report_folder(out: Path) -> None:
         check(out)
     except ReportError as e:
         raise UsageError(str(e)) from e
+
+
+def checked_by(check):
+    """An argparse ``type`` from a :class:`benchmarks.config.Check`."""
+    return checked(check.parse, check.wanted)
+
+
+positive_int = checked_by(integer(1))
+non_negative_float = checked_by(number(0))
