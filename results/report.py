@@ -20,6 +20,11 @@
   task- and class-incremental settings, class-incremental forgetting, task-inference accuracy,
   the class-incremental difference to the classifier and the task that task inference collapsed
   onto, under the chance levels;
+- ``headline_<stream>.{md,tex,csv}``: every strategy on one line, ranked, with task ids on
+  each backbone and without them, beside the classifier, SimpleCIL and the joint probe
+  (``results.headline``; the README quotes it);
+- ``pairwise.{md,tex,csv}``: every pair of strategies per stream and backbone, paired by seed,
+  in both settings, with the verdict;
 - ``acc_matrices.md`` and ``acc_matrix/<run_id>.csv``: every run's accuracy matrix with task ids
   (and its class-incremental one, without);
 - figures from ``results.figures``.
@@ -37,6 +42,7 @@ from pathlib import Path
 from atomicio import atomic_write_text
 from results.arms import group_records
 from results.formats import safe_name, to_csv, to_markdown, write_frame
+from results.headline import headline_table, pairwise_table
 from results.masks import movement_table
 from results.per_task import acc_matrix_frame, per_task_table, probe_note
 from results.summary import budget_note, hparams_table, readable_summary, summary
@@ -46,6 +52,9 @@ from results.timing import time_table, timing_note
 RULES_NOTE = ("Every task-inference rule on every run (strategies.md, \"Without task ids\"): last "
               "accuracy % over every seen class (task inferred right %); * the rule chosen on "
               "validation.")
+PAIRWISE_NOTE = ("Every pair of strategies on each stream and backbone, the one ranked higher "
+                 "with task ids first: final average accuracy difference, paired by seed, with "
+                 "its 95% t-interval; a ranking holds only where the interval excludes 0.")
 
 
 def run_order(records: list[dict]) -> list[dict]:
@@ -72,6 +81,11 @@ def write_tables(records: list[dict], out: Path) -> list[Path]:
     if not agnostic.empty:
         paths += write_frame(agnostic, out, "task_agnostic", index=False,
                              note=chance_note(records))
+    for stream in dict.fromkeys(r["config"]["stream"] for r in records):
+        paths += write_frame(headline_table(records, stream), out,
+                             f"headline_{safe_name(stream)}", index=False)
+    paths += write_frame(pairwise_table(records), out, "pairwise", index=False,
+                         note=PAIRWISE_NOTE)
     rules = rules_table(records)
     if not rules.empty:
         paths += write_frame(rules, out, "task_inference_rules", index=False, note=RULES_NOTE)

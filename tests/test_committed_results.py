@@ -2,6 +2,7 @@
 committed code makes of the committed records, and those records are the runs of the committed
 ``standard`` suite."""
 
+import re
 from pathlib import Path
 
 from benchmarks.config import RunConfig
@@ -118,3 +119,50 @@ def test_committed_class_incremental_results_meet_the_protocols_bar():
     d = paired_difference([r["metrics"]["cil_last_acc"] for r in meat],
                           [r["metrics"]["simplecil_last_acc"] for r in meat])
     assert len(meat) == 5 and d.low > 0, d
+
+
+ROOT = DATA.parent.parent
+# the sections that quote the committed results: (page, first heading, end heading); the prompt
+# heads section quotes a separate suite (configs/prompt-heads.yaml), not the committed records
+QUOTING = [("README.md", "## Reference results", "**Storage on the MEAT paper's backbones**",
+            None),
+           ("docs/results.md", "## Reference results: the `standard` suite",
+            "## Reference numbers", ("### The prompt methods", "### Without task ids"))]
+INTERVAL = re.compile(r"([+-]\d+\.\d) \[([+-]\d+\.\d), ([+-]\d+\.\d)\]")
+MEAN_STD = re.compile(r"\d+\.\d ± \d+\.\d")
+
+
+def quoting_text() -> str:
+    """The docs' sections that quote the committed results, with − written as -."""
+    parts = []
+    for page, start, end, skip in QUOTING:
+        text = (ROOT / page).read_text()
+        text = text[text.index(start):text.index(end)]
+        if skip:
+            text = text[:text.index(skip[0])] + text[text.index(skip[1]):]
+        parts.append(text.replace("−", "-"))
+    return "\n".join(parts)
+
+
+def intervals(text: str) -> set[tuple[float, float, float]]:
+    return {tuple(float(x) for x in m) for m in INTERVAL.findall(text)}
+
+
+def test_the_readme_headline_is_the_committed_report():
+    table = (DATA / "report" / "headline_mnist5k-nuisance5.md").read_text().strip()
+    assert table in (ROOT / "README.md").read_text()
+
+
+def test_every_number_the_docs_quote_is_in_the_committed_report():
+    """Each paired difference ("+1.8 [+1.1, +2.6]", either way round) and each "mean ± std" in
+    the sections that quote the committed results is one the committed report states
+    (``pairwise.md`` holds every pair of strategies), so the docs cannot drift from a
+    regenerated ``results/data``."""
+    report = "\n".join(p.read_text() for p in sorted((DATA / "report").glob("*.md")))
+    known = intervals(report)
+    known |= {(-m, -hi, -lo) for m, lo, hi in known}
+    quoted = quoting_text()
+    stale = sorted(intervals(quoted) - known)
+    assert not stale, f"paired differences not in results/data/report: {stale}"
+    stale = sorted(set(MEAN_STD.findall(quoted)) - set(MEAN_STD.findall(report)))
+    assert not stale, f"mean ± std values not in results/data/report: {stale}"

@@ -405,3 +405,43 @@ def test_time_table_means_over_seeds_and_marks_fields_records_lack():
     assert (row["strategy"], row["train s"], row["eval s"], row["n"]) == ("meat", "11.0", "3.0", 2)
     assert (row["images outside training"], row["their s"]) == ("1,250", "2.0")
     assert before["images outside training"] == before["their s"] == "--"
+
+
+def test_the_headline_ranks_strategies_on_the_main_backbone_beside_the_references():
+    from results.headline import headline_table, pairwise_table
+
+    cil = [[0.9, None], [0.5, 0.6]], [[1.0, None], [0.6, 0.7]]  # last accuracy 55%
+
+    def references(seed):  # SimpleCIL 40 + seed %, joint 70
+        return {"simplecil": [[0.9, None], [0.4 + seed / 100] * 2],
+                "joint": [[1.0, None], [0.7, 0.7]]}
+
+    def runs(strategy, final, backbone="b", mib=1.0):
+        return [_agnostic(_record(strategy, s, _final(final(s)), backbone=backbone,
+                                  total_mib=mib), *cil, references=references(s))
+                for s in range(3)]
+
+    recs = (runs("classifier", lambda s: 0.7 + 0.1 * s) + runs("lwf", lambda s: 0.6)
+            + runs("meat", lambda s: 0.8 + 0.11 * s, mib=2.5)
+            + runs("meat", lambda s: 0.5, backbone="c") + runs("classifier", lambda s: 0.4, "c"))
+    table = headline_table(recs, "s").set_index("strategy")
+    assert list(table.index) == ["`meat`", "`classifier`", "`lwf`", "SimpleCIL (reference)",
+                                 "joint probe (frozen features)"]
+    with_ids_b, with_ids_c, without, mib = table.columns
+    assert with_ids_b.startswith("`b`") and with_ids_c.startswith("`c`")  # b: most strategies
+    assert table.loc["`meat`", with_ids_b].startswith("91.0 (+11.0 [")  # paired 10, 11, 12
+    assert table.loc["`meat`", with_ids_c] == "50.0 (+10.0 [+10.0, +10.0])"
+    assert table.loc["`classifier`", with_ids_b] == "80.0"
+    assert table.loc["`lwf`", with_ids_c] == "--"
+    assert table.loc["`meat`", without].startswith("55.0 (+14.0 [")  # 55 - (40, 41, 42)
+    assert table.loc["SimpleCIL (reference)", without] == "41.0"
+    assert table.loc["joint probe (frozen features)", without] == "70.0"
+    assert table.loc["`meat`", mib] == "2.50"
+    with pytest.raises(ValueError, match="no records of stream 'x'"):
+        headline_table(recs, "x")
+    pairs = pairwise_table(recs).set_index(["backbone", "setting", "comparison"])
+    assert len(pairs) == 3 * 2 + 1 * 2  # b: 3 pairs, c: 1 pair, each in both settings
+    row = pairs.loc[("b", "task-incremental", "meat - classifier")]
+    assert row["verdict"] == "meat > classifier" and row["seeds"] == 3
+    assert pairs.loc[("b", "task-incremental", "classifier - lwf"), "verdict"] == \
+        "not separable"  # 10, 20, 30 over 3 seeds: the interval reaches below 0
