@@ -23,8 +23,9 @@
 - ``headline_<stream>.{md,tex,csv}``: every strategy on one line, ranked, with task ids on
   each backbone and without them, beside the classifier, SimpleCIL and the joint probe
   (``results.headline``; the README quotes it);
-- ``pairwise.{md,tex,csv}``: every pair of strategies per stream and backbone, paired by seed,
-  in both settings, with the verdict;
+- ``pairwise.{md,tex,csv}`` (where a stream and backbone have two strategies or more): every
+  pair of strategies per stream and backbone, paired by seed, in both settings, with the
+  verdict;
 - ``acc_matrices.md`` and ``acc_matrix/<run_id>.csv``: every run's accuracy matrix with task ids
   (and its class-incremental one, without);
 - figures from ``results.figures``.
@@ -84,8 +85,9 @@ def write_tables(records: list[dict], out: Path) -> list[Path]:
     for stream in dict.fromkeys(r["config"]["stream"] for r in records):
         paths += write_frame(headline_table(records, stream), out,
                              f"headline_{safe_name(stream)}", index=False)
-    paths += write_frame(pairwise_table(records), out, "pairwise", index=False,
-                         note=PAIRWISE_NOTE)
+    pairs = pairwise_table(records)
+    if not pairs.empty:
+        paths += write_frame(pairs, out, "pairwise", index=False, note=PAIRWISE_NOTE)
     rules = rules_table(records)
     if not rules.empty:
         paths += write_frame(rules, out, "task_inference_rules", index=False, note=RULES_NOTE)

@@ -129,8 +129,10 @@ def test_write_report_files(tmp_path):
     paths = write_report(recs, tmp_path)
     assert all(p.stat().st_size > 0 for p in paths)
     names = {p.name for p in paths}
-    for stem in ("summary", "hparams", "per_task_s_b"):
+    for stem in ("summary", "hparams", "per_task_s_b", "headline_s", "pairwise"):
         assert {f"{stem}.md", f"{stem}.tex", f"{stem}.csv"} <= names
+    one_strategy = {p.name for p in write_tables(recs[:2], tmp_path / "one")}
+    assert "headline_s.md" in one_strategy and "pairwise.md" not in one_strategy  # no pair
     for fig in ("heatmap_s_b", "task_curves_s_b", "tradeoff_s", "train_time_s"):
         assert {f"{fig}.png", f"{fig}.pdf"} <= names
     tex = (tmp_path / "summary.tex").read_text().splitlines()
